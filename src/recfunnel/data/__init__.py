@@ -1,0 +1,1 @@
+"""Datasets: the synthetic Kuaishou-like world, RecFlow's real format, MovieLens."""

@@ -1,0 +1,199 @@
+"""Evaluation metrics used by every chapter.
+
+Ranking (retrieval chapters): full-ranking Recall@K, HR@K, NDCG@K and MRR@K over the whole
+item vocabulary, optionally with items the user has already seen masked out.
+Classification (ranking chapters): AUC, GAUC (per-user AUC weighted by impressions, the
+metric Kuaishou's papers report) and log-loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+# --------------------------------------------------------------------------- ranking
+
+
+def _relevance(targets: torch.Tensor, n_items: int) -> torch.Tensor:
+    """[B] target ids or [B, V] booleans -> BoolTensor [B, V]."""
+    if targets.dim() == 1:
+        if targets.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"target ids must be integers, got {targets.dtype}")
+        if targets.min() < 0 or targets.max() >= n_items:
+            raise IndexError(f"target ids must lie in [0, {n_items}), got "
+                             f"[{targets.min().item()}, {targets.max().item()}]")
+        relevant = torch.zeros(len(targets), n_items, dtype=torch.bool, device=targets.device)
+        relevant[torch.arange(len(targets), device=targets.device), targets] = True
+        return relevant
+    if targets.dim() == 2 and targets.shape[1] == n_items:
+        return targets.bool()
+    raise ValueError(f"targets must be [B] ids or [B, {n_items}] booleans, got "
+                     f"{tuple(targets.shape)}")
+
+
+def _seen_mask(seen, shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """A [B, V] mask from a boolean tensor or from one list of item ids per row."""
+    if isinstance(seen, torch.Tensor):
+        if seen.shape != shape:
+            raise ValueError(f"seen mask has shape {tuple(seen.shape)}, scores {shape}")
+        return seen.to(device=device, dtype=torch.bool)
+    if len(seen) != shape[0]:
+        raise ValueError(f"seen has {len(seen)} rows, scores have {shape[0]}")
+    mask = torch.zeros(shape, dtype=torch.bool, device=device)
+    for row, ids in enumerate(seen):
+        mask[row, torch.as_tensor(list(ids), dtype=torch.long, device=device)] = True
+    return mask
+
+
+def ranking_metrics(
+    scores: torch.Tensor,  # [B, V] one score per item, higher is better
+    targets: torch.Tensor,  # [B] the held-out item of each row, or [B, V] booleans
+    ks: Iterable[int] = (10, 20),
+    seen: torch.Tensor | Sequence[Iterable[int]] | None = None,  # [B, V] or ids per row
+    reduce: bool = True,
+) -> dict[str, float] | dict[str, torch.Tensor]:
+    """Full-ranking Recall@K, HR@K, NDCG@K and MRR@K.
+
+    Every item is ranked (no sampled negatives). Items in ``seen`` are removed from the
+    ranking first; a target inside ``seen`` can then no longer be found, so pass only
+    items that are not targets (the training history). With one target per row,
+    Recall@K equals HR@K. Ties are broken by ``torch.topk``. ``reduce=False`` returns
+    per-row values, for paired tests between models.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [B, V], got {tuple(scores.shape)}")
+    ks = sorted(set(int(k) for k in ks))
+    B, V = scores.shape
+    if ks[0] < 1 or ks[-1] > V:
+        raise ValueError(f"every K must lie in [1, {V}], got {ks}")
+    relevant = _relevance(targets.to(scores.device), V)  # [B, V]
+    n_relevant = relevant.sum(dim=1)  # [B]
+    if (n_relevant == 0).any():
+        row = int((n_relevant == 0).nonzero()[0])
+        raise ValueError(f"row {row} has no relevant item")
+    if seen is not None:
+        scores = scores.masked_fill(_seen_mask(seen, (B, V), scores.device), float("-inf"))
+
+    k_max = ks[-1]
+    top_ids = scores.topk(k_max, dim=1).indices  # [B, k_max]
+    hits = relevant.gather(1, top_ids).float()  # [B, k_max] 1 where the i-th item is relevant
+    positions = torch.arange(1, k_max + 1, device=scores.device, dtype=torch.float32)
+    discounts = 1.0 / torch.log2(positions + 1.0)  # [k_max] 1/log2(i+1)
+    ideal_dcg = discounts.cumsum(0)  # [k_max] DCG of a perfect list of i relevant items
+
+    out: dict[str, torch.Tensor] = {}
+    for k in ks:
+        hits_k = hits[:, :k]
+        n_hits = hits_k.sum(dim=1)
+        out[f"recall@{k}"] = n_hits / n_relevant
+        out[f"hr@{k}"] = (n_hits > 0).float()
+        best_possible = ideal_dcg[(n_relevant.clamp(max=k) - 1)]
+        out[f"ndcg@{k}"] = (hits_k * discounts[:k]).sum(dim=1) / best_possible
+        out[f"mrr@{k}"] = (hits_k / positions[:k]).max(dim=1).values  # 1 / rank of first hit
+    if reduce:
+        return {name: value.mean().item() for name, value in out.items()}
+    return out
+
+
+@torch.no_grad()
+def evaluate_ranking(
+    score_fn: Callable[[torch.Tensor], torch.Tensor],  # user ids [b] -> scores [b, V]
+    user_ids: torch.Tensor,  # [B] the users to evaluate
+    targets: torch.Tensor,  # [B] their held-out items
+    seen: Sequence[Iterable[int]] | None = None,  # items to mask, one list per user
+    ks: Iterable[int] = (10, 20),
+    batch_size: int = 1024,
+    reduce: bool = True,
+) -> dict[str, float] | dict[str, torch.Tensor]:
+    """``ranking_metrics`` over users in chunks, so the [B, V] score matrix never has to
+    fit in memory at once; the scores are computed on ``score_fn``'s device."""
+    if len(user_ids) != len(targets) or (seen is not None and len(seen) != len(user_ids)):
+        raise ValueError("user_ids, targets and seen must have one entry per user")
+    parts: list[dict[str, torch.Tensor]] = []
+    for start in range(0, len(user_ids), batch_size):
+        chunk = slice(start, start + batch_size)
+        scores = score_fn(user_ids[chunk]).float()
+        parts.append(ranking_metrics(
+            scores, targets[chunk].to(scores.device), ks,
+            seen=None if seen is None else seen[chunk], reduce=False,
+        ))
+    per_user = {name: torch.cat([part[name] for part in parts]).cpu() for name in parts[0]}
+    if reduce:
+        return {name: value.mean().item() for name, value in per_user.items()}
+    return per_user
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def _as_numpy(values, name: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return array
+
+
+def _binary_labels(labels) -> np.ndarray:
+    array = _as_numpy(labels, "labels")
+    if not np.isin(array, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0 or 1")
+    return array
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, tied values sharing the mean of their ranks."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    last_rank = np.cumsum(counts)
+    return (last_rank - (counts - 1) / 2.0)[inverse]
+
+
+def auc(labels, scores) -> float:
+    """Area under the ROC curve: the chance a random positive outscores a random negative
+    (ties count one half), computed with the Mann-Whitney rank statistic."""
+    y, s = _binary_labels(labels), _as_numpy(scores, "scores")
+    if len(y) != len(s):
+        raise ValueError(f"{len(y)} labels but {len(s)} scores")
+    n_pos = y.sum()
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUC needs at least one positive and one negative label")
+    ranks = _average_ranks(s)
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def gauc(labels, scores, groups) -> float:
+    """Group AUC: the AUC of each user's impressions, averaged with weights equal to the
+    user's number of impressions. Users whose labels are all equal have no AUC and are
+    left out (of the sum and of the weights)."""
+    y, s = _binary_labels(labels), _as_numpy(scores, "scores")
+    g = np.asarray(groups.detach().cpu() if isinstance(groups, torch.Tensor) else groups).ravel()
+    if not len(y) == len(s) == len(g):
+        raise ValueError(f"lengths differ: {len(y)} labels, {len(s)} scores, {len(g)} groups")
+    order = np.argsort(g, kind="stable")
+    y, s, g = y[order], s[order], g[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    ends = np.r_[starts[1:], len(g)]
+    weighted, weight = 0.0, 0
+    for start, end in zip(starts, ends, strict=True):
+        group_labels = y[start:end]
+        if 0 < group_labels.sum() < len(group_labels):
+            weighted += (end - start) * auc(group_labels, s[start:end])
+            weight += end - start
+    if weight == 0:
+        raise ValueError("GAUC needs at least one group with both positive and negative labels")
+    return weighted / weight
+
+
+def log_loss(labels, probs, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of predicted probabilities (clipped to [eps, 1 - eps])."""
+    y, p = _binary_labels(labels), _as_numpy(probs, "probs")
+    if len(y) != len(p):
+        raise ValueError(f"{len(y)} labels but {len(p)} probabilities")
+    if (p < 0).any() or (p > 1).any():
+        raise ValueError("probs must lie in [0, 1]; apply a sigmoid to logits first")
+    p = np.clip(p, eps, 1 - eps)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())

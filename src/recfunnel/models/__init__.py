@@ -1,0 +1,1 @@
+"""One module per system, plus ``baselines`` (the references several chapters share)."""

@@ -1,0 +1,74 @@
+"""Named run sizes for every chapter, in one place.
+
+Three profiles:
+
+* ``smoke``: seconds on a CPU; what CI executes. Big enough for the model to beat its
+  baseline, which the notebook tests check.
+* ``cpu``: minutes on a laptop CPU; the default for ``make book``.
+* ``gpu``: paper-like scale on a free Colab GPU.
+
+A chapter reads its sizes with ``size = profile_for("getting_started", PROFILE)``; the
+``PROFILE`` parameter defaults to the ``RECFUNNEL_PROFILE`` environment variable. To add a
+chapter: write a frozen dataclass of its sizes and register one instance per profile in
+``CHAPTER_SIZES``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+PROFILES = ("smoke", "cpu", "gpu")
+ENV_VAR = "RECFUNNEL_PROFILE"
+
+
+@dataclass(frozen=True)
+class GettingStartedSize:
+    """Chapter 0: matrix factorisation on a planted low-rank implicit-feedback matrix."""
+
+    n_users: int
+    n_items: int
+    true_rank: int  # rank of the planted preference matrix
+    positives_per_user: int  # interactions sampled per user (last two held out)
+    d_model: int  # D: embedding width of the factorisation
+    epochs: int
+    batch_size: int
+    lr: float = 3e-2
+
+
+CHAPTER_SIZES: dict[str, dict[str, object]] = {
+    "getting_started": {
+        "smoke": GettingStartedSize(
+            n_users=300, n_items=200, true_rank=4, positives_per_user=20,
+            d_model=16, epochs=12, batch_size=256,
+        ),
+        "cpu": GettingStartedSize(
+            n_users=2_000, n_items=1_000, true_rank=8, positives_per_user=30,
+            d_model=32, epochs=20, batch_size=1_024,
+        ),
+        "gpu": GettingStartedSize(
+            n_users=50_000, n_items=20_000, true_rank=16, positives_per_user=50,
+            d_model=64, epochs=20, batch_size=8_192,
+        ),
+    },
+}
+
+
+def current_profile(default: str = "cpu") -> str:
+    """The profile named by ``RECFUNNEL_PROFILE``, else ``default``; checked."""
+    name = os.environ.get(ENV_VAR, "").strip() or default
+    return check_profile(name)
+
+
+def check_profile(name: str) -> str:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {PROFILES}")
+    return name
+
+
+def profile_for(chapter: str, profile: str | None = None):
+    """The sizes of ``chapter`` at ``profile`` (default: ``current_profile()``)."""
+    if chapter not in CHAPTER_SIZES:
+        raise KeyError(f"no profiles for chapter {chapter!r}; known: {sorted(CHAPTER_SIZES)}")
+    name = check_profile(profile) if profile is not None else current_profile()
+    return CHAPTER_SIZES[chapter][name]

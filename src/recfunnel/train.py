@@ -1,0 +1,298 @@
+"""One training loop for every chapter.
+
+``fit(model, batches, step, cfg, evaluate)`` trains any ``nn.Module`` whose loss a
+``step(model, batch)`` function returns (by default ``model(batch)`` itself returns the
+loss, or ``(loss, logs)``), with AdamW, gradient clipping, mixed precision on CUDA only,
+early stopping on a validation metric, a ``tqdm`` progress bar, checkpoints, and
+DistributedDataParallel when launched by ``torchrun``. It returns a ``History`` that
+``plots.training_curves`` draws.
+
+No callbacks and no subclassing: what a model needs beyond this lives in its
+``training_step`` and ``evaluate`` functions.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from recfunnel.runtime import resolve_device
+
+StepFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]"]
+EvalFn = Callable[[nn.Module], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of ``fit``; a chapter overrides them with ``dataclasses.replace``."""
+
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0  # max global gradient norm; None switches clipping off
+    amp: bool = True  # mixed precision; used only when the device is CUDA
+    device: str = "auto"
+    monitor: str | None = None  # key of evaluate()'s dict that picks the best epoch
+    mode: str = "max"  # "max" or "min": which direction of `monitor` is better
+    patience: int | None = None  # epochs without improvement before stopping; None: never
+    restore_best: bool = True  # load the best epoch's weights back at the end
+    checkpoint_path: str | None = None  # the best weights are saved here as they improve
+    progress: bool = True
+    desc: str = "training"  # label of the progress bar
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {self.mode!r}")
+        if self.patience is not None and self.monitor is None:
+            raise ValueError("early stopping (patience) needs a `monitor` metric name")
+
+
+@dataclass
+class History:
+    """What happened during ``fit``: one row per optimiser step and one per epoch."""
+
+    steps: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    monitor: str | None = None
+    best_epoch: int | None = None
+    best_value: float | None = None
+    stopped_early: bool = False
+
+    def column(self, key: str, level: str = "epochs") -> list[float]:
+        """The values of ``key`` over epochs (or steps), for plotting and tests."""
+        rows = self.epochs if level == "epochs" else self.steps
+        return [row[key] for row in rows if key in row]
+
+    @property
+    def seconds(self) -> float:
+        return sum(row["seconds"] for row in self.epochs)
+
+    def plot(self, metrics: Iterable[str] | None = None, **kwargs):
+        """Training loss (and validation metrics) against epochs; see ``plots``."""
+        from recfunnel.plots import training_curves
+
+        return training_curves(self, metrics=metrics, **kwargs)
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size); starts the process group when ``torchrun`` launched us."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = True,
+    seed: int = 0,
+    drop_last: bool = False,
+    collate_fn: Callable | None = None,
+) -> DataLoader:
+    """A DataLoader that shards the data across ranks when running distributed."""
+    rank, world_size = distributed_rank()
+    if world_size > 1:
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
+        )
+        return DataLoader(dataset, batch_size, sampler=sampler, drop_last=drop_last,
+                          collate_fn=collate_fn)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size, shuffle=shuffle, generator=generator,
+                      drop_last=drop_last, collate_fn=collate_fn)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """Move a batch (tensor, dataclass with ``.to``, tuple, list or dict) to ``device``."""
+    if hasattr(batch, "to"):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {key: move_to(value, device) for key, value in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(move_to(value, device) for value in batch)
+    return batch
+
+
+def _default_step(model: nn.Module, batch: Any):
+    return model(batch)
+
+
+def _split_step_output(out) -> tuple[torch.Tensor, dict[str, float]]:
+    loss, logs = (out if isinstance(out, tuple) else (out, {}))
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise TypeError("the step must return a scalar loss tensor, or (loss, logs)")
+    return loss, {key: float(value) for key, value in logs.items()}
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+    **meta: Any,
+) -> None:
+    """Save weights (and optimiser state) so ``load_checkpoint`` can read them safely."""
+    state = {"model": model.state_dict(), "meta": meta}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+
+
+def load_checkpoint(
+    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no pickled code runs); returns its meta."""
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    model.load_state_dict(state["model"])
+    if optimizer is not None and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    return state.get("meta", {})
+
+
+def _amp_dtype() -> torch.dtype:
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def fit(
+    model: nn.Module,
+    batches: Iterable | Callable[[int], Iterable],
+    step: StepFn | None = None,
+    cfg: TrainConfig = TrainConfig(),
+    evaluate: EvalFn | None = None,
+) -> History:
+    """Train ``model`` in place and return its ``History``.
+
+    batches:  a re-iterable of batches (a DataLoader, a list), or ``epoch -> iterable``
+              for data that is redrawn every epoch (fresh negatives, say).
+    step:     ``step(model, batch) -> loss`` or ``(loss, logs)``; defaults to ``model(batch)``.
+              Under DDP ``model`` is the wrapped module, so call it, not its methods.
+    evaluate: ``evaluate(model) -> {"metric": value}``, called after every epoch in
+              eval mode without gradients; ``cfg.monitor`` names the metric to track.
+    """
+    rank, world_size = distributed_rank()
+    device = resolve_device(cfg.device)
+    if world_size > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    model.to(device)
+    trained = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if world_size > 1 else model
+    )
+    step = step or _default_step
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = _amp_dtype() if use_amp else torch.float32
+    # a gradient scaler is needed for float16 only; bfloat16 has float32's range
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    history = History(monitor=cfg.monitor)
+    best_state: dict[str, torch.Tensor] | None = None
+    epochs_since_best = 0
+    sign = 1.0 if cfg.mode == "max" else -1.0
+
+    per_epoch = None if callable(batches) else _length(batches)
+    total = per_epoch * cfg.epochs if per_epoch is not None else None
+    bar = tqdm(total=total, desc=cfg.desc, disable=not cfg.progress or rank != 0,
+               unit="step", dynamic_ncols=True)
+    global_step = 0
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            epoch_batches = batches(epoch) if callable(batches) else batches
+            sampler = getattr(epoch_batches, "sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)  # reshuffle the shards every epoch
+            model.train()
+            started, loss_sum, n_steps = time.perf_counter(), 0.0, 0
+            for batch in epoch_batches:
+                batch = move_to(batch, device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    loss, logs = _split_step_output(step(trained, batch))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss is {loss.item()} at epoch {epoch}, step {global_step + 1}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip is not None:
+                    scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                global_step += 1
+                n_steps += 1
+                loss_sum += loss.item()
+                history.steps.append({"step": global_step, "epoch": epoch,
+                                      "loss": loss.item(), **logs})
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}", refresh=False)
+            if n_steps == 0:
+                raise ValueError(
+                    f"epoch {epoch} saw no batch: pass a re-iterable (a DataLoader or a "
+                    "list) or a function epoch -> batches, not a one-shot generator"
+                )
+            row = {"epoch": epoch, "train_loss": loss_sum / n_steps}
+            if evaluate is not None:
+                model.eval()
+                with torch.no_grad():
+                    row.update({key: float(value) for key, value in evaluate(model).items()})
+                model.train()
+            row["seconds"] = time.perf_counter() - started
+            history.epochs.append(row)
+
+            if cfg.monitor is None:
+                continue
+            if cfg.monitor not in row:
+                raise KeyError(f"monitor {cfg.monitor!r} is not among the logged {sorted(row)}")
+            value = row[cfg.monitor]
+            if history.best_value is None or sign * (value - history.best_value) > 0:
+                history.best_epoch, history.best_value = epoch, value
+                epochs_since_best = 0
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in
+                                            model.state_dict().items()})
+                if cfg.checkpoint_path is not None and rank == 0:
+                    save_checkpoint(cfg.checkpoint_path, model, optimizer, epoch=epoch,
+                                    **{cfg.monitor: value})
+            else:
+                epochs_since_best += 1
+            bar.set_postfix(epoch=epoch, **{cfg.monitor: f"{value:.4f}"})
+            if cfg.patience is not None and epochs_since_best >= cfg.patience:
+                history.stopped_early = True
+                break
+    finally:
+        bar.close()
+    if cfg.restore_best and best_state is not None:
+        model.load_state_dict(best_state)
+    return history
+
+
+def _length(batches: Iterable) -> int | None:
+    try:
+        return len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        return None
