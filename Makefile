@@ -9,6 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PROFILE := $(or $(RECFUNNEL_PROFILE),cpu)
+BOOK_OUT ?= .# where _build/ goes; the tests build the smoke book into _build/smoke
 
 .PHONY: book test lint clean
 
@@ -23,14 +24,14 @@ $(INSTALLED): pyproject.toml
 # Jupyter Book's execution cache keys on cell text only: the stamp (a hash of src/,
 # pyproject.toml and the profile) clears it whenever anything else a chapter runs changed.
 book: $(INSTALLED)
-	@stamp=$$($(BIN)/python -m recfunnel.notebook stamp $(PROFILE)); \
-	if [ "$$(cat _build/.exec-stamp 2>/dev/null)" != "$$stamp" ]; then \
-		echo "sources or profile changed: re-executing every chapter at '$(PROFILE)'"; \
-		rm -rf _build/.jupyter_cache; \
+	@out=$(BOOK_OUT)/_build; stamp=$$($(BIN)/python -m recfunnel.notebook stamp $(PROFILE)); \
+	if [ "$$(cat $$out/.exec-stamp 2>/dev/null)" != "$$stamp" ]; then \
+		echo "sources or profile changed: every chapter is executed afresh at '$(PROFILE)'"; \
+		rm -rf $$out/.jupyter_cache; \
 	fi; \
-	RECFUNNEL_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W -n --keep-going \
-		&& echo "$$stamp" > _build/.exec-stamp
-	@echo "The book is at $(CURDIR)/_build/html/index.html"
+	RECFUNNEL_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . --path-output $(BOOK_OUT) \
+		-W -n --keep-going && echo "$$stamp" > $$out/.exec-stamp
+	@echo "The book is at $(abspath $(BOOK_OUT))/_build/html/index.html"
 
 test: $(INSTALLED)
 	$(BIN)/ruff check src tests benchmarks notebooks

@@ -18,7 +18,7 @@
 # then walks once through everything later chapters take for granted: a dataset with a
 # known truth, a baseline, a model trained with the course's one training loop, full-ranking
 # evaluation, nearest-neighbour retrieval and the figures. The model is the oldest workhorse
-# of recommendation, matrix factorisation {cite}`koren2009mf`; the baseline, recommending
+# of recommendation, matrix factorisation {footcite}`koren2009mf`; the baseline, recommending
 # what is popular.
 
 # %% tags=["remove-cell"]
@@ -42,6 +42,7 @@ SEED = 0
 DEVICE = "auto"  # "auto" picks cuda, then mps, then cpu
 
 # %%
+# %matplotlib inline
 import dataclasses
 import time
 
@@ -105,7 +106,7 @@ for name, chapter_size in CHAPTER_SIZES["getting_started"].items():
 
 # %% [markdown]
 # Where does this chapter's model sit? Industrial recommendation is a funnel. Kuaishou's
-# RecFlow paper {cite}`liu2025recflow` gives the sizes per request: about 8,000 candidates
+# RecFlow paper {footcite}`liu2025recflow` gives the sizes per request: about 8,000 candidates
 # leave retrieval, and six videos are finally shown. Matrix factorisation is a retrieval
 # model: a user vector, item vectors, and a nearest-neighbour search among them.
 
@@ -308,7 +309,7 @@ fig = plots.metric_bars(results, metrics=["recall@10", "ndcg@10", "recall@20", "
 # nearest-neighbour index and each user vector asks it for its top $k$. Appending the bias
 # as one more coordinate ($[p_u, 1] \cdot [q_i, b_i]$) turns the model's score into a
 # plain inner product. `recfunnel.retrieval` has an exact index in torch and FAISS
-# {cite}`johnson2019faiss` behind the same interface; both must return the items that
+# {footcite}`johnson2019faiss` behind the same interface; both must return the items that
 # `score_all` ranks first.
 
 # %%
@@ -407,6 +408,5 @@ print(f"NDCG@10 with D=2: {small_test['ndcg@10']:.4f}, with D={size.d_model}: "
 #
 # ## References
 #
-# ```{bibliography}
-# :filter: docname in docnames
+# ```{footbibliography}
 # ```

@@ -107,7 +107,8 @@ def strip_outputs(notebook):
             cell.execution_count = None
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
-    notebook.metadata.pop("papermill", None)
+    for key in ("papermill", "widgets"):  # run-time state, not content
+        notebook.metadata.pop(key, None)
     return notebook
 
 
@@ -142,19 +143,17 @@ def pair_problems(py_path: str | Path) -> list[str]:
 
 
 def sync(py_path: str | Path) -> Path:
-    """Write ``NN_name.ipynb`` from ``NN_name.py``, keeping stored outputs of marked cells."""
+    """Write ``NN_name.ipynb`` from ``NN_name.py``. Cell ids, and the stored outputs of
+    cells marked for nbval, are kept from the existing ``.ipynb`` where the cell is unchanged
+    (jupytext's own merge); every other output is stripped."""
     import jupytext
+    from jupytext.combine import combine_inputs_with_outputs
 
     py_path = Path(py_path)
     nb_path = py_path.with_suffix(".ipynb")
     notebook = jupytext.read(py_path)
     if nb_path.exists():
-        old = {cell.source.strip(): cell for cell in jupytext.read(nb_path).cells
-               if cell.cell_type == "code" and is_checked(cell)}
-        for cell in notebook.cells:
-            if cell.cell_type == "code" and cell.source.strip() in old:
-                cell.outputs = old[cell.source.strip()].outputs
-                cell.execution_count = old[cell.source.strip()].execution_count
+        notebook = combine_inputs_with_outputs(notebook, jupytext.read(nb_path), fmt="ipynb")
     notebook.metadata["jupytext"] = {"formats": "ipynb,py:percent"}
     notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3",
                                                 "language": "python"})

@@ -37,12 +37,19 @@ def use_style() -> None:
     plt.rcParams.update(STYLE)
 
 
+def _subplots(*args, **kwargs):
+    """``plt.subplots`` in the course style. The backend is resolved first: entering
+    ``rc_context`` before Jupyter's inline backend is set up would restore a stale
+    ``interactive`` flag on exit and stop later figures from being shown."""
+    plt.get_backend()
+    with plt.rc_context(STYLE):
+        return plt.subplots(*args, **kwargs)
+
+
 def _axes(ax, figsize=None):
     if ax is not None:
         return ax.figure, ax
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=figsize)
-    return fig, ax
+    return _subplots(figsize=figsize)
 
 
 def training_curves(history, metrics: Iterable[str] | None = None, title: str = "") -> Figure:
@@ -52,9 +59,8 @@ def training_curves(history, metrics: Iterable[str] | None = None, title: str = 
     metrics = list(metrics) if metrics is not None else [
         key for key in history.epochs[0] if key not in ("epoch", "train_loss", "seconds")
     ] if history.epochs else []
-    with plt.rc_context(STYLE):
-        n_panels = 2 if metrics else 1
-        fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 3.4), squeeze=False)
+    n_panels = 2 if metrics else 1
+    fig, axes = _subplots(1, n_panels, figsize=(4.2 * n_panels, 3.4), squeeze=False)
     loss_ax = axes[0, 0]
     steps = history.steps
     if steps:

@@ -1,0 +1,62 @@
+"""Helpers the chapters and their tests rely on: glue reading, stripping, pair checks."""
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from recfunnel.notebook import execution_stamp, pair_problems, read_glue, strip_outputs, sync
+
+
+def glued_output(name, text, display):
+    prefix = "" if display else "application/papermill.record/"
+    return new_output("display_data", data={prefix + "text/plain": text},
+                      metadata={"scrapbook": {"name": name, "mime_prefix": prefix}})
+
+
+def test_read_glue_parses_numbers_and_keeps_text():
+    cell = new_code_cell("glue(...)", outputs=[
+        glued_output("auc", "0.8125", display=False),
+        glued_output("size", "'300 users'", display=True),
+        glued_output("epochs", "12", display=False),
+    ])
+    assert read_glue(new_notebook(cells=[cell])) == {"auc": 0.8125, "size": "300 users",
+                                                    "epochs": 12}
+
+
+def test_strip_keeps_only_marked_outputs():
+    marked = new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(1)", execution_count=3,
+                           outputs=[new_output("stream", name="stdout", text="1\n")])
+    plain = new_code_cell("print(2)", execution_count=4,
+                          outputs=[new_output("stream", name="stdout", text="2\n")])
+    stripped = strip_outputs(new_notebook(cells=[marked, plain]))
+    assert stripped.cells[0].outputs and stripped.cells[0].execution_count == 3
+    assert stripped.cells[1].outputs == [] and stripped.cells[1].execution_count is None
+
+
+def test_pair_problems_finds_drift_and_committed_outputs(tmp_path):
+    py = tmp_path / "01_demo.py"
+    py.write_text("# %% [markdown]\n# # Demo\n\n# %%\nx = 1\n")
+    sync(py)
+    assert pair_problems(py) == []
+    py.write_text("# %% [markdown]\n# # Demo\n\n# %%\nx = 2\n")
+    assert any("cell 1 differs" in p for p in pair_problems(py))
+    sync(py)
+    notebook = nbformat.read(py.with_suffix(".ipynb"), as_version=4)
+    notebook.cells[1].outputs = [new_output("stream", name="stdout", text="2\n")]
+    nbformat.write(notebook, py.with_suffix(".ipynb"))
+    assert any("not marked" in p for p in pair_problems(py))
+    assert pair_problems(tmp_path / "02_missing.py") == ["02_missing.py has no paired "
+                                                         "02_missing.ipynb"]
+
+
+def test_stamp_changes_with_sources_and_profile(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    first = execution_stamp("smoke", tmp_path)
+    assert execution_stamp("cpu", tmp_path) != first
+    (tmp_path / "src" / "a.py").write_text("x = 2\n")
+    assert execution_stamp("smoke", tmp_path) != first
+
+
+def test_markdown_only_cells_are_ignored_by_read_glue():
+    assert read_glue(new_notebook(cells=[new_markdown_cell("# title")])) == {}
