@@ -1,1 +1,0 @@
-"""Datasets: the synthetic Kuaishou-like world, RecFlow's real format, MovieLens."""
