@@ -21,13 +21,14 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev]"
 	@touch $(INSTALLED)
 
-# Jupyter Book's execution cache keys on cell text only: the stamp (a hash of src/,
-# pyproject.toml and the profile) clears it whenever anything else a chapter runs changed.
+# Jupyter Book's execution cache keys on cell text only, and Sphinx re-reads only the pages
+# whose files changed: the stamp (a hash of src/, pyproject.toml and the profile) clears
+# both whenever anything else that a chapter runs has changed.
 book: $(INSTALLED)
 	@out=$(BOOK_OUT)/_build; stamp=$$($(BIN)/python -m recfunnel.notebook stamp $(PROFILE)); \
 	if [ "$$(cat $$out/.exec-stamp 2>/dev/null)" != "$$stamp" ]; then \
 		echo "sources or profile changed: every chapter is executed afresh at '$(PROFILE)'"; \
-		rm -rf $$out/.jupyter_cache; \
+		rm -rf $$out/.jupyter_cache $$out/.doctrees $$out/jupyter_execute; \
 	fi; \
 	RECFUNNEL_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . --path-output $(BOOK_OUT) \
 		-W -n --keep-going && echo "$$stamp" > $$out/.exec-stamp
