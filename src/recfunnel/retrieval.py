@@ -106,14 +106,21 @@ class FaissIndex:
         depth = min(V, k + n_excluded)
         flat = queries.reshape(B * K, D).contiguous().numpy()
         scores, ids = self.index.search(flat, depth)  # [B*K, depth] each
-        scores = torch.from_numpy(scores).view(B, K * depth)
+        scores = torch.from_numpy(scores).view(B, K * depth)  # [B, N] candidates per user
         ids = torch.from_numpy(ids).long().view(B, K * depth)
-        dense = torch.full((B, V), float("-inf"))  # [B, V] best score over interests
-        dense.scatter_reduce_(1, ids, scores, reduce="amax")
+        # best first, then drop an item's later (lower-scored) copies from other interests
+        order = scores.argsort(dim=1, descending=True, stable=True)
+        scores, ids = scores.gather(1, order), ids.gather(1, order)
+        by_id = ids.argsort(dim=1, stable=True)  # equal ids stay in score order
+        ids_by_id = ids.gather(1, by_id)
+        repeat = torch.zeros_like(ids, dtype=torch.bool)
+        repeat[:, 1:] = ids_by_id[:, 1:] == ids_by_id[:, :-1]
+        is_copy = torch.zeros_like(repeat).scatter_(1, by_id, repeat)
+        scores = scores.masked_fill(is_copy, float("-inf"))
         if exclude is not None:
-            dense = dense.masked_fill(exclude.cpu(), float("-inf"))
-        top = dense.topk(k, dim=1)
-        return top.values, top.indices
+            scores = scores.masked_fill(exclude.cpu().gather(1, ids), float("-inf"))
+        top = scores.topk(k, dim=1)
+        return top.values, ids.gather(1, top.indices)
 
 
 def build_index(item_vecs: torch.Tensor, backend: str = "exact", metric: str = "ip"):
