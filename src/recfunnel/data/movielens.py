@@ -1,0 +1,173 @@
+"""MovieLens, the real data the retrieval chapters are measured on.
+
+* MovieLens-100K (Harper and Konstan 2015, bibkey harper2015movielens) exactly as the
+  ``recbole`` 1.2.1 wheel ships it, so the course's numbers compare line for line with
+  RecBole's. The wheel is found installed, or in the course's data folder, or fetched with
+  ``pip download --no-deps recbole==1.2.1``; its files are read from the zip without
+  importing recbole, and their SHA-256 checked.
+* MovieLens-1M, downloaded from GroupLens when the network allows (MD5 checked).
+
+Both give one tidy interactions table ``user_id, item_id, rating, timestamp`` (the original
+ids, which start at 1, so 0 stays free for padding) and an items table ``item_id, title,
+year, genres``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from recfunnel.data.download import ChecksumError, DataUnavailableError, download, extract
+
+RECBOLE_WHEEL = "recbole-1.2.1-py3-none-any.whl"
+RECBOLE_WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
+ML100K_IN_WHEEL = "recbole/dataset_example/ml-100k/"
+ML100K_SHA256 = {
+    "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+    "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+}
+ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
+ML1M_MD5 = "c4d9eecfca2ab87c1945afe126590906"
+
+
+def data_home() -> Path:
+    """Where downloaded data live: ``$RECFUNNEL_DATA``, else ``~/.cache/recfunnel``."""
+    return Path(os.environ.get("RECFUNNEL_DATA", Path.home() / ".cache" / "recfunnel"))
+
+
+@dataclass(frozen=True)
+class MovieLens:
+    """interactions: user_id, item_id, rating, timestamp (s); items: item_id, title, year,
+    genres (a tuple of strings)."""
+
+    name: str
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+
+    @property
+    def n_users(self) -> int:
+        return self.interactions["user_id"].nunique()
+
+    @property
+    def n_items(self) -> int:
+        return self.interactions["item_id"].nunique()
+
+
+# --------------------------------------------------------------------------- MovieLens-100K
+
+
+def _recbole_files() -> dict[str, bytes]:
+    """The raw bytes of ml-100k.inter and ml-100k.item from an installed recbole, a cached
+    wheel, or a wheel fetched with pip."""
+    spec = importlib.util.find_spec("recbole")  # finds the package without importing it
+    if spec is not None and spec.submodule_search_locations:
+        folder = Path(next(iter(spec.submodule_search_locations))) / "dataset_example/ml-100k"
+        if all((folder / name).exists() for name in ML100K_SHA256):
+            return {name: (folder / name).read_bytes() for name in ML100K_SHA256}
+    wheel = data_home() / RECBOLE_WHEEL
+    if not wheel.exists():
+        wheel.parent.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+             "recbole==1.2.1", "-d", str(wheel.parent)],
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0 or not wheel.exists():
+            raise DataUnavailableError(
+                "MovieLens-100K comes from the recbole 1.2.1 wheel, which pip could not "
+                f"download here ({result.stderr.strip().splitlines()[-1:] or 'no output'}). "
+                f"Fetch it where there is network (pip download --no-deps recbole==1.2.1) "
+                f"and put {RECBOLE_WHEEL} in {wheel.parent}"
+            )
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            return {name: zf.read(ML100K_IN_WHEEL + name) for name in ML100K_SHA256}
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise ChecksumError(f"{wheel} is not the recbole 1.2.1 wheel ({error})") from None
+
+
+def _check(name: str, content: bytes) -> None:
+    actual = hashlib.sha256(content).hexdigest()
+    if actual != ML100K_SHA256[name]:
+        raise ChecksumError(f"{name}: sha256 {actual}, expected {ML100K_SHA256[name]}")
+
+
+def parse_ml100k(inter: bytes, item: bytes) -> MovieLens:
+    """Parse RecBole's atomic files (tab-separated, typed headers like ``user_id:token``)."""
+    table = pd.read_csv(io.BytesIO(inter), sep="\t")
+    expected = ["user_id:token", "item_id:token", "rating:float", "timestamp:float"]
+    if list(table.columns) != expected:
+        raise ValueError(f"ml-100k.inter: columns {list(table.columns)}, expected {expected}")
+    interactions = pd.DataFrame({
+        "user_id": table["user_id:token"].astype("int64"),
+        "item_id": table["item_id:token"].astype("int64"),
+        "rating": table["rating:float"].astype("float32"),
+        "timestamp": table["timestamp:float"].astype("int64"),
+    })
+    raw = pd.read_csv(io.BytesIO(item), sep="\t", dtype=str, keep_default_na=False)
+    items = pd.DataFrame({
+        "item_id": raw["item_id:token"].astype("int64"),
+        "title": raw["movie_title:token_seq"],
+        "year": pd.to_numeric(raw["release_year:token"], errors="coerce").astype("Int64"),
+        "genres": [tuple(g.split()) for g in raw["class:token_seq"]],
+    })
+    return MovieLens("ml-100k", interactions, items)
+
+
+def load_ml100k() -> MovieLens:
+    """MovieLens-100K as RecBole 1.2.1 ships it: 943 users, 1,682 items, 100,000 ratings.
+    Raises ``DataUnavailableError`` when the wheel can be neither found nor downloaded."""
+    files = _recbole_files()
+    for name, content in files.items():
+        _check(name, content)
+    return parse_ml100k(files["ml-100k.inter"], files["ml-100k.item"])
+
+
+# --------------------------------------------------------------------------- MovieLens-1M
+
+_TITLE_YEAR = re.compile(r"^(?P<title>.*) \((?P<year>\d{4})\)\s*$")
+
+
+def parse_ml1m(folder: str | Path) -> MovieLens:
+    """Read ``ratings.dat`` and ``movies.dat`` (``::``-separated, Latin-1) of MovieLens-1M."""
+    folder = Path(folder)
+    for name in ("ratings.dat", "movies.dat"):
+        if not (folder / name).exists():
+            raise FileNotFoundError(f"{folder / name} is missing: is this the ml-1m folder?")
+    ratings = pd.read_csv(folder / "ratings.dat", sep="::", engine="python", header=None,
+                          names=["user_id", "item_id", "rating", "timestamp"],
+                          encoding="latin-1")
+    if ratings.isna().any().any():
+        raise ValueError("ratings.dat: every line must have 4 '::'-separated fields")
+    ratings = ratings.astype({"user_id": "int64", "item_id": "int64", "rating": "float32",
+                              "timestamp": "int64"})
+    movies = pd.read_csv(folder / "movies.dat", sep="::", engine="python", header=None,
+                         names=["item_id", "title_year", "genres"], encoding="latin-1")
+    parts = movies["title_year"].str.extract(_TITLE_YEAR)
+    items = pd.DataFrame({
+        "item_id": movies["item_id"].astype("int64"),
+        "title": parts["title"].fillna(movies["title_year"]),
+        "year": pd.to_numeric(parts["year"], errors="coerce").astype("Int64"),
+        "genres": [tuple(g.split("|")) for g in movies["genres"]],
+    })
+    return MovieLens("ml-1m", ratings, items)
+
+
+def load_ml1m() -> MovieLens:
+    """MovieLens-1M, downloaded once into ``data_home()`` (about 6 MB); raises
+    ``DataUnavailableError`` offline."""
+    home = data_home()
+    if not (home / "ml-1m" / "ratings.dat").exists():
+        archive = download(ML1M_URL, home / "ml-1m.zip", ML1M_MD5, algorithm="md5")
+        extract(archive, home)
+    return parse_ml1m(home / "ml-1m")

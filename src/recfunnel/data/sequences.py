@@ -1,0 +1,191 @@
+"""The sequential protocol the retrieval chapters share, as RecBole runs it by default.
+
+Per user, interactions are ordered by time (a *stable* sort on the min-max-normalised
+timestamp stored as float32, so ties keep the file's line order, exactly as RecBole 1.2.1
+does); the last item is the test target, the one before the validation target, the rest is
+training data. A sample is (the last ``max_len`` items before position t, the item at t).
+Evaluation ranks every item (``recfunnel.metrics``).
+
+Batches follow the course's conventions: ``user_seq`` [B, L] is left-padded with 0 (the
+newest item at ``[:, -1]``), ``is_pad`` is True at padding. The negative samplers (uniform,
+popularity with its log-probability for logQ correction) live here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass
+class SeqBatch:
+    """user_ids [B]; user_seq [B, L] left-padded with 0; is_pad [B, L]; target_ids [B]."""
+
+    user_ids: torch.Tensor
+    user_seq: torch.Tensor
+    is_pad: torch.Tensor
+    target_ids: torch.Tensor
+
+    def to(self, device) -> SeqBatch:
+        return SeqBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+
+def order_by_time(interactions: pd.DataFrame) -> dict[int, np.ndarray]:
+    """user_id -> item ids oldest first, ordered as RecBole orders them."""
+    for column in ("user_id", "item_id", "timestamp"):
+        if column not in interactions:
+            raise KeyError(f"interactions need a {column!r} column")
+    ts = interactions["timestamp"].to_numpy(dtype=np.float64)
+    span = ts.max() - ts.min()
+    normalised = ((ts - ts.min()) / (span if span > 0 else 1.0)).astype(np.float32)
+    users = interactions["user_id"].to_numpy()
+    order = np.lexsort((normalised, users))  # stable: ties keep the row order
+    items = interactions["item_id"].to_numpy()[order]
+    sorted_users = users[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    return {int(sorted_users[s]): items[s:e] for s, e in zip(starts, ends, strict=True)}
+
+
+def left_pad(histories: list[np.ndarray], max_len: int) -> torch.Tensor:
+    """Histories of any length -> [B, max_len], newest last, 0 in front."""
+    out = torch.zeros(len(histories), max_len, dtype=torch.long)
+    for row, history in enumerate(histories):
+        tail = history[-max_len:]
+        if len(tail):
+            out[row, max_len - len(tail):] = torch.as_tensor(tail, dtype=torch.long)
+    return out
+
+
+class SequentialSplit:
+    """Leave-one-out by time: train prefixes, one validation and one test target per user.
+
+    n_items is the vocabulary size V including the padding id 0 (item ids run 1..V-1).
+    Users with fewer than 3 interactions are refused (they would have no training item).
+    """
+
+    def __init__(self, interactions: pd.DataFrame, max_len: int = 50):
+        self.max_len = max_len
+        self.sequences = order_by_time(interactions)
+        short = [u for u, seq in self.sequences.items() if len(seq) < 3]
+        if short:
+            raise ValueError(f"{len(short)} users have fewer than 3 interactions "
+                             f"(e.g. user {short[0]}): filter them first")
+        if interactions["item_id"].min() < 1:
+            raise ValueError("item ids must start at 1: id 0 is padding")
+        self.user_ids = np.array(sorted(self.sequences))
+        self.n_items = int(interactions["item_id"].max()) + 1
+
+    def checksum(self) -> str:
+        """SHA-256 of every user's ordered items: pins the split in tests."""
+        digest = hashlib.sha256()
+        for user in self.user_ids:
+            digest.update(f"{user}:".encode() + self.sequences[user].astype(np.int64).tobytes())
+        return digest.hexdigest()
+
+    def train_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user of each sample, position of its target in the user's sequence): every
+        target from the 2nd item to the 3rd-last."""
+        users, positions = [], []
+        for user in self.user_ids:
+            n = len(self.sequences[user])
+            positions.append(np.arange(1, n - 2))
+            users.append(np.full(n - 3, user))
+        return np.concatenate(users), np.concatenate(positions)
+
+    def batch(self, users: np.ndarray, positions: np.ndarray) -> SeqBatch:
+        histories = [self.sequences[u][max(0, p - self.max_len):p]
+                     for u, p in zip(users, positions, strict=True)]
+        user_seq = left_pad(histories, self.max_len)
+        targets = [self.sequences[u][p] for u, p in zip(users, positions, strict=True)]
+        return SeqBatch(torch.as_tensor(users, dtype=torch.long), user_seq, user_seq == 0,
+                        torch.as_tensor(np.asarray(targets), dtype=torch.long))
+
+    def eval_batch(self, split: str) -> SeqBatch:
+        """One batch of all users: history and target of ``"valid"`` or ``"test"``."""
+        offset = {"valid": 2, "test": 1}.get(split)
+        if offset is None:
+            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        positions = np.array([len(self.sequences[u]) - offset for u in self.user_ids])
+        return self.batch(self.user_ids, positions)
+
+    def train_item_counts(self) -> np.ndarray:
+        """[V] how often each item is a training target (for popularity and logQ)."""
+        users, positions = self.train_samples()
+        targets = np.array([self.sequences[u][p] for u, p in zip(users, positions,
+                                                                 strict=True)])
+        return np.bincount(targets, minlength=self.n_items)
+
+
+class TrainSamples(Dataset):
+    """The training samples of a split, as a Dataset whose batches are ``SeqBatch``es
+    (use ``collate_fn=samples.collate`` in a DataLoader)."""
+
+    def __init__(self, split: SequentialSplit):
+        self.split = split
+        self.users, self.positions = split.train_samples()
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def collate(self, indices: list[int]) -> SeqBatch:
+        indices = np.asarray(indices)
+        return self.split.batch(self.users[indices], self.positions[indices])
+
+
+# --------------------------------------------------------------------------- negatives
+
+
+class UniformSampler:
+    """Item ids drawn uniformly from 1..V-1 (never the padding id)."""
+
+    def __init__(self, n_items: int, seed: int = 0):
+        self.n_items = n_items
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randint(1, self.n_items, shape, generator=self.generator)
+
+    def log_prob(self, item_ids: torch.Tensor) -> torch.Tensor:
+        return torch.full(item_ids.shape, -np.log(self.n_items - 1), dtype=torch.float32)
+
+
+class PopularitySampler:
+    """Items drawn with probability proportional to count**alpha (alpha=0.75 is word2vec's
+    choice); ``log_prob`` gives log Q(i) for the logQ correction of sampled softmax
+    (Yi et al. 2019, bibkey yi2019logq). Items never counted get a count of 1."""
+
+    def __init__(self, counts: np.ndarray, alpha: float = 0.75, seed: int = 0):
+        weights = np.maximum(np.asarray(counts, dtype=np.float64), 1.0) ** alpha
+        weights[0] = 0.0  # padding
+        self.probs = torch.as_tensor(weights / weights.sum(), dtype=torch.float32)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, shape: tuple[int, ...]) -> torch.Tensor:
+        n = int(np.prod(shape))
+        ids = torch.multinomial(self.probs, n, replacement=True, generator=self.generator)
+        return ids.view(shape)
+
+    def log_prob(self, item_ids: torch.Tensor) -> torch.Tensor:
+        return self.probs.to(item_ids.device)[item_ids].log()
+
+
+def in_batch_log_q(counts: np.ndarray) -> torch.Tensor:
+    """[V] log of each item's share of training targets: the chance it appears as an
+    in-batch negative, for the logQ correction of in-batch softmax. Items never seen get a
+    count of 1; the padding id gets 0 (it never appears)."""
+    counts = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
+    log_q = np.log(counts / counts[1:].sum())
+    log_q[0] = 0.0
+    return torch.as_tensor(log_q, dtype=torch.float32)
