@@ -1,0 +1,453 @@
+"""RecFlow's real on-disk format (Liu et al., ICLR 2025, bibkey liu2025recflow): read it in
+bounded memory, check it, and write tiny copies of it.
+
+Layout (paper card, section 3)::
+
+    all_stage/YYYY-MM-DD.feather            exposures and every logged stage sample
+    realshow/YYYY-MM-DD.feather             the exposures only (realshow == 1)
+    seq_effective_50_dict/YYYY-MM-DD.pkl    request_id -> int64 [50, 10] last effective views
+    request_id_dict/YYYY-MM-DD.pkl          request_id -> {stage: int64 [n, 8]}
+    ubm_seq_request_id_dict/YYYY-MM-DD.pkl  the same, for requests named by the histories
+    others/id_cnt.pkl, retrieval_test.feather (or recall_test), coarse_rank_test.feather
+          (or prerank_test), rank_test.feather, realshow_video_info.feather,
+          realshow_video_info_daily/YYYY-MM-DD.feather
+
+Row tables are read one Arrow record batch at a time (``iter_rows``), so a multi-GB day is
+never in memory whole. Pickles are read with an unpickler that accepts only plain
+containers and numpy arrays, so a tampered file cannot run code. The synthetic world
+(``recfunnel.data.world``) writes through ``write_day`` and ``write_others``, so chapters
+read it and the real data with the same code.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.ipc as ipc
+
+from recfunnel.data.download import DataUnavailableError, download, extract
+
+ROW_COLUMNS = (
+    "request_id", "request_timestamp", "user_id", "device_id", "age", "gender", "province",
+    "video_id", "author_id", "category_level_one", "category_level_two", "upload_type",
+    "upload_timestamp", "duration", "realshow", "rerank_pos", "rerank_neg", "rank_pos",
+    "rank_neg", "coarse_neg", "prerank_neg", "rank_index", "rerank_index", "playing_time",
+    "effective_view", "long_view", "like", "follow", "forward", "comment",
+)
+STAGE_FLAGS = ("realshow", "rerank_pos", "rerank_neg", "rank_pos", "rank_neg", "coarse_neg",
+               "prerank_neg")
+FEEDBACK = ("effective_view", "long_view", "like", "follow", "forward", "comment")
+NULLABLE = ("rank_index", "rerank_index")  # null (not scored by that stage) is read as 0
+SEQ_COLUMNS = ("video_id", "author_id", "category_level_two", "category_level_one",
+               "upload_type", "upload_timestamp", "duration", "request_timestamp",
+               "playing_time", "request_id")  # [50, 10] arrays; valid rows have col 7 > 0
+SEQ_SHAPE = (50, len(SEQ_COLUMNS))
+STAGE_ARRAY_COLUMNS = ("video_id", "author_id", "duration", "category_level_two",
+                       "upload_type", "upload_timestamp", "category_level_one",
+                       "effective_view")  # [n, 8] arrays of request_id_dict
+REQUIRED_STAGES = ("rerank_pos", "rerank_neg", "rank_pos", "rank_neg")  # the repo indexes them
+TEST_FILES = {
+    "retrieval": ("retrieval_test.feather", "recall_test.feather"),
+    "coarse_rank": ("coarse_rank_test.feather", "prerank_test.feather"),
+    "rank": ("rank_test.feather",),
+}
+TEST_CAPS = {"retrieval": 30, "coarse_rank": 470, "rank": 430}
+TEST_COLUMNS = {
+    "retrieval": ("request_id", "video_id", "effective_view"),
+    "coarse_rank": ("request_id", "user_id", "request_timestamp", "device_id", "age", "gender",
+                    "province", "video_id", "author_id", "category_level_two", "upload_type",
+                    "upload_timestamp", "category_level_one", "effective_view"),
+}
+TEST_COLUMNS["rank"] = TEST_COLUMNS["coarse_rank"]
+ID_FIELDS = ("user_id", "device_id", "age", "gender", "province", "video_id", "author_id",
+             "category_level_one", "category_level_two", "upload_type")
+DAY_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+FEATHER_CHUNK_ROWS = 65_536  # pandas/pyarrow's default chunk size for feather files
+
+
+class RecFlowFormatError(ValueError):
+    """A file does not follow RecFlow's layout; the message names the file and the field."""
+
+
+# --------------------------------------------------------------------------- pickles
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, numbers and numpy arrays, and refuses everything else."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("builtins", "dict"), ("builtins", "list"), ("builtins", "int"),
+        ("collections", "OrderedDict"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_pickle(path: Path) -> dict:
+    if not path.exists():
+        raise RecFlowFormatError(f"{path}: file is missing")
+    try:
+        with open(path, "rb") as handle:
+            value = _PlainUnpickler(handle).load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise RecFlowFormatError(f"{path}: not a RecFlow pickle ({error})") from None
+    if not isinstance(value, dict):
+        raise RecFlowFormatError(f"{path}: expected a dict, found {type(value).__name__}")
+    return value
+
+
+def _atomic_write_bytes(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        tmp.write(content)
+    os.replace(tmp.name, path)
+
+
+def write_pickle(path: Path, value: dict) -> None:
+    """Protocol 4, insertion order kept: the same dict always gives the same bytes."""
+    _atomic_write_bytes(path, pickle.dumps(value, protocol=4))
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _check_schema(path: Path, schema: pa.Schema, required: Sequence[str]) -> None:
+    names = set(schema.names)
+    for column in required:
+        if column not in names:
+            raise RecFlowFormatError(f"{path}: column {column!r} is missing")
+        dtype = schema.field(column).type
+        if not pa.types.is_integer(dtype):
+            raise RecFlowFormatError(
+                f"{path}: column {column!r} must be an integer (int64), found {dtype}")
+
+
+def _open_ipc(path: Path, memory_pool=None):
+    if not path.exists():
+        raise RecFlowFormatError(f"{path}: file is missing")
+    try:
+        return ipc.open_file(pa.OSFile(str(path)), memory_pool=memory_pool)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise RecFlowFormatError(f"{path}: not a readable feather file ({error})") from None
+
+
+def _to_frame(path: Path, batch: pa.RecordBatch, columns: Sequence[str]) -> pd.DataFrame:
+    frame = {}
+    for column in columns:
+        array = batch.column(column)
+        if array.null_count:
+            if column not in NULLABLE:
+                raise RecFlowFormatError(f"{path}: column {column!r} has null values")
+            array = array.fill_null(0)
+        frame[column] = array.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    return pd.DataFrame(frame)
+
+
+def iter_table(path: Path, columns: Sequence[str], batch_rows: int = FEATHER_CHUNK_ROWS,
+               required: Sequence[str] | None = None, memory_pool=None
+               ) -> Iterator[pd.DataFrame]:
+    """Yield ``columns`` of a feather file as int64 DataFrames of at most ``batch_rows`` rows,
+    reading one record batch at a time."""
+    reader = _open_ipc(path, memory_pool)
+    _check_schema(path, reader.schema, required if required is not None else columns)
+    for index in range(reader.num_record_batches):
+        try:
+            batch = reader.get_batch(index).select(list(columns))
+        except (pa.ArrowInvalid, OSError) as error:
+            raise RecFlowFormatError(f"{path}: record batch {index} is damaged ({error})") \
+                from None
+        for start in range(0, batch.num_rows, batch_rows):
+            yield _to_frame(path, batch.slice(start, batch_rows), columns)
+
+
+def read_table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    parts = list(iter_table(path, columns))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        {c: np.zeros(0, np.int64) for c in columns})
+
+
+def write_table(path: Path, frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Write ``columns`` of ``frame`` as int64 feather (lz4, 64K-row chunks), atomically."""
+    missing = [c for c in columns if c not in frame]
+    if missing:
+        raise RecFlowFormatError(f"{path}: cannot write, column {missing[0]!r} is missing")
+    for column in columns:
+        if not pd.api.types.is_integer_dtype(frame[column]):
+            raise RecFlowFormatError(f"{path}: cannot write, column {column!r} must be an "
+                                     f"integer (int64), found {frame[column].dtype}")
+    table = pa.table({c: pa.array(frame[c].to_numpy(np.int64)) for c in columns})
+    sink = io.BytesIO()
+    feather.write_feather(table, sink, compression="lz4", chunksize=FEATHER_CHUNK_ROWS)
+    _atomic_write_bytes(path, sink.getvalue())
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+class RecFlow:
+    """Reader of one RecFlow folder (real or synthetic)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise RecFlowFormatError(f"{self.root}: no such RecFlow folder")
+
+    def days(self, kind: str = "realshow") -> list[str]:
+        """The days present in ``all_stage/`` or ``realshow/``, in date order."""
+        folder = self._kind_folder(kind)
+        return sorted(p.stem for p in folder.glob("*.feather") if DAY_PATTERN.match(p.stem))
+
+    def _kind_folder(self, kind: str) -> Path:
+        if kind not in ("realshow", "all_stage"):
+            raise ValueError(f"kind must be 'realshow' or 'all_stage', got {kind!r}")
+        folder = self.root / kind
+        if not folder.is_dir():
+            raise RecFlowFormatError(f"{folder}: folder is missing")
+        return folder
+
+    def _day_file(self, folder: str, day: str, suffix: str) -> Path:
+        if not DAY_PATTERN.match(day):
+            raise ValueError(f"days are named YYYY-MM-DD, got {day!r}")
+        path = self.root / folder / f"{day}{suffix}"
+        if not path.exists():
+            raise RecFlowFormatError(f"{path}: day {day} is missing from {folder}/")
+        return path
+
+    def iter_rows(self, kind: str = "realshow", days: Sequence[str] | None = None,
+                  columns: Sequence[str] = ROW_COLUMNS, batch_rows: int = FEATHER_CHUNK_ROWS,
+                  memory_pool=None) -> Iterator[tuple[str, pd.DataFrame]]:
+        """Yield (day, rows) in date order, ``batch_rows`` rows at a time, every one of
+        RecFlow's 30 row columns checked to be present and integer."""
+        unknown = [c for c in columns if c not in ROW_COLUMNS]
+        if unknown:
+            raise ValueError(f"unknown RecFlow columns {unknown}")
+        self._kind_folder(kind)
+        for day in days if days is not None else self.days(kind):
+            path = self._day_file(kind, day, ".feather")
+            for frame in iter_table(path, columns, batch_rows, ROW_COLUMNS, memory_pool):
+                yield day, frame
+
+    def read_rows(self, day: str, kind: str = "realshow",
+                  columns: Sequence[str] = ROW_COLUMNS) -> pd.DataFrame:
+        """A whole day (for small data); use ``iter_rows`` for real days."""
+        frames = [frame for _, frame in self.iter_rows(kind, [day], columns)]
+        return pd.concat(frames, ignore_index=True)
+
+    def read_seq(self, day: str) -> dict[int, np.ndarray]:
+        """request_id -> int64 [50, 10] (left-padded with zeros, newest last)."""
+        path = self._day_file("seq_effective_50_dict", day, ".pkl")
+        seqs = read_pickle(path)
+        if not seqs:
+            raise RecFlowFormatError(f"{path}: the sequence dictionary is empty")
+        for request_id, seq in seqs.items():
+            if not isinstance(seq, np.ndarray) or seq.shape != SEQ_SHAPE:
+                shape = getattr(seq, "shape", type(seq).__name__)
+                raise RecFlowFormatError(f"{path}: request {request_id} has a sequence of "
+                                         f"shape {shape}, expected {SEQ_SHAPE}")
+            if not np.issubdtype(seq.dtype, np.integer):
+                raise RecFlowFormatError(f"{path}: request {request_id}: sequence dtype "
+                                         f"{seq.dtype}, expected int64")
+        return seqs
+
+    def read_request_dict(self, day: str, ubm: bool = False) -> dict[int, dict]:
+        """request_id -> {stage label: int64 [n, 8]}; every label must be a RecFlow stage."""
+        folder = "ubm_seq_request_id_dict" if ubm else "request_id_dict"
+        path = self._day_file(folder, day, ".pkl")
+        requests = read_pickle(path)
+        for request_id, stages in requests.items():
+            if not isinstance(stages, dict):
+                raise RecFlowFormatError(f"{path}: request {request_id} maps to "
+                                         f"{type(stages).__name__}, expected a dict of stages")
+            for label, array in stages.items():
+                if label not in STAGE_FLAGS:
+                    raise RecFlowFormatError(f"{path}: request {request_id} has unknown stage "
+                                             f"flag {label!r}; known: {list(STAGE_FLAGS)}")
+                if array.ndim != 2 or array.shape[1] != len(STAGE_ARRAY_COLUMNS):
+                    raise RecFlowFormatError(f"{path}: request {request_id}, {label}: shape "
+                                             f"{array.shape}, expected (n, 8)")
+        return requests
+
+    def read_id_cnt(self) -> dict[str, int]:
+        """field -> number of ids; ``video_id`` and ``photo_id`` alias each other."""
+        path = self.root / "others" / "id_cnt.pkl"
+        counts = dict(read_pickle(path))
+        if "video_id" not in counts and "photo_id" in counts:
+            counts["video_id"] = counts["photo_id"]
+        counts.setdefault("photo_id", counts.get("video_id"))
+        missing = [f for f in ID_FIELDS if counts.get(f) is None]
+        if missing:
+            raise RecFlowFormatError(f"{path}: field {missing[0]!r} is missing")
+        return counts
+
+    def read_test(self, which: str) -> pd.DataFrame:
+        """The test candidates of ``retrieval``, ``coarse_rank`` or ``rank`` (either of the
+        README's and the code's file names)."""
+        if which not in TEST_FILES:
+            raise ValueError(f"which must be one of {list(TEST_FILES)}, got {which!r}")
+        for name in TEST_FILES[which]:
+            path = self.root / "others" / name
+            if path.exists():
+                table = read_table(path, TEST_COLUMNS[which])
+                sizes = table.groupby("request_id").size()
+                if len(sizes) and sizes.max() > TEST_CAPS[which]:
+                    raise RecFlowFormatError(
+                        f"{path}: request {sizes.idxmax()} has {sizes.max()} candidates, "
+                        f"more than the {TEST_CAPS[which]} the test loaders pad to")
+                return table
+        raise RecFlowFormatError(f"{self.root / 'others'}: none of {TEST_FILES[which]} exists")
+
+    def read_video_corpus(self, day: str | None = None) -> np.ndarray:
+        """Exposed video ids: all of them, or those accumulated up to ``day``."""
+        if day is None:
+            path = self.root / "others" / "realshow_video_info.feather"
+        else:
+            path = self._day_file("others/realshow_video_info_daily", day, ".feather")
+        return read_table(path, ["video_id"])["video_id"].to_numpy()
+
+
+# --------------------------------------------------------------------------- validation
+
+
+_VALIDATED_COLUMNS = ("request_id", "request_timestamp", *ID_FIELDS, "realshow", *FEEDBACK)
+
+
+def validate(root: str | Path) -> list[str]:
+    """Every violation of the RecFlow layout found in ``root`` (empty when it is sound)."""
+    data, problems = RecFlow(root), []
+
+    def check(fn):
+        try:
+            return fn()
+        except (RecFlowFormatError, ValueError) as error:
+            problems.append(str(error))
+            return None
+
+    days = check(lambda: data.days("all_stage")) or []
+    if days != (check(lambda: data.days("realshow")) or []):
+        problems.append("all_stage/ and realshow/ hold different days")
+    id_cnt = check(data.read_id_cnt) or {}
+    for day in days:
+        seqs = check(lambda d=day: data.read_seq(d)) or {}
+        requests = check(lambda d=day: data.read_request_dict(d)) or {}
+        ubm = check(lambda d=day: data.read_request_dict(d, ubm=True)) or {}
+        timestamps: dict[int, int] = {}
+        try:
+            batches = list(data.iter_rows("all_stage", [day], columns=_VALIDATED_COLUMNS))
+        except RecFlowFormatError as error:
+            problems.append(str(error))
+            batches = []
+        for _, rows in batches:
+            if (rows["long_view"] > rows["effective_view"]).any():
+                problems.append(f"all_stage/{day}: long_view without effective_view")
+            unexposed = rows["realshow"] == 0
+            if (rows.loc[unexposed, list(FEEDBACK)] != 0).any().any():
+                problems.append(f"all_stage/{day}: feedback on rows that were not shown")
+            for field in ID_FIELDS:
+                if field in id_cnt and (rows[field] >= id_cnt[field]).any():
+                    problems.append(f"all_stage/{day}: {field} above id_cnt ({id_cnt[field]})")
+            timestamps.update(zip(rows["request_id"], rows["request_timestamp"], strict=True))
+        for request_id, timestamp in timestamps.items():
+            seq = seqs.get(request_id)
+            if seq is None:
+                problems.append(f"seq_effective_50_dict/{day}: request {request_id} missing")
+                break
+            valid = seq[:, 7] > 0
+            if valid.any() and not valid[valid.argmax():].all():
+                problems.append(f"seq_effective_50_dict/{day}: request {request_id} is not "
+                                "left-padded")
+            if (seq[valid, 7] >= timestamp).any():
+                problems.append(f"seq_effective_50_dict/{day}: request {request_id} holds a "
+                                "behaviour that is not earlier than the request")
+            if request_id not in requests:
+                problems.append(f"request_id_dict/{day}: request {request_id} missing")
+            elif missing := [s for s in REQUIRED_STAGES if s not in requests[request_id]]:
+                problems.append(f"request_id_dict/{day}: request {request_id} lacks "
+                                f"{missing[0]!r}")
+            for past in seq[valid, 9]:
+                if int(past) not in ubm:
+                    problems.append(f"ubm_seq_request_id_dict/{day}: request {past} named by "
+                                    f"request {request_id}'s history is missing")
+                    break
+    for which in TEST_FILES:
+        check(lambda w=which: data.read_test(w))
+    return problems
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_day(root: str | Path, day: str, rows: pd.DataFrame, seqs: dict, requests: dict,
+              ubm_requests: dict) -> None:
+    """Write one day in the RecFlow layout: ``rows`` (all 30 columns) to all_stage/, its
+    exposures to realshow/, and the three dictionaries. Everything is checked before the
+    first file is written."""
+    root = Path(root)
+    if not DAY_PATTERN.match(day):
+        raise ValueError(f"days are named YYYY-MM-DD, got {day!r}")
+    for column in ROW_COLUMNS:
+        if column not in rows:
+            raise RecFlowFormatError(f"rows for {day}: column {column!r} is missing")
+        if not pd.api.types.is_integer_dtype(rows[column]):
+            raise RecFlowFormatError(f"rows for {day}: column {column!r} must be an integer "
+                                     f"(int64), found {rows[column].dtype}")
+    write_table(root / "all_stage" / f"{day}.feather", rows, ROW_COLUMNS)
+    write_table(root / "realshow" / f"{day}.feather", rows[rows["realshow"] == 1], ROW_COLUMNS)
+    write_pickle(root / "seq_effective_50_dict" / f"{day}.pkl", seqs)
+    write_pickle(root / "request_id_dict" / f"{day}.pkl", requests)
+    write_pickle(root / "ubm_seq_request_id_dict" / f"{day}.pkl", ubm_requests)
+
+
+def write_others(root: str | Path, id_cnt: dict[str, int], tests: dict[str, pd.DataFrame],
+                 corpus: np.ndarray, daily_corpus: dict[str, np.ndarray]) -> None:
+    """Write ``others/``: id counts (with both ``video_id`` and ``photo_id``), the three
+    test files under the README's names, and the exposure corpora."""
+    others = Path(root) / "others"
+    write_pickle(others / "id_cnt.pkl", {**id_cnt, "photo_id": id_cnt["video_id"]})
+    for which, frame in tests.items():
+        write_table(others / TEST_FILES[which][0], frame, TEST_COLUMNS[which])
+    write_table(others / "realshow_video_info.feather",
+                pd.DataFrame({"video_id": np.asarray(corpus, np.int64)}), ["video_id"])
+    for day, ids in daily_corpus.items():
+        write_table(others / "realshow_video_info_daily" / f"{day}.feather",
+                    pd.DataFrame({"video_id": np.asarray(ids, np.int64)}), ["video_id"])
+
+
+# --------------------------------------------------------------------------- download
+
+
+def fetch(archives: dict[str, str], root: str | Path) -> Path:
+    """Download RecFlow archives and extract them into ``root``.
+
+    ``archives`` maps each archive's URL to its SHA-256. RecFlow is shared through drive
+    links in its README, whose addresses and checksums the authors do not publish in a
+    stable form, so the caller passes them. Each archive is checked before it is unpacked,
+    and no entry may leave ``root``. Offline, ``DataUnavailableError`` says what to do.
+    """
+    root = Path(root)
+    for url, sha256 in archives.items():
+        name = url.rstrip("/").rsplit("/", 1)[-1] or "recflow-archive"
+        try:
+            archive = download(url, root / "_downloads" / name, sha256)
+        except DataUnavailableError as error:
+            raise DataUnavailableError(
+                f"{error}. RecFlow is large (several GB per day); download it from the links "
+                f"in the RecFlow README and extract it into {root}") from None
+        extract(archive, root)
+    return root
