@@ -36,7 +36,16 @@ class GettingStartedSize:
     lr: float = 3e-2
 
 
+@dataclass(frozen=True)
+class RecFlowSize:
+    """Chapter 1: which synthetic world to build (``recfunnel.data.world.WORLD_PRESETS``)."""
+
+    world: str  # the preset's name
+    max_len: int = 50  # history length of the MovieLens sequential protocol
+
+
 CHAPTER_SIZES: dict[str, dict[str, object]] = {
+    "recflow": {name: RecFlowSize(world=name) for name in PROFILES},
     "getting_started": {
         "smoke": GettingStartedSize(
             n_users=300, n_items=200, true_rank=4, positives_per_user=20,

@@ -34,6 +34,10 @@ from recfunnel.data import recflow
 STAGES = ("retrieval", "pre-ranking", "coarse ranking", "ranking", "re-ranking", "exposure")
 BEHAVIOURS = ("effective_view", "long_view", "like", "follow", "comment", "forward", "gift")
 MS_PER_DAY = 86_400_000
+# [proposed] how strongly each behaviour follows the standardised relevance z: the
+# probability of a behaviour is sigmoid(slope * z + gamma), gamma calibrated to its rate
+ENGAGEMENT_SLOPES = (("effective_view", 1.2), ("long_view", 1.2), ("like", 1.2),
+                     ("follow", 1.0), ("comment", 1.0), ("forward", 1.0), ("gift", 2.0))
 BEIJING = dt.timezone(dt.timedelta(hours=8))  # RecFlow's timestamps are Beijing time
 
 
@@ -218,10 +222,13 @@ class World:
     # ------------------------------------------------------------------ the truth
 
     def user_vectors(self, day: int) -> np.ndarray:
-        """[U, d] u_t: the base vector plus the random walk up to ``day``."""
+        """[U, d] u_t: the base vector plus the random walk up to ``day``, rescaled to the
+        base vector's length, so interests move without growing stronger over time."""
         cached = getattr(self, "_user_vectors", None)
         if cached is None or cached[0] != day:
-            cached = (day, self.user_base + self.user_steps[: day + 1].sum(axis=0))
+            moved = self.user_base + self.user_steps[: day + 1].sum(axis=0)
+            scale = np.linalg.norm(self.user_base, axis=1) / np.linalg.norm(moved, axis=1)
+            cached = (day, moved * scale[:, None])
             self._user_vectors = cached
         return cached[1]
 
@@ -268,10 +275,20 @@ class WorldLog:
     seqs: dict[str, dict]
     requests: dict[str, dict]
     ubm: dict[str, dict]
-    calibration: dict[str, float]  # behaviour -> intercept gamma found by bisection
+    calibration: dict[str, float]  # behaviour -> intercept gamma; z_mean, z_std
 
     def all_rows(self) -> pd.DataFrame:
         return pd.concat([self.rows[d].assign(day=d) for d in self.rows], ignore_index=True)
+
+    def engagement_probability(self, relevance: np.ndarray,
+                               behaviour: str = "effective_view") -> np.ndarray:
+        """The chance an item of this true relevance would get ``behaviour`` if shown (for
+        long view and the interactions: given an effective view), by the model that drew
+        the labels. Defined for every logged item, shown or not."""
+        if behaviour not in self.calibration:
+            raise KeyError(f"unknown behaviour {behaviour!r}; known: {list(BEHAVIOURS)}")
+        z = (np.asarray(relevance) - self.calibration["z_mean"]) / self.calibration["z_std"]
+        return _sigmoid(dict(ENGAGEMENT_SLOPES)[behaviour] * z + self.calibration[behaviour])
 
     def write_recflow(self, root: str | Path) -> Path:
         """Write the RecFlow layout (plus ``_truth/`` with each row's true relevance)."""
@@ -532,9 +549,12 @@ def _feedback(world: World, rng: np.random.Generator, frame: pd.DataFrame, rates
     """Watch time and the behaviours, on exposed rows only (the card's 10.2). Intercepts are
     calibrated by bisection on the first day to hit the target rates, then kept fixed."""
     shown = frame["realshow"].to_numpy() == 1
-    z = frame["relevance"].to_numpy()[shown]
-    z = (z - z.mean()) / (z.std() + 1e-9)
     found = dict(gammas or {})
+    relevance = frame["relevance"].to_numpy()[shown]
+    if "z_mean" not in found:  # standardise with the first day's exposures, then keep it
+        found["z_mean"], found["z_std"] = float(relevance.mean()), float(relevance.std())
+    z = (relevance - found["z_mean"]) / (found["z_std"] + 1e-9)
+    slopes = dict(ENGAGEMENT_SLOPES)
     n = shown.sum()
 
     def draw(name: str, logits: np.ndarray, eligible: np.ndarray, share: float) -> np.ndarray:
@@ -545,8 +565,8 @@ def _feedback(world: World, rng: np.random.Generator, frame: pd.DataFrame, rates
         return eligible & (rng.random(len(logits)) < _sigmoid(logits + found[name]))
 
     everyone = np.ones(n, dtype=bool)
-    effective = draw("effective_view", 1.5 * z, everyone, 1.0)
-    long_view = draw("long_view", 1.5 * z, effective, effective.mean())
+    effective = draw("effective_view", slopes["effective_view"] * z, everyone, 1.0)
+    long_view = draw("long_view", slopes["long_view"] * z, effective, effective.mean())
     duration = frame["duration"].to_numpy()[shown]
     watch = np.where(effective, 0.3 + 0.7 * rng.beta(2.0, 2.0, n), 0.3 * rng.beta(2.0, 3.0, n))
     watch = np.where(long_view, 1.0 + rng.exponential(0.3, n), np.minimum(watch, 0.999))
@@ -555,11 +575,11 @@ def _feedback(world: World, rng: np.random.Generator, frame: pd.DataFrame, rates
     effective = 10 * playing >= 3 * duration
     long_view = long_view & effective & (playing >= duration)
     labels = {"effective_view": effective, "long_view": long_view}
-    for name, slope in (("like", 1.2), ("follow", 1.0), ("comment", 1.0), ("forward", 1.0)):
-        labels[name] = draw(name, slope * z, effective, effective.mean())
+    for name in ("like", "follow", "comment", "forward"):
+        labels[name] = draw(name, slopes[name] * z, effective, effective.mean())
     is_live = frame["is_live"].to_numpy()[shown] == 1
     live_views = effective & is_live
-    labels["gift"] = draw("gift", 2.0 * z, live_views, 1.0)  # a rate per live effective view
+    labels["gift"] = draw("gift", slopes["gift"] * z, live_views, 1.0)  # a rate per live effective view
     frame = frame.copy()
     frame["playing_time"] = 0
     frame.loc[shown, "playing_time"] = playing
