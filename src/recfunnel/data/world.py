@@ -579,7 +579,8 @@ def _feedback(world: World, rng: np.random.Generator, frame: pd.DataFrame, rates
         labels[name] = draw(name, slopes[name] * z, effective, effective.mean())
     is_live = frame["is_live"].to_numpy()[shown] == 1
     live_views = effective & is_live
-    labels["gift"] = draw("gift", slopes["gift"] * z, live_views, 1.0)  # a rate per live effective view
+    # the gift rate is per effective view of a live stream
+    labels["gift"] = draw("gift", slopes["gift"] * z, live_views, 1.0)
     frame = frame.copy()
     frame["playing_time"] = 0
     frame.loc[shown, "playing_time"] = playing
