@@ -212,13 +212,17 @@ day_rows.loc[day_rows["request_id"] == request, columns].head(12)
 
 # %% [markdown]
 # An exposed item is also in the re-ranking stage's top 10, so a row can carry several
-# flags at once; RecFlow's own loaders allow for that, and so does ours.
+# flags at once; RecFlow's own loaders allow for that, and so does ours. Per request, the
+# world's funnel keeps the configured number of items at each stage and logs the
+# configured samples:
 
 # %%
 per_request = day_rows.groupby("request_id")[list(recflow.STAGE_FLAGS)].sum()
 shown_per_request = rows[rows["realshow"] == 1].groupby("request_id").size().mean()
 print(per_request.mean().round(2).to_string())
 glue("recflow_shown_per_request", round(float(shown_per_request), 2), display=False)
+fig = plots.funnel_chart([*world_cfg.funnel, shown_per_request],
+                         title=f"items surviving each stage per request (world '{size.world}')")
 
 # %% [markdown]
 # ## What each stage passes on
