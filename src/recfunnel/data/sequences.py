@@ -38,6 +38,22 @@ class SeqBatch:
         return len(self.user_ids)
 
 
+@dataclass
+class WindowBatch:
+    """All-position training (SASRec's way): user_seq [B, L] inputs left-padded with 0,
+    target_seq [B, L] the next item at each position (0: no target), is_pad [B, L]."""
+
+    user_seq: torch.Tensor
+    is_pad: torch.Tensor
+    target_seq: torch.Tensor
+
+    def to(self, device) -> WindowBatch:
+        return WindowBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+    def __len__(self) -> int:
+        return len(self.user_seq)
+
+
 def order_by_time(interactions: pd.DataFrame) -> dict[int, np.ndarray]:
     """user_id -> item ids oldest first, ordered as RecBole orders them."""
     for column in ("user_id", "item_id", "timestamp"):
@@ -116,6 +132,22 @@ class SequentialSplit:
             raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
         positions = np.array([len(self.sequences[u]) - offset for u in self.user_ids])
         return self.batch(self.user_ids, positions)
+
+    def train_windows(self) -> WindowBatch:
+        """Every training target exactly once, as windows of ``max_len`` positions: each
+        user's training items (all but the last two) are cut, newest first, into windows
+        whose inputs are the items before each target. [proposed] Windows do not overlap,
+        so the oldest positions of a window see a shorter history than ``max_len``."""
+        inputs, targets = [], []
+        for user in self.user_ids:
+            train = self.sequences[user][:-2]  # targets are train[1:], inputs train[:-1]
+            for end in range(len(train), 1, -self.max_len):
+                start = max(0, end - self.max_len - 1)
+                window = train[start:end]
+                inputs.append(window[:-1])
+                targets.append(window[1:])
+        user_seq, target_seq = left_pad(inputs, self.max_len), left_pad(targets, self.max_len)
+        return WindowBatch(user_seq, user_seq == 0, target_seq)
 
     def train_item_counts(self) -> np.ndarray:
         """[V] how often each item is a training target (for popularity and logQ)."""

@@ -5,15 +5,21 @@
 * ``MatrixFactorization``: one vector per user and per item, score = dot product plus an
   item bias (Koren, Bell and Volinsky 2009, bibkey koren2009mf), trained here with a
   softmax over all items, the loss the retrieval chapters also use.
+* ``SASRec``: self-attentive sequential recommendation (Kang and McAuley 2018, bibkey
+  kang2018sasrec), the reference of the sequential retrieval chapters.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from recfunnel.data.sequences import SeqBatch, WindowBatch
+from recfunnel.layers.attention import PreNormBlock
 
 
 class Popularity:
@@ -69,3 +75,68 @@ class MatrixFactorization(nn.Module):
         """batch = (user_ids [B], item_ids [B]) observed pairs -> scalar loss."""
         user_ids, item_ids = batch
         return F.cross_entropy(self.score_all(user_ids), item_ids)
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    """Defaults follow RecBole 1.2.1's SASRec, so the two can be compared on one split."""
+
+    n_items: int  # V, including the padding id 0
+    max_len: int = 50  # L: positions of the input window
+    d_model: int = 64  # D
+    n_heads: int = 2  # H
+    n_layers: int = 2
+    d_ffn: int = 256
+    p_dropout: float = 0.5
+
+
+class SASRec(nn.Module):
+    """A causal Transformer over the item sequence; the output at position t predicts
+    the item at t + 1 by a dot product with the (shared) item embeddings.
+
+    Paper -> code (Kang and McAuley 2018, Sections III-A to III-E): M -> self.item_emb,
+    P -> self.pos_emb, the self-attention blocks -> self.blocks (norms placed before each
+    sub-layer), F_t -> encode(...)[:, t], r_{i,t} = F_t . M_i -> the logits.
+    [proposed] Trained with a softmax over all items at every position (RecBole's "CE"
+    loss) rather than the paper's one sampled negative per position.
+    """
+
+    def __init__(self, cfg: SASRecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(cfg.n_items, cfg.d_model, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.p_dropout)
+        self.blocks = nn.ModuleList(
+            PreNormBlock(cfg.d_model, cfg.n_heads, cfg.d_ffn, cfg.p_dropout)
+            for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
+
+    def encode(self, user_seq: torch.Tensor, is_pad: torch.Tensor) -> torch.Tensor:
+        """user_seq [B, L] (left-padded) -> hidden states [B, L, D]."""
+        B, L = user_seq.shape
+        positions = torch.arange(self.cfg.max_len - L, self.cfg.max_len,
+                                 device=user_seq.device)  # the newest item sits at max_len-1
+        x = self.item_emb(user_seq) * math.sqrt(self.cfg.d_model) + self.pos_emb(positions)
+        x = self.dropout(x) * ~is_pad[..., None]  # [B, L, D], zero at padding
+        for block in self.blocks:
+            x = block(x, is_pad, causal=True)
+        return self.norm(x)
+
+    def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[..., D] -> [..., V] scores of every item; the padding id can never win."""
+        logits = hidden @ self.item_emb.weight.T
+        return logits.index_fill(-1, torch.tensor([0], device=logits.device), float("-inf"))
+
+    def score_all(self, batch: SeqBatch) -> torch.Tensor:
+        """[B, V]: the next-item scores after each user's history (the newest position)."""
+        return self.item_logits(self.encode(batch.user_seq, batch.is_pad)[:, -1])
+
+    def forward(self, batch: WindowBatch) -> torch.Tensor:
+        """Cross-entropy over all items at every position that has a target."""
+        hidden = self.encode(batch.user_seq, batch.is_pad)  # [B, L, D]
+        has_target = batch.target_seq > 0
+        logits = self.item_logits(hidden[has_target])  # [N, V]
+        return F.cross_entropy(logits, batch.target_seq[has_target])
