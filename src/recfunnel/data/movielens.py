@@ -171,3 +171,19 @@ def load_ml1m() -> MovieLens:
         archive = download(ML1M_URL, home / "ml-1m.zip", ML1M_MD5, algorithm="md5")
         extract(archive, home)
     return parse_ml1m(home / "ml-1m")
+
+
+def side_features(data: MovieLens) -> pd.DataFrame:
+    """The interactions with bucketised side features per interaction, each starting at 1
+    (0 is padding): ``rating_bucket`` (1-5, how the movie was "watched"), ``genre_bucket``
+    (the movie's first genre) and ``decade_bucket`` (its release decade)."""
+    genres = sorted({g for gs in data.items["genres"] for g in gs})
+    genre_of = {g: i + 1 for i, g in enumerate(genres)}
+    items = data.items.set_index("item_id")
+    first_genre = items["genres"].map(lambda gs: genre_of[gs[0]] if gs else 0)
+    decade = ((items["year"].fillna(1900).astype(int) - 1900) // 10).clip(0, 12) + 1
+    frame = data.interactions.copy()
+    frame["rating_bucket"] = frame["rating"].round().astype("int64").clip(1, 5)
+    frame["genre_bucket"] = frame["item_id"].map(first_genre).fillna(0).astype("int64") + 1
+    frame["decade_bucket"] = frame["item_id"].map(decade).fillna(1).astype("int64")
+    return frame

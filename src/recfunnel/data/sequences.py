@@ -24,15 +24,18 @@ from torch.utils.data import Dataset
 
 @dataclass
 class SeqBatch:
-    """user_ids [B]; user_seq [B, L] left-padded with 0; is_pad [B, L]; target_ids [B]."""
+    """user_ids [B]; user_seq [B, L] left-padded with 0; is_pad [B, L]; target_ids [B];
+    seq_feats [B, L, F] bucketised side features per position (0 at padding), if any."""
 
     user_ids: torch.Tensor
     user_seq: torch.Tensor
     is_pad: torch.Tensor
     target_ids: torch.Tensor
+    seq_feats: torch.Tensor | None = None
 
     def to(self, device) -> SeqBatch:
-        return SeqBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
+        return SeqBatch(*(None if getattr(self, f.name) is None else
+                          getattr(self, f.name).to(device) for f in fields(self)))
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -54,17 +57,18 @@ class WindowBatch:
         return len(self.user_seq)
 
 
-def order_by_time(interactions: pd.DataFrame) -> dict[int, np.ndarray]:
-    """user_id -> item ids oldest first, ordered as RecBole orders them."""
-    for column in ("user_id", "item_id", "timestamp"):
-        if column not in interactions:
-            raise KeyError(f"interactions need a {column!r} column")
+def order_by_time(interactions: pd.DataFrame, column: str = "item_id"
+                  ) -> dict[int, np.ndarray]:
+    """user_id -> ``column`` (item ids by default) oldest first, in RecBole's order."""
+    for name in ("user_id", column, "timestamp"):
+        if name not in interactions:
+            raise KeyError(f"interactions need a {name!r} column")
     ts = interactions["timestamp"].to_numpy(dtype=np.float64)
     span = ts.max() - ts.min()
     normalised = ((ts - ts.min()) / (span if span > 0 else 1.0)).astype(np.float32)
     users = interactions["user_id"].to_numpy()
     order = np.lexsort((normalised, users))  # stable: ties keep the row order
-    items = interactions["item_id"].to_numpy()[order]
+    items = interactions[column].to_numpy()[order]
     sorted_users = users[order]
     starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
     ends = np.r_[starts[1:], len(order)]
@@ -88,9 +92,17 @@ class SequentialSplit:
     Users with fewer than 3 interactions are refused (they would have no training item).
     """
 
-    def __init__(self, interactions: pd.DataFrame, max_len: int = 50):
+    def __init__(self, interactions: pd.DataFrame, max_len: int = 50,
+                 feature_columns: tuple[str, ...] = ()):
         self.max_len = max_len
         self.sequences = order_by_time(interactions)
+        self.feature_columns = feature_columns
+        # user -> [n, F] bucket ids (>= 1) of each interaction, in the items' order
+        per_column = [order_by_time(interactions, c) for c in feature_columns]
+        self.features = {u: np.stack([col[u] for col in per_column], axis=1)
+                         for u in self.sequences} if feature_columns else {}
+        if feature_columns and min(int(interactions[c].min()) for c in feature_columns) < 1:
+            raise ValueError("side-feature buckets must start at 1: 0 is padding")
         short = [u for u, seq in self.sequences.items() if len(seq) < 3]
         if short:
             raise ValueError(f"{len(short)} users have fewer than 3 interactions "
@@ -122,8 +134,16 @@ class SequentialSplit:
                      for u, p in zip(users, positions, strict=True)]
         user_seq = left_pad(histories, self.max_len)
         targets = [self.sequences[u][p] for u, p in zip(users, positions, strict=True)]
+        seq_feats = None
+        if self.feature_columns:
+            seq_feats = torch.zeros(len(users), self.max_len, len(self.feature_columns),
+                                    dtype=torch.long)
+            for row, (u, p) in enumerate(zip(users, positions, strict=True)):
+                feats = self.features[u][max(0, p - self.max_len):p]
+                if len(feats):
+                    seq_feats[row, self.max_len - len(feats):] = torch.as_tensor(feats)
         return SeqBatch(torch.as_tensor(users, dtype=torch.long), user_seq, user_seq == 0,
-                        torch.as_tensor(np.asarray(targets), dtype=torch.long))
+                        torch.as_tensor(np.asarray(targets), dtype=torch.long), seq_feats)
 
     def eval_batch(self, split: str) -> SeqBatch:
         """One batch of all users: history and target of ``"valid"`` or ``"test"``."""
