@@ -31,9 +31,7 @@ from tqdm.auto import tqdm
 
 from recfunnel.data import recflow
 
-STAGES = ("retrieval", "pre-ranking", "coarse ranking", "ranking", "re-ranking", "exposure")
 BEHAVIOURS = ("effective_view", "long_view", "like", "follow", "comment", "forward", "gift")
-MS_PER_DAY = 86_400_000
 # [proposed] how strongly each behaviour follows the standardised relevance z: the
 # probability of a behaviour is sigmoid(slope * z + gamma), gamma calibrated to its rate
 ENGAGEMENT_SLOPES = (("effective_view", 1.2), ("long_view", 1.2), ("like", 1.2),

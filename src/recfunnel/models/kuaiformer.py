@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recfunnel.data.sequences import SeqBatch
@@ -200,9 +199,3 @@ class KuaiFormer(nn.Module):
         logits = in_batch_logits(interests, target_emb, batch.target_ids, log_q)
         return smoothed_in_batch_loss(logits, self.cfg.smoothing)
 
-
-def cross_entropy_ablation(logits: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Standard label smoothing of the softmax target, the ablation the card proposes."""
-    labels = torch.arange(len(logits), device=logits.device)
-    return F.cross_entropy(logits.masked_fill(torch.isinf(logits), -1e9), labels,
-                           label_smoothing=smoothing)
