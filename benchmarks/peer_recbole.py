@@ -1,0 +1,203 @@
+"""Our SASRec and KuaiFormer against RecBole 1.2.1's SASRec, on one MovieLens-100K split.
+
+The protocol is RecBole's (the course's ``data.sequences`` reproduces it line for line):
+leave-one-out by time, histories of at most 50 items, full ranking over all items with
+only padding masked, validation on NDCG@10, the test scored with the best validation
+checkpoint. All models run in one process, one after the other, on the same machine and
+threads. RecBole's SASRec trains on every prefix as its own sample with a softmax over all
+items (its "CE" loss); one epoch takes over a minute on 2 cores, so its epochs are capped
+(``--recbole-epochs``) and the JSON says so.
+
+Run it in the benchmark's own environment (recbole is never a dependency of the package):
+
+    python3 -m venv benchmarks/.venv-recbole
+    benchmarks/.venv-recbole/bin/pip install torch==2.13.0
+    benchmarks/.venv-recbole/bin/pip install -r benchmarks/requirements-recbole.txt
+    benchmarks/.venv-recbole/bin/pip install --no-deps -e . && \\
+        benchmarks/.venv-recbole/bin/pip install pyarrow tqdm matplotlib
+    benchmarks/.venv-recbole/bin/python benchmarks/peer_recbole.py --recbole-epochs 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # RecBole's checkpoint reload
+
+from recfunnel.data.movielens import load_ml100k, side_features  # noqa: E402
+from recfunnel.data.sequences import SequentialSplit, TrainSamples, WindowBatch  # noqa: E402
+from recfunnel.metrics import ranking_metrics  # noqa: E402
+from recfunnel.models.baselines import SASRec, SASRecConfig  # noqa: E402
+from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig  # noqa: E402
+from recfunnel.runtime import environment_report, set_seed  # noqa: E402
+from recfunnel.train import TrainConfig, fit  # noqa: E402
+
+KS = (10, 20)
+
+
+def run_recbole(epochs: int, seed: int, batch_size: int) -> dict:
+    """RecBole 1.2.1's SASRec with its defaults, on its bundled ml-100k."""
+    import importlib.util
+
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.model.sequential_recommender import SASRec as RecBoleSASRec
+    from recbole.trainer import Trainer
+    from recbole.utils import init_seed
+
+    torch.autograd.set_detect_anomaly(False)  # RecBole's SINE module switches it on
+    data_path = Path(importlib.util.find_spec("recbole").origin).parent / "dataset_example"
+    checkpoints = tempfile.mkdtemp()
+    config = Config(model="SASRec", dataset="ml-100k", config_dict={
+        "data_path": str(data_path), "checkpoint_dir": checkpoints, "seed": seed,
+        "reproducibility": True, "epochs": epochs, "train_batch_size": batch_size,
+        "stopping_step": 10, "loss_type": "CE", "train_neg_sample_args": None,
+        "MAX_ITEM_LIST_LENGTH": 50, "metrics": ["Recall", "NDCG"], "topk": list(KS),
+        "valid_metric": "NDCG@10", "eval_args": {"split": {"LS": "valid_and_test"},
+                                                 "order": "TO", "mode": "full"},
+        "show_progress": False, "state": "WARNING", "device": "cpu", "use_gpu": False,
+    })
+    init_seed(seed, True)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model = RecBoleSASRec(config, train_data.dataset)
+    trainer = Trainer(config, model)
+    curve: list[tuple[float, float]] = []  # (seconds since start, validation NDCG@10)
+    valid_epoch = trainer._valid_epoch
+    started = time.perf_counter()
+
+    def recording_valid_epoch(*args, **kwargs):
+        score, result = valid_epoch(*args, **kwargs)
+        curve.append((time.perf_counter() - started, float(score)))
+        return score, result
+
+    trainer._valid_epoch = recording_valid_epoch
+    best_valid, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    wall = time.perf_counter() - started
+    test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    return {
+        "model": "RecBole 1.2.1 SASRec", "epochs": len(curve), "epoch_cap": epochs,
+        "wall_seconds": wall, "best_valid_ndcg@10": float(best_valid), "valid_curve": curve,
+        **{f"test_{name}": float(value) for name, value in test.items()},
+    }
+
+
+def run_ours(name: str, model: torch.nn.Module, batches, valid, test, epochs: int,
+             lr: float) -> dict:
+    curve: list[tuple[float, float]] = []
+    started = time.perf_counter()
+
+    def evaluate(m):
+        ndcg = ranking_metrics(m.score_all(valid), valid.target_ids, ks=(10,))["ndcg@10"]
+        curve.append((time.perf_counter() - started, ndcg))
+        return {"ndcg@10": ndcg}
+
+    cfg = TrainConfig(epochs=epochs, lr=lr, monitor="ndcg@10", patience=10, progress=False)
+    history = fit(model, batches, cfg=cfg, evaluate=evaluate)
+    wall = time.perf_counter() - started
+    model.eval()
+    with torch.no_grad():
+        result = ranking_metrics(model.score_all(test), test.target_ids, ks=KS)
+    return {
+        "model": name, "epochs": len(history.epochs), "epoch_cap": epochs,
+        "wall_seconds": wall, "best_valid_ndcg@10": history.best_value,
+        "valid_curve": curve,
+        **{f"test_{metric}": value for metric, value in result.items()
+           if metric.startswith(("recall", "ndcg"))},
+    }
+
+
+def sasrec_run(split: SequentialSplit, seed: int, epochs: int) -> dict:
+    set_seed(seed)
+    windows = split.train_windows()
+
+    def batches(epoch):
+        order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(epoch))
+        return [WindowBatch(windows.user_seq[i], windows.is_pad[i], windows.target_seq[i])
+                for i in order.split(128)]
+
+    model = SASRec(SASRecConfig(n_items=split.n_items))
+    return run_ours("recfunnel SASRec", model, batches, split.eval_batch("valid"),
+                    split.eval_batch("test"), epochs, lr=1e-3)
+
+
+def kuaiformer_run(data, seed: int, epochs: int, n_interests: int) -> dict:
+    set_seed(seed)
+    frame = side_features(data)
+    columns = ("rating_bucket", "genre_bucket", "decade_bucket")
+    cfg = KuaiFormerConfig(
+        n_items=int(frame["item_id"].max()) + 1,
+        side_buckets=tuple(int(frame[c].max()) + 1 for c in columns),
+        d_model=32, d_ffn=64, n_interests=n_interests, compression=((1, 32), (2, 8)),
+        n_raw=16, p_dropout=0.0)
+    split = SequentialSplit(frame, max_len=cfg.max_len, feature_columns=columns)
+    samples = TrainSamples(split)
+    users = samples.users
+    rows_of = {u: np.flatnonzero(users == u) for u in np.unique(users)}
+
+    def batches(epoch):  # [proposed] 8 random cut points per user and epoch (the card's)
+        rng = np.random.default_rng(seed * 1000 + epoch)
+        chosen = np.concatenate([rng.choice(rows, min(8, len(rows)), replace=False)
+                                 for rows in rows_of.values()])
+        rng.shuffle(chosen)
+        return [samples.collate(list(c)) for c in np.array_split(chosen, len(chosen) // 256)]
+
+    model = KuaiFormer(cfg)
+    model.set_item_frequencies(torch.as_tensor(split.train_item_counts()))
+    result = run_ours(f"recfunnel KuaiFormer k={n_interests}", model, batches,
+                      split.eval_batch("valid"), split.eval_batch("test"), epochs, lr=2e-3)
+    return {**result, "config": dataclasses.asdict(cfg)}
+
+
+def first_reaching(curve: list[tuple[float, float]], target: float) -> float | None:
+    return next((seconds for seconds, score in curve if score >= target), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recbole-epochs", type=int, default=6)
+    parser.add_argument("--our-epochs", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=256, help="RecBole's train batch")
+    parser.add_argument("--skip-recbole", action="store_true")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).parent / "results" / "peer_recbole.json")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    data = load_ml100k()
+    split = SequentialSplit(data.interactions, max_len=50)
+    runs = []
+    if not args.skip_recbole:
+        runs.append(run_recbole(args.recbole_epochs, args.seed, args.batch_size))
+        print(json.dumps({k: v for k, v in runs[-1].items() if k != "valid_curve"}), flush=True)
+    runs.append(sasrec_run(split, args.seed, args.our_epochs))
+    print(json.dumps({k: v for k, v in runs[-1].items() if k != "valid_curve"}), flush=True)
+    for n_interests in (1, 4):
+        runs.append(kuaiformer_run(data, args.seed, args.our_epochs, n_interests))
+        print(json.dumps({key: value for key, value in runs[-1].items()
+                          if key not in ("valid_curve", "config")}), flush=True)
+    if not args.skip_recbole:
+        target = runs[0]["best_valid_ndcg@10"]
+        for run in runs:
+            run["seconds_to_recbole_best_valid"] = first_reaching(run["valid_curve"], target)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "benchmark": "peer_recbole", "seed": args.seed, "machine": platform.machine(),
+        "threads": torch.get_num_threads(), "environment": environment_report("cpu"),
+        "split_checksum": split.checksum(), "runs": runs,
+    }, indent=2))
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
