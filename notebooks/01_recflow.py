@@ -153,11 +153,12 @@ show_source(RecFlow.iter_rows)
 #
 # Each request then runs through six stages. Stage $s$ scores its input with
 # $r + \sigma_s \varepsilon$ and keeps its top $K_s$; the noise shrinks downstream
-# ($\sigma$ = 1.5, 1.0, 0.7, 0.4, 0.25, 0.15), so later stages are more precise, as in
+# ($\sigma$ = {glue:text}`recflow_stage_noise`), so later stages are more precise, as in
 # production. What the stages drop is sampled into the log exactly as RecFlow logs it, and
 # the exposures get feedback whose rates are calibrated to targets. The card of the paper
 # gives no label rates (its tables could not be read), so the targets are placeholders:
-# effective view 40 %, long view 20 %, like 2 %.
+# effective view {glue:text}`recflow_target_ev`, long view {glue:text}`recflow_target_lv`,
+# like {glue:text}`recflow_target_like` per exposure.
 #
 # ```{include} ../book/notation.md
 # :start-after: <!-- ch01-start -->
@@ -165,6 +166,9 @@ show_source(RecFlow.iter_rows)
 # ```
 
 # %%
+glue("recflow_stage_noise", ", ".join(f"{s:g}" for s in world_cfg.stage_noise), display=False)
+for name, key in (("effective_view", "ev"), ("long_view", "lv"), ("like", "like")):
+    glue(f"recflow_target_{key}", f"{dict(world_cfg.rates)[name]:.0%}", display=False)
 started = time.perf_counter()
 world = World.build(world_cfg)
 log = simulate(world)
