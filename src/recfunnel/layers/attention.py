@@ -120,13 +120,17 @@ class SwiGLU(nn.Module):
 
 
 class LlamaBlock(nn.Module):
-    """x + Attn(RMSNorm(x)) with rotary positions, then x + SwiGLU(RMSNorm(x))."""
+    """x + Attn(RMSNorm(x)) with rotary positions, then x + SwiGLU(RMSNorm(x)).
+
+    ``p_dropout`` drops the two residual branches only; like Llama, no dropout on the
+    attention probabilities (on a CPU, drawing that [B, H, L, L] mask cost more than the
+    attention itself)."""
 
     def __init__(self, d_model: int, n_heads: int, d_ffn: int, p_dropout: float = 0.0,
                  rotary: bool = True):
         super().__init__()
         self.norm_attn, self.norm_ffn = RMSNorm(d_model), RMSNorm(d_model)
-        self.attn = MultiHeadAttention(d_model, n_heads, p_dropout, rotary=rotary)
+        self.attn = MultiHeadAttention(d_model, n_heads, rotary=rotary)
         self.ffn = SwiGLU(d_model, d_ffn)
         self.dropout = nn.Dropout(p_dropout)
 
