@@ -157,3 +157,39 @@ def test_samplers():
     torch.testing.assert_close(popular.log_prob(torch.tensor([4])).exp(), expected[[4]])
     log_q = in_batch_log_q(counts)
     assert log_q[0] == 0 and torch.isclose(log_q[1:].exp().sum(), torch.tensor(1.0))
+
+
+def small_split(n_users=5, length=12):
+    rows = [(u, 1 + (u * 7 + t) % 20, t) for u in range(1, n_users + 1) for t in range(length)]
+    return SequentialSplit(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]),
+                           max_len=6)
+
+
+def test_cut_points_draw_distinct_targets_per_user_and_change_with_the_epoch():
+    samples = TrainSamples(small_split())
+    batches = samples.cut_points(epoch=1, per_user=4, batch_size=3)
+    assert [len(b) for b in batches] == [3] * 6 + [2]  # 5 users x 4 cuts = 20 rows
+    users = torch.cat([b.user_ids for b in batches]).numpy()
+    assert np.bincount(users).tolist() == [0, 4, 4, 4, 4, 4]
+    pairs = {(b.user_ids[i].item(), b.target_ids[i].item(), tuple(b.user_seq[i].tolist()))
+             for b in batches for i in range(len(b))}
+    assert len(pairs) == 20  # no cut point drawn twice for one user
+    again = samples.cut_points(epoch=1, per_user=4, batch_size=3)
+    other = samples.cut_points(epoch=2, per_user=4, batch_size=3)
+    assert all(torch.equal(a.user_seq, b.user_seq) for a, b in zip(batches, again, strict=True))
+    assert not all(torch.equal(a.user_seq, b.user_seq) for a, b in zip(batches, other,
+                                                                       strict=True))
+    # a user with fewer targets than per_user gives all of them (9 per user here)
+    assert sum(len(b) for b in samples.cut_points(1, per_user=50, batch_size=8)) == 5 * 9
+
+
+def test_batch_rows_and_chunked_scores_equal_the_whole():
+    batch = small_split().eval_batch("test")
+    part = batch[1:3]
+    assert torch.equal(part.user_seq, batch.user_seq[1:3]) and part.seq_feats is None
+    weights = torch.randn(21, 4)
+
+    def score_fn(b):
+        return b.user_seq.float() @ torch.ones(6, 4) @ weights.T
+
+    assert torch.allclose(batch.scores(score_fn, chunk=2), score_fn(batch))

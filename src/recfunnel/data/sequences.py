@@ -40,6 +40,18 @@ class SeqBatch:
     def __len__(self) -> int:
         return len(self.user_ids)
 
+    def __getitem__(self, rows: slice) -> SeqBatch:
+        """The rows ``rows`` of every field, e.g. ``batch[:512]``."""
+        return SeqBatch(*(None if getattr(self, f.name) is None else
+                          getattr(self, f.name)[rows] for f in fields(self)))
+
+    @torch.no_grad()
+    def scores(self, score_fn, chunk: int = 512) -> torch.Tensor:
+        """``score_fn(batch) -> [b, V]`` over ``chunk`` rows at a time, so attention over
+        long histories never holds every user at once; -> [B, V] on the CPU."""
+        return torch.cat([score_fn(self[start:start + chunk]).float().cpu()
+                          for start in range(0, len(self), chunk)])
+
 
 @dataclass
 class WindowBatch:
@@ -194,6 +206,22 @@ class TrainSamples(Dataset):
     def collate(self, indices: list[int]) -> SeqBatch:
         indices = np.asarray(indices)
         return self.split.batch(self.users[indices], self.positions[indices])
+
+    def cut_points(self, epoch: int, per_user: int, batch_size: int, seed: int = 0
+                   ) -> list[SeqBatch]:
+        """One epoch for a model that predicts a single next item per sequence (KuaiFormer's
+        query tokens): ``per_user`` random targets of every user (all of a user's targets
+        when fewer), shuffled and cut into batches; redrawn for each ``epoch``."""
+        if per_user < 1 or batch_size < 1:
+            raise ValueError("per_user and batch_size must be positive")
+        rng = np.random.default_rng([seed, epoch])
+        starts = np.flatnonzero(np.r_[True, self.users[1:] != self.users[:-1]])
+        ends = np.r_[starts[1:], len(self.users)]
+        chosen = np.concatenate([start + rng.permutation(end - start)[:per_user]
+                                 for start, end in zip(starts, ends, strict=True)])
+        rng.shuffle(chosen)
+        return [self.collate(list(rows)) for rows in np.split(
+            chosen, np.arange(batch_size, len(chosen), batch_size))]
 
 
 # --------------------------------------------------------------------------- negatives
