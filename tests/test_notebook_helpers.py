@@ -3,7 +3,14 @@
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from recfunnel.notebook import execution_stamp, pair_problems, read_glue, strip_outputs, sync
+from recfunnel.notebook import (
+    execution_stamp,
+    glue,
+    pair_problems,
+    read_glue,
+    strip_outputs,
+    sync,
+)
 
 
 def glued_output(name, text, display):
@@ -60,3 +67,15 @@ def test_stamp_changes_with_sources_and_profile(tmp_path):
 
 def test_markdown_only_cells_are_ignored_by_read_glue():
     assert read_glue(new_notebook(cells=[new_markdown_cell("# title")])) == {}
+
+
+def test_glue_records_numpy_scalars_as_plain_numbers(monkeypatch):
+    import myst_nb
+    import numpy as np
+
+    recorded = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display: recorded.update(
+        {name: repr(value)}))
+    glue("ndcg", np.float64(0.25))
+    glue("epochs", np.int64(12))
+    assert recorded == {"ndcg": "0.25", "epochs": "12"}

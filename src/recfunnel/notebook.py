@@ -29,6 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 CHECK_MARK = "NBVAL_CHECK_OUTPUT"
 GLUE_PREFIX = "application/papermill.record/"
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +47,10 @@ def show_source(obj: Any):
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:
-    """Record ``value`` under ``name`` for the book's ``{glue:}`` roles and the tests."""
+    """Record ``value`` under ``name`` for the book's ``{glue:}`` roles and the tests.
+    NumPy scalars become Python ones, so the page shows ``0.25``, not ``np.float64(0.25)``."""
+    if isinstance(value, np.generic):
+        value = value.item()
     try:
         from myst_nb import glue as myst_glue
     except ImportError:  # Colab: nothing to glue into, show it if asked
