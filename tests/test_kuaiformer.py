@@ -1,5 +1,7 @@
 """KuaiFormer's invariants: query-token causality, logQ, compression, loss, serving."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -121,3 +123,33 @@ def test_serving_through_the_index_matches_score_all(backend):
         exclude[:, 0] = True  # the padding id
         _, ids = build_index(model.item_vectors(), backend).search(interests, 5, exclude)
     torch.testing.assert_close(ids, expected)
+
+
+def test_auxiliary_loss_scores_each_raw_position_against_its_next_item():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY, aux_weight=0.5)
+    model = KuaiFormer(cfg).eval()
+    model.set_item_frequencies(torch.arange(30.0))
+    batch = tiny_batch()
+    with torch.no_grad():
+        hidden = model.encode(batch.user_seq, batch.is_pad, batch.seq_feats)
+        raw = hidden[:, -cfg.n_interests - cfg.n_raw:-cfg.n_interests]  # [B, n_raw, D]
+        items = torch.cat([batch.user_seq[:, -cfg.n_raw:], batch.target_ids[:, None]], 1)
+        table, log_q = model.embedding.item_emb.weight, model.log_q
+        terms = []
+        for b in range(len(batch)):
+            for j in range(cfg.n_raw):
+                current, following = items[b, j], items[b, j + 1]
+                if current == 0 or following == 0:
+                    continue
+                pos = raw[b, j] @ table[following] - log_q[following]
+                neg = raw[b, j] @ table[batch.target_ids].T - log_q[batch.target_ids]
+                neg[batch.target_ids == following] = float("-inf")  # accidental hits
+                terms.append(-torch.cat([pos[None], neg]).log_softmax(0)[0])
+        by_hand = torch.stack(terms).mean()
+        aux = model.next_item_loss(raw, batch, use_log_q=True)
+        paper = KuaiFormer(dataclasses.replace(cfg, aux_weight=0.0)).eval()
+        paper.load_state_dict(model.state_dict())
+        extra = model(batch) - paper(batch)
+    torch.testing.assert_close(aux, by_hand)
+    torch.testing.assert_close(extra, 0.5 * aux)  # aux_weight times it, nothing else

@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recfunnel.data.sequences import SeqBatch, WindowBatch
+from recfunnel.data.sequences import SeqBatch, SequentialSplit, WindowBatch
 from recfunnel.layers.attention import PreNormBlock
+from recfunnel.metrics import ranking_metrics
+from recfunnel.train import History, TrainConfig, fit
 
 
 class Popularity:
@@ -140,3 +142,27 @@ class SASRec(nn.Module):
         has_target = batch.target_seq > 0
         logits = self.item_logits(hidden[has_target])  # [N, V]
         return F.cross_entropy(logits, batch.target_seq[has_target])
+
+
+def fit_sasrec(model: SASRec, split: SequentialSplit, epochs: int, batch_size: int = 128,
+               lr: float = 1e-3, patience: int | None = 10, seed: int = 0,
+               device: str = "auto", desc: str = "SASRec", progress: bool = True) -> History:
+    """Train on every training target once per epoch (``split.train_windows()``, shuffled
+    anew each epoch), early-stopped on validation NDCG@10 with the best epoch restored."""
+    windows = split.train_windows()
+    valid = split.eval_batch("valid")
+
+    def batches(epoch: int) -> list[WindowBatch]:
+        order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(
+            seed * 100_003 + epoch))
+        return [WindowBatch(windows.user_seq[rows], windows.is_pad[rows],
+                            windows.target_seq[rows]) for rows in order.split(batch_size)]
+
+    def evaluate(m: SASRec) -> dict[str, float]:
+        on = next(m.parameters()).device
+        scores = valid.scores(lambda batch: m.score_all(batch.to(on)))
+        return ranking_metrics(scores, valid.target_ids, ks=(10,))
+
+    cfg = TrainConfig(epochs=epochs, lr=lr, monitor="ndcg@10", patience=patience,
+                      device=device, desc=desc, progress=progress)
+    return fit(model, batches, cfg=cfg, evaluate=evaluate)

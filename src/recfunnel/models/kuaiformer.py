@@ -9,18 +9,21 @@ is its best dot product over the interests (Eq. 9). Training is next-item predic
 an in-batch softmax, logQ correction and label smoothing (Eqs. 10-11). Serving searches
 the item table with ``recfunnel.retrieval`` (exact or FAISS).
 
-What the paper leaves open is marked [proposed] (the card, kuaiformer.md, sections 3-4).
+What the paper leaves open is marked [proposed]: our choice, explained in chapter 2.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from recfunnel.data.sequences import SeqBatch
+from recfunnel.data.sequences import SeqBatch, SequentialSplit, TrainSamples
 from recfunnel.layers.attention import LlamaBlock, RMSNorm
+from recfunnel.metrics import ranking_metrics
+from recfunnel.train import History, TrainConfig, fit
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class KuaiFormerConfig:
     n_raw: int = 32  # newest items kept as raw tokens
     p_dropout: float = 0.1  # [proposed]
     smoothing: float = 0.1  # alpha of the label smoothing [proposed]: not reported
+    # [proposed, not in the paper] weight of an auxiliary next-item loss at every raw
+    # position (SASRec-style), scored against the same in-batch negatives; 0 switches it off
+    aux_weight: float = 0.0
 
     @property
     def max_len(self) -> int:
@@ -51,24 +57,36 @@ class KuaiFormerConfig:
 
 
 class KuaiFormerEmbedding(nn.Module):
-    """t_i = MLP([LookUp(X, x_i), LookUp(F^1, f_i^1), ..., LookUp(F^F, f_i^F)]) (Eqs. 3-5)."""
+    """t_i = MLP([LookUp(X, x_i), LookUp(F^1, f_i^1), ..., LookUp(F^F, f_i^F)]) (Eqs. 3-5).
+
+    [proposed] The lookups are scaled by sqrt(D) (as in SASRec and the original
+    Transformer) and the item's own embedding is added back after the MLP:
+    t_i = sqrt(D) x_i + MLP(sqrt(D) [x_i, f_i]). With the small initial embeddings that a
+    shared input/output item table needs, a bare MLP's biases swamp the item's identity and
+    training stalls for many epochs; the chapter measures this.
+    """
 
     def __init__(self, cfg: KuaiFormerConfig):
         super().__init__()
         D = cfg.d_model
+        self.scale = math.sqrt(D)
         self.item_emb = nn.Embedding(cfg.n_items, D, padding_idx=0)  # X, also the targets
         self.side_embs = nn.ModuleList(nn.Embedding(n, D, padding_idx=0)
                                        for n in cfg.side_buckets)
         self.mlp = nn.Sequential(nn.Linear(D * (1 + len(cfg.side_buckets)), D), nn.SiLU(),
                                  nn.Linear(D, D))
         nn.init.normal_(self.item_emb.weight, std=0.02)
+        for emb in self.side_embs:
+            nn.init.normal_(emb.weight, std=0.02)
 
     def forward(self, user_seq: torch.Tensor, seq_feats: torch.Tensor | None) -> torch.Tensor:
         """user_seq [B, n], seq_feats [B, n, F] -> tokens [B, n, D]."""
-        parts = [self.item_emb(user_seq)]
+        item = self.item_emb(user_seq) * self.scale  # [B, n, D]
+        parts = [item]
         if self.side_embs:
-            parts += [emb(seq_feats[..., j]) for j, emb in enumerate(self.side_embs)]
-        return self.mlp(torch.cat(parts, dim=-1))
+            parts += [emb(seq_feats[..., j]) * self.scale
+                      for j, emb in enumerate(self.side_embs)]
+        return item + self.mlp(torch.cat(parts, dim=-1))
 
 
 class AdaptiveCompressor(nn.Module):
@@ -168,9 +186,10 @@ class KuaiFormer(nn.Module):
         counts = torch.as_tensor(counts, dtype=torch.float32).clamp(min=1.0)
         self.log_q.copy_((counts / counts[1:].sum()).log())
 
-    def interests(self, user_seq: torch.Tensor, is_pad: torch.Tensor,
-                  seq_feats: torch.Tensor | None = None) -> torch.Tensor:
-        """user_seq [B, n] left-padded -> interests [B, K, D]."""
+    def encode(self, user_seq: torch.Tensor, is_pad: torch.Tensor,
+               seq_feats: torch.Tensor | None = None) -> torch.Tensor:
+        """user_seq [B, n] left-padded -> top-layer outputs [B, L_c + K, D] of the
+        compressed tokens followed by the k query tokens (Eq. 8)."""
         tokens = self.embedding(user_seq, seq_feats) * ~is_pad[..., None]  # [B, n, D]
         if self.compressor is not None:
             tokens, is_pad = self.compressor(tokens, is_pad)  # [B, L_c, D]
@@ -179,7 +198,12 @@ class KuaiFormer(nn.Module):
         pad = torch.cat([is_pad, is_pad.new_zeros(B, K)], dim=1)
         for block in self.blocks:
             x = block(x, pad, causal=True)
-        return self.norm(x[:, -K:])  # [B, K, D]
+        return self.norm(x)
+
+    def interests(self, user_seq: torch.Tensor, is_pad: torch.Tensor,
+                  seq_feats: torch.Tensor | None = None) -> torch.Tensor:
+        """user_seq [B, n] left-padded -> interests u_1..u_k [B, K, D]."""
+        return self.encode(user_seq, is_pad, seq_feats)[:, -self.cfg.n_interests:]
 
     def item_vectors(self) -> torch.Tensor:
         """[V, D] the item table that serving searches (row 0 is padding)."""
@@ -192,10 +216,58 @@ class KuaiFormer(nn.Module):
         return scores.index_fill(1, torch.tensor([0], device=scores.device), float("-inf"))
 
     def forward(self, batch: SeqBatch, use_log_q: bool = True) -> torch.Tensor:
-        """In-batch softmax with logQ correction and label smoothing (Eqs. 10-11)."""
-        interests = self.interests(batch.user_seq, batch.is_pad, batch.seq_feats)
+        """In-batch softmax with logQ correction and label smoothing (Eqs. 10-11), plus
+        ``aux_weight`` times the auxiliary next-item loss of the raw positions."""
+        K = self.cfg.n_interests
+        hidden = self.encode(batch.user_seq, batch.is_pad, batch.seq_feats)
         target_emb = self.embedding.item_emb(batch.target_ids)  # [B, D]
         log_q = self.log_q[batch.target_ids] if use_log_q else None
-        logits = in_batch_logits(interests, target_emb, batch.target_ids, log_q)
-        return smoothed_in_batch_loss(logits, self.cfg.smoothing)
+        logits = in_batch_logits(hidden[:, -K:], target_emb, batch.target_ids, log_q)
+        loss = smoothed_in_batch_loss(logits, self.cfg.smoothing)
+        if self.cfg.aux_weight > 0:
+            raw = hidden[:, -K - self.cfg.n_raw:-K]  # [B, n_raw, D] outputs of raw items
+            loss = loss + self.cfg.aux_weight * self.next_item_loss(raw, batch, use_log_q)
+        return loss
 
+    def next_item_loss(self, raw: torch.Tensor, batch: SeqBatch,
+                       use_log_q: bool) -> torch.Tensor:
+        """[proposed] Each raw position predicts the item after it (the last one the
+        target), against the batch's targets as negatives, logQ-corrected, with accidental
+        hits masked. raw [B, n_raw, D] -> scalar."""
+        n_raw = raw.shape[1]
+        items = torch.cat([batch.user_seq[:, -n_raw:], batch.target_ids[:, None]], dim=1)
+        current, following = items[:, :-1], items[:, 1:]  # [B, n_raw] each
+        valid = (current != 0) & (following != 0)
+        candidates = batch.target_ids  # [C = B]
+        positive = (raw * self.embedding.item_emb(following)).sum(-1, keepdim=True)
+        negative = raw @ self.embedding.item_emb(candidates).T  # [B, n_raw, C]
+        if use_log_q:
+            positive = positive - self.log_q[following][..., None]
+            negative = negative - self.log_q[candidates]
+        negative = negative.masked_fill(following[..., None] == candidates, float("-inf"))
+        log_p = torch.cat([positive, negative], dim=-1).log_softmax(dim=-1)[..., 0]
+        return -(log_p * valid).sum() / valid.sum().clamp(min=1)
+
+
+
+def fit_kuaiformer(model: KuaiFormer, split: SequentialSplit, epochs: int, per_user: int = 8,
+                   batch_size: int = 256, lr: float = 2e-3, use_log_q: bool = True,
+                   patience: int | None = 5, seed: int = 0, device: str = "auto",
+                   desc: str = "KuaiFormer", progress: bool = True) -> History:
+    """Train on ``per_user`` random cut points per user and epoch [proposed: the paper
+    trains on a stream; one target per sequence needs several cuts to see enough
+    targets], early-stopped on validation NDCG@10 with the best epoch restored."""
+    model.set_item_frequencies(torch.as_tensor(split.train_item_counts()))
+    samples = TrainSamples(split)
+    valid = split.eval_batch("valid")
+
+    def evaluate(m: KuaiFormer) -> dict[str, float]:
+        device = next(m.parameters()).device
+        scores = valid.scores(lambda batch: m.score_all(batch.to(device)))
+        return ranking_metrics(scores, valid.target_ids, ks=(10,))
+
+    cfg = TrainConfig(epochs=epochs, lr=lr, monitor="ndcg@10", patience=patience,
+                      device=device, desc=desc, progress=progress)
+    return fit(model, lambda epoch: samples.cut_points(epoch, per_user, batch_size, seed),
+               step=lambda m, batch: m(batch, use_log_q=use_log_q), cfg=cfg,
+               evaluate=evaluate)
