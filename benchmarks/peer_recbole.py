@@ -15,7 +15,7 @@ Run it in the benchmark's own environment (recbole is never a dependency of the 
     benchmarks/.venv-recbole/bin/pip install -r benchmarks/requirements-recbole.txt
     benchmarks/.venv-recbole/bin/pip install --no-deps -e . && \\
         benchmarks/.venv-recbole/bin/pip install pyarrow tqdm matplotlib
-    benchmarks/.venv-recbole/bin/python benchmarks/peer_recbole.py --recbole-epochs 6
+    benchmarks/.venv-recbole/bin/python benchmarks/peer_recbole.py --recbole-epochs 10 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # RecBole's checkpoint reload
@@ -86,19 +85,19 @@ def run_recbole(epochs: int, seed: int, batch_size: int) -> dict:
     wall = time.perf_counter() - started
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     return {
-        "model": "RecBole 1.2.1 SASRec", "epochs": len(curve), "epoch_cap": epochs,
+        "model": "RecBole 1.2.1 SASRec", "seed": seed, "epochs": len(curve), "epoch_cap": epochs,
         "wall_seconds": wall, "best_valid_ndcg@10": float(best_valid), "valid_curve": curve,
         **{f"test_{name}": float(value) for name, value in test.items()},
     }
 
 
 def run_ours(name: str, model: torch.nn.Module, batches, valid, test, epochs: int,
-             lr: float) -> dict:
+             lr: float, seed: int) -> dict:
     curve: list[tuple[float, float]] = []
     started = time.perf_counter()
 
     def evaluate(m):
-        ndcg = ranking_metrics(m.score_all(valid), valid.target_ids, ks=(10,))["ndcg@10"]
+        ndcg = ranking_metrics(valid.scores(m.score_all), valid.target_ids, ks=(10,))["ndcg@10"]
         curve.append((time.perf_counter() - started, ndcg))
         return {"ndcg@10": ndcg}
 
@@ -106,10 +105,9 @@ def run_ours(name: str, model: torch.nn.Module, batches, valid, test, epochs: in
     history = fit(model, batches, cfg=cfg, evaluate=evaluate)
     wall = time.perf_counter() - started
     model.eval()
-    with torch.no_grad():
-        result = ranking_metrics(model.score_all(test), test.target_ids, ks=KS)
+    result = ranking_metrics(test.scores(model.score_all), test.target_ids, ks=KS)
     return {
-        "model": name, "epochs": len(history.epochs), "epoch_cap": epochs,
+        "model": name, "seed": seed, "epochs": len(history.epochs), "epoch_cap": epochs,
         "wall_seconds": wall, "best_valid_ndcg@10": history.best_value,
         "valid_curve": curve,
         **{f"test_{metric}": value for metric, value in result.items()
@@ -122,16 +120,18 @@ def sasrec_run(split: SequentialSplit, seed: int, epochs: int) -> dict:
     windows = split.train_windows()
 
     def batches(epoch):
-        order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(epoch))
+        order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(
+            seed * 100_003 + epoch))
         return [WindowBatch(windows.user_seq[i], windows.is_pad[i], windows.target_seq[i])
                 for i in order.split(128)]
 
     model = SASRec(SASRecConfig(n_items=split.n_items))
     return run_ours("recfunnel SASRec", model, batches, split.eval_batch("valid"),
-                    split.eval_batch("test"), epochs, lr=1e-3)
+                    split.eval_batch("test"), epochs, lr=1e-3, seed=seed)
 
 
 def kuaiformer_run(data, seed: int, epochs: int, n_interests: int) -> dict:
+    """The chapter's MovieLens-100K configuration (notebooks/02_kuaiformer)."""
     set_seed(seed)
     frame = side_features(data)
     columns = ("rating_bucket", "genre_bucket", "decade_bucket")
@@ -139,23 +139,15 @@ def kuaiformer_run(data, seed: int, epochs: int, n_interests: int) -> dict:
         n_items=int(frame["item_id"].max()) + 1,
         side_buckets=tuple(int(frame[c].max()) + 1 for c in columns),
         d_model=32, d_ffn=64, n_interests=n_interests, compression=((1, 32), (2, 8)),
-        n_raw=16, p_dropout=0.0)
+        n_raw=16, aux_weight=1.0)
     split = SequentialSplit(frame, max_len=cfg.max_len, feature_columns=columns)
     samples = TrainSamples(split)
-    users = samples.users
-    rows_of = {u: np.flatnonzero(users == u) for u in np.unique(users)}
-
-    def batches(epoch):  # [proposed] 8 random cut points per user and epoch (the card's)
-        rng = np.random.default_rng(seed * 1000 + epoch)
-        chosen = np.concatenate([rng.choice(rows, min(8, len(rows)), replace=False)
-                                 for rows in rows_of.values()])
-        rng.shuffle(chosen)
-        return [samples.collate(list(c)) for c in np.array_split(chosen, len(chosen) // 256)]
-
     model = KuaiFormer(cfg)
     model.set_item_frequencies(torch.as_tensor(split.train_item_counts()))
-    result = run_ours(f"recfunnel KuaiFormer k={n_interests}", model, batches,
-                      split.eval_batch("valid"), split.eval_batch("test"), epochs, lr=2e-3)
+    result = run_ours(f"recfunnel KuaiFormer k={n_interests}", model,
+                      lambda epoch: samples.cut_points(epoch, 8, 256, seed),
+                      split.eval_batch("valid"), split.eval_batch("test"), epochs, lr=2e-3,
+                      seed=seed)
     return {**result, "config": dataclasses.asdict(cfg)}
 
 
@@ -167,7 +159,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recbole-epochs", type=int, default=6)
     parser.add_argument("--our-epochs", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="seeds of our models; RecBole runs once, with the first")
     parser.add_argument("--batch-size", type=int, default=256, help="RecBole's train batch")
     parser.add_argument("--skip-recbole", action="store_true")
     parser.add_argument("--out", type=Path,
@@ -178,21 +171,22 @@ def main() -> None:
     split = SequentialSplit(data.interactions, max_len=50)
     runs = []
     if not args.skip_recbole:
-        runs.append(run_recbole(args.recbole_epochs, args.seed, args.batch_size))
+        runs.append(run_recbole(args.recbole_epochs, args.seeds[0], args.batch_size))
         print(json.dumps({k: v for k, v in runs[-1].items() if k != "valid_curve"}), flush=True)
-    runs.append(sasrec_run(split, args.seed, args.our_epochs))
-    print(json.dumps({k: v for k, v in runs[-1].items() if k != "valid_curve"}), flush=True)
-    for n_interests in (1, 4):
-        runs.append(kuaiformer_run(data, args.seed, args.our_epochs, n_interests))
-        print(json.dumps({key: value for key, value in runs[-1].items()
-                          if key not in ("valid_curve", "config")}), flush=True)
+    for seed in args.seeds:
+        runs.append(sasrec_run(split, seed, args.our_epochs))
+        print(json.dumps({k: v for k, v in runs[-1].items() if k != "valid_curve"}), flush=True)
+        for n_interests in (1, 4):
+            runs.append(kuaiformer_run(data, seed, args.our_epochs, n_interests))
+            print(json.dumps({key: value for key, value in runs[-1].items()
+                              if key not in ("valid_curve", "config")}), flush=True)
     if not args.skip_recbole:
         target = runs[0]["best_valid_ndcg@10"]
         for run in runs:
             run["seconds_to_recbole_best_valid"] = first_reaching(run["valid_curve"], target)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "benchmark": "peer_recbole", "seed": args.seed, "machine": platform.machine(),
+        "benchmark": "peer_recbole", "seeds": args.seeds, "machine": platform.machine(),
         "threads": torch.get_num_threads(), "environment": environment_report("cpu"),
         "split_checksum": split.checksum(), "runs": runs,
     }, indent=2))
