@@ -37,4 +37,16 @@ EXPECTATIONS: dict[str, list[tuple[str, str]]] = {
          "(ml100k_users, ml100k_items, ml100k_interactions) == (943, 1682, 100000)"),
         ("the split has RecBole's 97,171 training samples", "ml100k_train_samples == 97171"),
     ],
+    "02_kuaiformer": [
+        ("KuaiFormer with four interests beats popularity on MovieLens-100K NDCG@10",
+         "kf_ml_kf4_ndcg10 >= kf_ml_pop_ndcg10 + 0.005"),
+        ("KuaiFormer with one interest beats popularity on MovieLens-100K NDCG@10",
+         "kf_ml_kf1_ndcg10 >= kf_ml_pop_ndcg10 + 0.005"),
+        ("serving through the exact index returns what score_all ranks first",
+         "kf_index_agreement_exact > 0.999"),
+        ("on the planted histories KuaiFormer beats popularity",
+         "kf_claim2_base > kf_planted_pop_ndcg10"),
+        ("compression cuts the attention pairs of the long history at least twofold",
+         "kf_pairs_ratio >= 2"),
+    ],
 }

@@ -44,7 +44,47 @@ class RecFlowSize:
     max_len: int = 50  # history length of the MovieLens sequential protocol
 
 
+@dataclass(frozen=True)
+class KuaiFormerSize:
+    """Chapter 2: KuaiFormer and SASRec on MovieLens-100K, then planted-interest histories
+    from the synthetic world for the paper's claims (multi-interest, compression, logQ,
+    history length)."""
+
+    sasrec_epochs: int  # MovieLens-100K, all-position training
+    kuaiformer_epochs: int  # MovieLens-100K, cut points per user and epoch
+    d_model: int  # D of KuaiFormer (SASRec keeps RecBole's 64)
+    planted_users: int
+    planted_items: int
+    planted_topics: int
+    planted_epochs: int
+    # the long history and its compression scheme (oldest first: groups x size) + raw
+    long_len: int
+    long_compression: tuple[tuple[int, int], ...]
+    short_lens: tuple[int, ...]  # uncompressed history lengths of the sweep (besides 64)
+    per_user: int = 8  # cut points per user and epoch
+    batch_size: int = 256
+    lr: float = 2e-3
+    seeds: int = 1  # seeds of the MovieLens-100K comparison
+
+
 CHAPTER_SIZES: dict[str, dict[str, object]] = {
+    "kuaiformer": {
+        "smoke": KuaiFormerSize(
+            sasrec_epochs=3, kuaiformer_epochs=4, d_model=32, planted_users=150,
+            planted_items=600, planted_topics=16, planted_epochs=4, long_len=96,
+            long_compression=((1, 32), (2, 16)), short_lens=(16,), per_user=4,
+        ),
+        "cpu": KuaiFormerSize(
+            sasrec_epochs=8, kuaiformer_epochs=8, d_model=32, planted_users=500,
+            planted_items=3_000, planted_topics=32, planted_epochs=10, long_len=128,
+            long_compression=((1, 64), (2, 16)), short_lens=(16,), per_user=5,
+        ),
+        "gpu": KuaiFormerSize(
+            sasrec_epochs=200, kuaiformer_epochs=200, d_model=64, planted_users=4_000,
+            planted_items=10_000, planted_topics=64, planted_epochs=40, long_len=256,
+            long_compression=((2, 64), (5, 16)), short_lens=(8, 16, 32, 128), seeds=3,
+        ),
+    },
     "recflow": {name: RecFlowSize(world=name) for name in PROFILES},
     "getting_started": {
         "smoke": GettingStartedSize(
