@@ -34,8 +34,12 @@ import torch
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # RecBole's checkpoint reload
 
 from recfunnel.data.movielens import load_ml100k, side_features  # noqa: E402
-from recfunnel.data.sequences import SequentialSplit, TrainSamples, WindowBatch  # noqa: E402
-from recfunnel.metrics import ranking_metrics  # noqa: E402
+from recfunnel.data.sequences import (  # noqa: E402
+    SequentialSplit,
+    TrainSamples,
+    WindowBatch,
+    next_item_metrics,
+)
 from recfunnel.models.baselines import SASRec, SASRecConfig  # noqa: E402
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig  # noqa: E402
 from recfunnel.runtime import environment_report, set_seed  # noqa: E402
@@ -97,7 +101,7 @@ def run_ours(name: str, model: torch.nn.Module, batches, valid, test, epochs: in
     started = time.perf_counter()
 
     def evaluate(m):
-        ndcg = ranking_metrics(valid.scores(m.score_all), valid.target_ids, ks=(10,))["ndcg@10"]
+        ndcg = next_item_metrics(m, valid)["ndcg@10"]
         curve.append((time.perf_counter() - started, ndcg))
         return {"ndcg@10": ndcg}
 
@@ -105,7 +109,7 @@ def run_ours(name: str, model: torch.nn.Module, batches, valid, test, epochs: in
     history = fit(model, batches, cfg=cfg, evaluate=evaluate)
     wall = time.perf_counter() - started
     model.eval()
-    result = ranking_metrics(test.scores(model.score_all), test.target_ids, ks=KS)
+    result = next_item_metrics(model, test, ks=KS)
     return {
         "model": name, "seed": seed, "epochs": len(history.epochs), "epoch_cap": epochs,
         "wall_seconds": wall, "best_valid_ndcg@10": history.best_value,

@@ -73,7 +73,7 @@ from recfunnel import plots
 from recfunnel.data.download import DataUnavailableError
 from recfunnel.data.movielens import load_ml100k, side_features
 from recfunnel.data.planted import plant_interests, planted_world
-from recfunnel.data.sequences import SequentialSplit
+from recfunnel.data.sequences import SequentialSplit, next_item_metrics
 from recfunnel.data.world import World
 from recfunnel.layers.attention import attention_mask
 from recfunnel.metrics import ranking_metrics
@@ -278,13 +278,9 @@ else:
 
 
 # %%
-def test_metrics(model, split: SequentialSplit, ks=(10, 20, 50)) -> dict[str, float]:
+def test_metrics(model, split: SequentialSplit) -> dict[str, float]:
     """Full-ranking metrics on the test targets, in chunks of users."""
-    model.eval()
-    on = next(model.parameters()).device
-    test = split.eval_batch("test")
-    scores = test.scores(lambda batch: model.score_all(batch.to(on)))
-    return ranking_metrics(scores, test.target_ids, ks=ks)
+    return next_item_metrics(model.eval(), split.eval_batch("test"), ks=(10, 20, 50))
 
 
 ml_results, ml_histories, ml_models = {}, {}, {}

@@ -21,6 +21,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from recfunnel.metrics import ranking_metrics
+
 
 @dataclass
 class SeqBatch:
@@ -222,6 +224,16 @@ class TrainSamples(Dataset):
         rng.shuffle(chosen)
         return [self.collate(list(rows)) for rows in np.split(
             chosen, np.arange(batch_size, len(chosen), batch_size))]
+
+
+@torch.no_grad()
+def next_item_metrics(model: torch.nn.Module, batch: SeqBatch, ks=(10,), chunk: int = 512
+                      ) -> dict[str, float]:
+    """Full-ranking metrics of ``model.score_all`` on ``batch``'s targets, scored ``chunk``
+    users at a time on the model's device."""
+    device = next(model.parameters()).device
+    scores = batch.scores(lambda rows: model.score_all(rows.to(device)), chunk)
+    return ranking_metrics(scores, batch.target_ids, ks=ks)
 
 
 # --------------------------------------------------------------------------- negatives

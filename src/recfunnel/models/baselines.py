@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recfunnel.data.sequences import SeqBatch, SequentialSplit, WindowBatch
+from recfunnel.data.sequences import SeqBatch, SequentialSplit, WindowBatch, next_item_metrics
 from recfunnel.layers.attention import PreNormBlock
-from recfunnel.metrics import ranking_metrics
 from recfunnel.train import History, TrainConfig, fit
 
 
@@ -158,11 +157,6 @@ def fit_sasrec(model: SASRec, split: SequentialSplit, epochs: int, batch_size: i
         return [WindowBatch(windows.user_seq[rows], windows.is_pad[rows],
                             windows.target_seq[rows]) for rows in order.split(batch_size)]
 
-    def evaluate(m: SASRec) -> dict[str, float]:
-        on = next(m.parameters()).device
-        scores = valid.scores(lambda batch: m.score_all(batch.to(on)))
-        return ranking_metrics(scores, valid.target_ids, ks=(10,))
-
     cfg = TrainConfig(epochs=epochs, lr=lr, monitor="ndcg@10", patience=patience,
                       device=device, desc=desc, progress=progress)
-    return fit(model, batches, cfg=cfg, evaluate=evaluate)
+    return fit(model, batches, cfg=cfg, evaluate=lambda m: next_item_metrics(m, valid))

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recfunnel.data.sequences import SeqBatch, SequentialSplit, TrainSamples
+from recfunnel.data.sequences import SeqBatch, SequentialSplit, TrainSamples, next_item_metrics
 from recfunnel.layers.attention import LlamaBlock, RMSNorm
-from recfunnel.metrics import ranking_metrics
 from recfunnel.train import History, TrainConfig, fit
 
 
@@ -261,13 +260,8 @@ def fit_kuaiformer(model: KuaiFormer, split: SequentialSplit, epochs: int, per_u
     samples = TrainSamples(split)
     valid = split.eval_batch("valid")
 
-    def evaluate(m: KuaiFormer) -> dict[str, float]:
-        device = next(m.parameters()).device
-        scores = valid.scores(lambda batch: m.score_all(batch.to(device)))
-        return ranking_metrics(scores, valid.target_ids, ks=(10,))
-
     cfg = TrainConfig(epochs=epochs, lr=lr, monitor="ndcg@10", patience=patience,
                       device=device, desc=desc, progress=progress)
     return fit(model, lambda epoch: samples.cut_points(epoch, per_user, batch_size, seed),
                step=lambda m, batch: m(batch, use_log_q=use_log_q), cfg=cfg,
-               evaluate=evaluate)
+               evaluate=lambda m: next_item_metrics(m, valid))
