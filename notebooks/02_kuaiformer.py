@@ -643,9 +643,13 @@ def step_seconds(run: dict, repeats: int = 3) -> float:
     positions = np.array([len(run["split"].sequences[u]) - 3 for u in users])
     batch = run["split"].batch(users, positions).to(device)
     model(batch).backward()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     started = time.perf_counter()
     for _ in range(repeats):
         model(batch).backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()  # GPU work is asynchronous: wait before reading the clock
     return (time.perf_counter() - started) / repeats
 
 
