@@ -70,3 +70,16 @@ def test_sasrec_loss_counts_every_target_once():
     assert loss.ndim == 0 and 0 < loss.item() < 10
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_eager_and_fused_attention_agree():
+    torch.manual_seed(0)
+    fused = SASRec(SASRecConfig(n_items=30, max_len=10, d_model=16, n_heads=2, d_ffn=32,
+                                p_dropout=0.0)).eval()
+    eager = SASRec(SASRecConfig(n_items=30, max_len=10, d_model=16, n_heads=2, d_ffn=32,
+                                p_dropout=0.0, attention="eager")).eval()
+    eager.load_state_dict(fused.state_dict())
+    seq = torch.tensor([[0, 0, 0, 4, 5, 6, 7, 1, 2, 3], [9, 8, 7, 6, 5, 4, 3, 2, 1, 9]])
+    torch.testing.assert_close(eager.encode(seq, seq == 0), fused.encode(seq, seq == 0))
+    with pytest.raises(ValueError, match="impl"):
+        MultiHeadAttention(8, 2, impl="flash")

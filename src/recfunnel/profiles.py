@@ -67,7 +67,54 @@ class KuaiFormerSize:
     seeds: int = 1  # seeds of the MovieLens-100K comparison
 
 
+@dataclass(frozen=True)
+class ElasticSize:
+    """Chapter 3: ELASTIC, SASRec and KuaiFormer on MovieLens-100K; then histories whose next
+    item returns to an interest last seen at least ``long_gap`` items ago, read by ELASTIC
+    at ``long_len`` and by SASRec truncated to each of ``truncations``; the sweeps of the
+    memory size (0: no memory) and of the expert count (empty: not run)."""
+
+    ml_epochs: int  # every model on MovieLens-100K
+    ml_max_len: int  # ELASTIC's window on MovieLens-100K (SASRec keeps RecBole's 50)
+    d_model: int
+    n_experts: int  # k
+    memory_size: int  # N, a square
+    top_c: int
+    long_users: int
+    long_items: int
+    long_topics: int
+    long_len: int
+    long_gap: int
+    long_epochs: int
+    truncations: tuple[int, ...]
+    bank_sizes: tuple[int, ...] = ()
+    expert_counts: tuple[int, ...] = ()
+    per_user: int = 8  # cut points per user and epoch on MovieLens-100K
+    batch_size: int = 128
+    lr: float = 2e-3
+    seeds: int = 1
+
+
 CHAPTER_SIZES: dict[str, dict[str, object]] = {
+    "elastic": {
+        "smoke": ElasticSize(
+            ml_epochs=3, ml_max_len=50, d_model=32, n_experts=4, memory_size=256, top_c=4,
+            long_users=800, long_items=300, long_topics=10, long_len=160, long_gap=100,
+            long_epochs=8, truncations=(50,), per_user=4,
+        ),
+        "cpu": ElasticSize(
+            ml_epochs=8, ml_max_len=50, d_model=32, n_experts=8, memory_size=1_024, top_c=8,
+            long_users=1_500, long_items=1_000, long_topics=20, long_len=320, long_gap=220,
+            long_epochs=12, truncations=(50, 200), bank_sizes=(0, 1_024),
+        ),
+        "gpu": ElasticSize(
+            ml_epochs=200, ml_max_len=200, d_model=64, n_experts=32, memory_size=65_536,
+            top_c=32, long_users=8_000, long_items=3_000, long_topics=32, long_len=2_048,
+            long_gap=600, long_epochs=40, truncations=(50, 200, 2_048),
+            bank_sizes=(0, 1_024, 16_384, 65_536), expert_counts=(2, 4, 8, 16, 32),
+            batch_size=256, seeds=3,
+        ),
+    },
     "kuaiformer": {
         "smoke": KuaiFormerSize(
             sasrec_epochs=3, kuaiformer_epochs=4, d_model=32, planted_users=150,

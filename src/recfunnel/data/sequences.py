@@ -47,6 +47,15 @@ class SeqBatch:
         return SeqBatch(*(None if getattr(self, f.name) is None else
                           getattr(self, f.name)[rows] for f in fields(self)))
 
+    def newest(self, length: int) -> SeqBatch:
+        """The same users with only their ``length`` newest positions (a model with a
+        shorter window sees a truncated history)."""
+        if length >= self.user_seq.shape[1]:
+            return self
+        feats = None if self.seq_feats is None else self.seq_feats[:, -length:]
+        return SeqBatch(self.user_ids, self.user_seq[:, -length:], self.is_pad[:, -length:],
+                        self.target_ids, feats)
+
     @torch.no_grad()
     def scores(self, score_fn, chunk: int = 512) -> torch.Tensor:
         """``score_fn(batch) -> [b, V]`` over ``chunk`` rows at a time, so attention over

@@ -89,6 +89,8 @@ class SASRecConfig:
     n_layers: int = 2
     d_ffn: int = 256
     p_dropout: float = 0.5
+    attn_dropout: float | None = None  # on the attention probabilities; None: p_dropout
+    attention: str = "sdpa"  # "sdpa" (fused kernels) or "eager" (the [L, L] map in memory)
 
 
 class SASRec(nn.Module):
@@ -109,7 +111,8 @@ class SASRec(nn.Module):
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
         self.dropout = nn.Dropout(cfg.p_dropout)
         self.blocks = nn.ModuleList(
-            PreNormBlock(cfg.d_model, cfg.n_heads, cfg.d_ffn, cfg.p_dropout)
+            PreNormBlock(cfg.d_model, cfg.n_heads, cfg.d_ffn, cfg.p_dropout, cfg.attention,
+                         cfg.attn_dropout)
             for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
         nn.init.normal_(self.item_emb.weight, std=0.02)
@@ -132,7 +135,9 @@ class SASRec(nn.Module):
         return logits.index_fill(-1, torch.tensor([0], device=logits.device), float("-inf"))
 
     def score_all(self, batch: SeqBatch) -> torch.Tensor:
-        """[B, V]: the next-item scores after each user's history (the newest position)."""
+        """[B, V]: the next-item scores after each user's history (its newest max_len
+        items)."""
+        batch = batch.newest(self.cfg.max_len)
         return self.item_logits(self.encode(batch.user_seq, batch.is_pad)[:, -1])
 
     def forward(self, batch: WindowBatch) -> torch.Tensor:
@@ -143,13 +148,26 @@ class SASRec(nn.Module):
         return F.cross_entropy(logits, batch.target_seq[has_target])
 
 
-def fit_sasrec(model: SASRec, split: SequentialSplit, epochs: int, batch_size: int = 128,
-               lr: float = 1e-3, patience: int | None = 10, seed: int = 0,
-               device: str = "auto", desc: str = "SASRec", progress: bool = True) -> History:
-    """Train on every training target once per epoch (``split.train_windows()``, shuffled
-    anew each epoch), early-stopped on validation NDCG@10 with the best epoch restored."""
-    windows = split.train_windows()
-    valid = split.eval_batch("valid")
+def fit_sasrec(model: SASRec, train: SequentialSplit | SeqBatch, epochs: int,
+               batch_size: int = 128, lr: float = 1e-3, patience: int | None = 10,
+               seed: int = 0, device: str = "auto", desc: str = "SASRec",
+               progress: bool = True, valid: SeqBatch | None = None) -> History:
+    """Train on a split's every training target once per epoch (``split.train_windows()``),
+    or on a fixed set of (history, next item) samples with the loss on the newest position
+    only (the same targets as a last-position model such as ELASTIC); reshuffled each epoch,
+    early-stopped on validation NDCG@10 (the split's, unless ``valid`` is given) with the
+    best epoch restored. Histories longer than ``max_len`` keep their newest items."""
+    if isinstance(train, SequentialSplit):
+        windows = train.train_windows()
+        valid = train.eval_batch("valid") if valid is None else valid
+    else:
+        if valid is None:
+            raise ValueError("training on samples needs a `valid` batch")
+        train = train.newest(model.cfg.max_len)
+        target_seq = torch.zeros_like(train.user_seq)
+        target_seq[:, -1] = train.target_ids
+        windows = WindowBatch(train.user_seq, train.is_pad, target_seq)
+    valid = valid.newest(model.cfg.max_len)
 
     def batches(epoch: int) -> list[WindowBatch]:
         order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(
