@@ -49,4 +49,15 @@ EXPECTATIONS: dict[str, list[tuple[str, str]]] = {
         ("compression cuts the attention pairs of the long history at least twofold",
          "kf_pairs_ratio >= 2"),
     ],
+    "03_elastic": [
+        ("the dispatcher layer's operation count grows linearly with the length",
+         "0.95 <= el_flop_slope_lda <= 1.05"),
+        ("SASRec's block grows faster than linearly", "el_flop_slope_sas >= 1.5"),
+        ("ELASTIC beats popularity on MovieLens-100K NDCG@10",
+         "el_ml_elastic_ndcg10 >= el_ml_pop_ndcg10 + 0.005"),
+        ("reading the whole history, ELASTIC beats the truncated SASRec on returning interests",
+         "el_long_elastic_ndcg10 >= el_long_best_short_ndcg10 + 0.02"),
+        ("ELASTIC beats popularity on returning interests",
+         "el_long_elastic_ndcg10 > el_long_pop_ndcg10"),
+    ],
 }

@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+import torch
 
-from recfunnel.data.planted import plant_interests, planted_world
+from recfunnel.data.planted import plant_interests, plant_returning_interests, planted_world
 from recfunnel.data.sequences import SequentialSplit
 from recfunnel.data.world import World
 
@@ -73,3 +74,30 @@ def test_bad_arguments_are_named(world, kwargs, message):
 def test_world_size_is_checked():
     with pytest.raises(ValueError, match="at least 10 per topic"):
         planted_world(n_users=10, n_items=100, n_topics=32)
+
+
+def test_returning_interests_hide_the_returning_topic_from_the_recent_window(world):
+    gap = 30
+    data = plant_returning_interests(world, length=80, gap=gap, seed=0)
+    topics = data.item_topic[data.histories]  # [U, 80], -1 at padding
+    returning = data.return_topic[:, None]
+    assert not (topics[:, -gap:] == returning).any()  # never in the newest `gap` watches
+    assert (topics == returning).any(axis=1).all()  # but seen before
+    assert (data.item_topic[data.targets] == data.return_topic).all()
+    assert (data.last_seen > gap).all()
+    real = data.histories > 0
+    assert (np.diff(real.astype(int), axis=1) >= 0).all()  # padding only in front
+    lengths = real.sum(1)
+    assert lengths.min() >= gap + 16 and lengths.max() <= 80 and len(set(lengths)) > 1
+    again = plant_returning_interests(world, length=80, gap=gap, seed=0)
+    assert np.array_equal(again.histories, data.histories)
+    train, valid, test = data.split(valid=0.1, test=0.1)
+    assert len(train) + len(valid) + len(test) == world.cfg.n_users
+    assert torch.equal(test.user_seq[-1], torch.as_tensor(data.histories[-1]))
+
+
+def test_returning_interests_name_bad_arguments(world):
+    with pytest.raises(ValueError, match="gap"):
+        plant_returning_interests(world, length=40, gap=30)
+    with pytest.raises(ValueError, match="interests"):
+        plant_returning_interests(world, length=80, gap=30, interests=(1, 3))

@@ -1,5 +1,5 @@
 """The chapters' training helpers learn what the data says: on histories where the next
-item is always the one after the current in a cycle, SASRec and KuaiFormer must rank the
+item is always the one after the current in a cycle, SASRec, KuaiFormer and ELASTIC must rank the
 true next item first for nearly every user, far above popularity (flat here)."""
 
 import pandas as pd
@@ -9,6 +9,7 @@ import torch
 from recfunnel.data.sequences import SequentialSplit
 from recfunnel.metrics import ranking_metrics
 from recfunnel.models.baselines import Popularity, SASRec, SASRecConfig, fit_sasrec
+from recfunnel.models.elastic import Elastic, ElasticConfig, fit_elastic
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig, fit_kuaiformer
 
 
@@ -51,5 +52,15 @@ def test_fit_kuaiformer_learns_the_cycle(cyclic):
                                         p_dropout=0.0, aux_weight=1.0))
     history = fit_kuaiformer(model, cyclic, epochs=30, per_user=8, batch_size=32, lr=1e-2,
                              patience=None, device="cpu", progress=False)
+    assert history.best_value > 0.9
+    assert ndcg_at_10(model.eval(), cyclic) > max(0.9, popularity_ndcg(cyclic) + 0.5)
+
+
+def test_fit_elastic_learns_the_cycle(cyclic):
+    torch.manual_seed(0)
+    model = Elastic(ElasticConfig(n_items=cyclic.n_items, max_len=8, d_model=16, d_ffn=32,
+                                  n_experts=2, memory_size=16, top_c=2, p_dropout=0.0))
+    history = fit_elastic(model, cyclic, cyclic.eval_batch("valid"), epochs=30, per_user=8,
+                          batch_size=32, lr=1e-2, patience=None, device="cpu", progress=False)
     assert history.best_value > 0.9
     assert ndcg_at_10(model.eval(), cyclic) > max(0.9, popularity_ndcg(cyclic) + 0.5)

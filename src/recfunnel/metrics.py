@@ -197,3 +197,22 @@ def log_loss(labels, probs, eps: float = 1e-7) -> float:
         raise ValueError("probs must lie in [0, 1]; apply a sigmoid to logits first")
     p = np.clip(p, eps, 1 - eps)
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def paired_difference(a, b) -> tuple[float, float]:
+    """Mean of the per-row differences a - b (two models' readouts on the same users) and
+    its standard error, for comparing two models on one test set."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if diff.ndim != 1 or len(diff) < 2:
+        raise ValueError("need two equally long 1-D arrays of at least two rows")
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
+def verdict(gap: float, se: float) -> str:
+    """A claim 'A beats B' holds when the paired gap is positive beyond two standard
+    errors, and did not hold when it is negative beyond two."""
+    if gap > 2 * se:
+        return "held"
+    if gap < -2 * se:
+        return "did not hold"
+    return "was not resolved (the gap is within two standard errors)"

@@ -1,0 +1,95 @@
+"""ELASTIC's capacity claims on the returning-interest histories of chapter 3.
+
+Claim 4: the interest memory adds capacity at constant compute (memory sizes, 0 = no
+memory: the k experts are the same learned vectors for every user). Claim 5: more
+experts help, then saturate. Every run uses the chapter's data, model and training at the
+given profile (only the memory size or the expert count changes) and records the test
+NDCG@10 per user, so that runs can be compared pairwise, and the encoder's forward
+operations for one user.
+
+    python benchmarks/elastic_capacity.py  # cpu profile -> results/elastic_capacity.json
+
+The chapter shows the committed JSON when its profile does not run the sweeps itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from recfunnel.data.planted import plant_returning_interests, planted_world
+from recfunnel.data.world import World
+from recfunnel.metrics import ranking_metrics
+from recfunnel.models.elastic import Elastic, ElasticConfig, fit_elastic
+from recfunnel.profiles import profile_for
+from recfunnel.runtime import set_seed
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def encoder_gflop(cfg: ElasticConfig) -> float:
+    """Forward operations of the encoder for one user with a full history."""
+    model = Elastic(cfg).eval()
+    seq = torch.ones(1, cfg.max_len, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        model.encode(seq, seq == 0)
+    return counter.get_total_flops() / 1e9
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--banks", type=int, nargs="+", default=[0, 256, 4_096],
+                        help="memory sizes besides the profile's (0: no memory)")
+    parser.add_argument("--experts", type=int, nargs="+", default=[2, 4, 16],
+                        help="expert counts besides the profile's")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS / "elastic_capacity.json")
+    args = parser.parse_args(argv)
+    size = profile_for("elastic", args.profile)
+    world = World.build(planted_world(size.long_users, size.long_items, size.long_topics,
+                                      seed=args.seed))
+    returns = plant_returning_interests(world, size.long_len, size.long_gap, old_share=0.9,
+                                        seed=args.seed)
+    train, valid, test = returns.split()
+    base = ElasticConfig(n_items=returns.n_items, max_len=size.long_len, d_model=size.d_model,
+                         d_ffn=2 * size.d_model, n_experts=size.n_experts,
+                         memory_size=size.memory_size, top_c=size.top_c, p_dropout=0.1)
+    configs = [base] + [dataclasses.replace(base, memory_size=bank or None)
+                        for bank in args.banks]
+    configs += [dataclasses.replace(base, n_experts=k) for k in args.experts]
+    rows = []
+    for cfg in configs:
+        set_seed(args.seed)
+        model = Elastic(cfg)
+        start = time.perf_counter()
+        fit_elastic(model, train, valid, size.long_epochs, batch_size=size.batch_size,
+                    lr=size.long_lr, patience=None, seed=args.seed,
+                    desc=f"N={cfg.memory_size}, k={cfg.n_experts}")
+        seconds = time.perf_counter() - start
+        scores = test.scores(model.eval().score_all, chunk=256)
+        per_user = ranking_metrics(scores, test.target_ids, ks=(10,), reduce=False)["ndcg@10"]
+        rows.append({"memory_size": cfg.memory_size or 0, "n_experts": cfg.n_experts,
+                     "ndcg@10": float(per_user.mean()),
+                     "per_user_ndcg@10": [round(float(v), 5) for v in per_user],
+                     "encoder_gflop": encoder_gflop(cfg), "train_seconds": round(seconds, 1)})
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_user_ndcg@10"}),
+              flush=True)
+    report = {"benchmark": "elastic_capacity", "profile": args.profile, "seed": args.seed,
+              "size": dataclasses.asdict(size), "threads": torch.get_num_threads(),
+              "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
