@@ -5,7 +5,8 @@ memory: the k experts are the same learned vectors for every user). Claim 5: mor
 experts help, then saturate. Every run uses the chapter's data, model and training at the
 given profile (only the memory size or the expert count changes) and records the test
 NDCG@10 per user, so that runs can be compared pairwise, and the encoder's forward
-operations for one user.
+operations for one user. The data are drawn once (``--data-seed``); each configuration is
+trained once per ``--seeds`` value (the model's initialisation and batch order).
 
     python benchmarks/elastic_capacity.py  # cpu profile -> results/elastic_capacity.json
 
@@ -22,25 +23,15 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from recfunnel.data.planted import plant_returning_interests, planted_world
 from recfunnel.data.world import World
 from recfunnel.metrics import ranking_metrics
-from recfunnel.models.elastic import Elastic, ElasticConfig, fit_elastic
+from recfunnel.models.elastic import Elastic, ElasticConfig, encoder_gflop, fit_elastic
 from recfunnel.profiles import profile_for
 from recfunnel.runtime import set_seed
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def encoder_gflop(cfg: ElasticConfig) -> float:
-    """Forward operations of the encoder for one user with a full history."""
-    model = Elastic(cfg).eval()
-    seq = torch.ones(1, cfg.max_len, dtype=torch.long)
-    with FlopCounterMode(display=False) as counter:
-        model.encode(seq, seq == 0)
-    return counter.get_total_flops() / 1e9
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,14 +41,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="memory sizes besides the profile's (0: no memory)")
     parser.add_argument("--experts", type=int, nargs="+", default=[2, 4, 16],
                         help="expert counts besides the profile's")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=RESULTS / "elastic_capacity.json")
     args = parser.parse_args(argv)
     size = profile_for("elastic", args.profile)
     world = World.build(planted_world(size.long_users, size.long_items, size.long_topics,
-                                      seed=args.seed))
+                                      seed=args.data_seed))
     returns = plant_returning_interests(world, size.long_len, size.long_gap, old_share=0.9,
-                                        seed=args.seed)
+                                        seed=args.data_seed)
     train, valid, test = returns.split()
     base = ElasticConfig(n_items=returns.n_items, max_len=size.long_len, d_model=size.d_model,
                          d_ffn=2 * size.d_model, n_experts=size.n_experts,
@@ -66,23 +58,27 @@ def main(argv: list[str] | None = None) -> int:
                         for bank in args.banks]
     configs += [dataclasses.replace(base, n_experts=k) for k in args.experts]
     rows = []
-    for cfg in configs:
-        set_seed(args.seed)
-        model = Elastic(cfg)
-        start = time.perf_counter()
-        fit_elastic(model, train, valid, size.long_epochs, batch_size=size.batch_size,
-                    lr=size.long_lr, patience=None, seed=args.seed,
-                    desc=f"N={cfg.memory_size}, k={cfg.n_experts}")
-        seconds = time.perf_counter() - start
-        scores = test.scores(model.eval().score_all, chunk=256)
-        per_user = ranking_metrics(scores, test.target_ids, ks=(10,), reduce=False)["ndcg@10"]
-        rows.append({"memory_size": cfg.memory_size or 0, "n_experts": cfg.n_experts,
-                     "ndcg@10": float(per_user.mean()),
-                     "per_user_ndcg@10": [round(float(v), 5) for v in per_user],
-                     "encoder_gflop": encoder_gflop(cfg), "train_seconds": round(seconds, 1)})
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_user_ndcg@10"}),
-              flush=True)
-    report = {"benchmark": "elastic_capacity", "profile": args.profile, "seed": args.seed,
+    for seed in args.seeds:
+        for cfg in configs:
+            set_seed(seed)
+            model = Elastic(cfg)
+            start = time.perf_counter()
+            fit_elastic(model, train, valid, size.long_epochs, batch_size=size.batch_size,
+                        lr=size.long_lr, patience=None, seed=seed,
+                        desc=f"N={cfg.memory_size}, k={cfg.n_experts}, seed {seed}")
+            seconds = time.perf_counter() - start
+            scores = test.scores(model.eval().score_all, chunk=256)
+            per_user = ranking_metrics(scores, test.target_ids, ks=(10,),
+                                       reduce=False)["ndcg@10"]
+            rows.append({"memory_size": cfg.memory_size or 0, "n_experts": cfg.n_experts,
+                         "seed": seed, "ndcg@10": float(per_user.mean()),
+                         "per_user_ndcg@10": [round(float(v), 5) for v in per_user],
+                         "encoder_gflop": encoder_gflop(cfg),
+                         "train_seconds": round(seconds, 1)})
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_user_ndcg@10"}),
+                  flush=True)
+    report = {"benchmark": "elastic_capacity", "profile": args.profile,
+              "data_seed": args.data_seed, "seeds": args.seeds,
               "size": dataclasses.asdict(size), "threads": torch.get_num_threads(),
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from recfunnel.data.sequences import SeqBatch, SequentialSplit, TrainSamples, next_item_metrics
 from recfunnel.layers.attention import CrossAttention
@@ -123,7 +124,7 @@ class DispatcherLayer(nn.Module):
         x = x + self.dropout(self.dispatch(
             self.norm_behaviours_2(x), self.norm_experts_2(experts)))  # X'
         x = x + self.dropout(self.ffn_behaviours(self.norm_behaviours_ffn(x)))  # X''
-        experts = experts + self.dropout(self.ffn_experts(self.norm_experts_ffn(experts)))
+        experts = experts + self.dropout(self.ffn_experts(self.norm_experts_ffn(experts)))  # I''
         return x, experts
 
 
@@ -209,6 +210,16 @@ class Elastic(nn.Module):
             loss = loss + self.cfg.balance_weight * balance
             logs["balance"] = float(balance.detach())
         return loss, logs
+
+
+def encoder_gflop(cfg: ElasticConfig) -> float:
+    """Forward operations (GFLOP) of the encoder for one user with a full history of
+    ``cfg.max_len`` items, counted by ``torch.utils.flop_counter``."""
+    model = Elastic(cfg).eval()
+    seq = torch.ones(1, cfg.max_len, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        model.encode(seq, seq == 0)
+    return counter.get_total_flops() / 1e9
 
 
 @torch.no_grad()
