@@ -76,7 +76,7 @@ from recfunnel.data.planted import plant_interests, planted_world
 from recfunnel.data.sequences import SequentialSplit, next_item_metrics
 from recfunnel.data.world import World
 from recfunnel.layers.attention import attention_mask
-from recfunnel.metrics import ranking_metrics
+from recfunnel.metrics import paired_difference, ranking_metrics, verdict
 from recfunnel.models.baselines import Popularity, SASRec, SASRecConfig, fit_sasrec
 from recfunnel.models.kuaiformer import (
     KuaiFormer,
@@ -519,18 +519,9 @@ def planted_run(name: str, max_len: int, compression=(), n_raw=None, k: int = 4,
 
 
 def paired_gap(a: str, b: str, key: str) -> tuple[float, float]:
-    """Mean over users of run a's readout minus run b's, and its standard error."""
-    diff = planted_runs[a]["per_user"][key] - planted_runs[b]["per_user"][key]
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
-
-
-def verdict(gap: float, se: float) -> str:
-    """A claim holds when the gap is positive beyond two standard errors."""
-    if gap > 2 * se:
-        return "held"
-    if gap < -2 * se:
-        return "did not hold"
-    return "was not resolved (the gap is within two standard errors)"
+    """Mean over users of run a's readout minus run b's, and its standard error; a claim
+    holds (``verdict``) when the gap is positive beyond two standard errors."""
+    return paired_difference(planted_runs[a]["per_user"][key], planted_runs[b]["per_user"][key])
 
 
 planted_runs = {}
