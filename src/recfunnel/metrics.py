@@ -2,6 +2,8 @@
 
 Ranking (retrieval chapters): full-ranking Recall@K, HR@K, NDCG@K and MRR@K over the whole
 item vocabulary, optionally with items the user has already seen masked out.
+Diversity of a recommended list: category coverage and intra-list diversity; the linear
+probe that asks how much category information a set of vectors carries.
 Classification (ranking chapters): AUC, GAUC (per-user AUC weighted by impressions, the
 metric Kuaishou's papers report) and log-loss.
 """
@@ -97,6 +99,20 @@ def ranking_metrics(
     return out
 
 
+def metrics_from_ranks(ranks, ks: Iterable[int]) -> dict[str, np.ndarray]:
+    """Per-row Recall@K and NDCG@K (one target per row) from the target's 1-based rank,
+    0 meaning "below every K asked for" (a stored top-N rank with N >= max(ks))."""
+    ranks = np.asarray(ranks)
+    if ranks.ndim != 1 or (ranks < 0).any():
+        raise ValueError("ranks must be a 1-D array of ranks >= 1, or 0 for a miss")
+    out = {}
+    for k in ks:
+        hit = (ranks >= 1) & (ranks <= k)
+        out[f"recall@{k}"] = hit.astype(np.float64)
+        out[f"ndcg@{k}"] = np.where(hit, 1 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
+    return out
+
+
 @torch.no_grad()
 def evaluate_ranking(
     score_fn: Callable[[torch.Tensor], torch.Tensor],  # user ids [b] -> scores [b, V]
@@ -123,6 +139,78 @@ def evaluate_ranking(
     if reduce:
         return {name: value.mean().item() for name, value in per_user.items()}
     return per_user
+
+
+# --------------------------------------------------------------------------- diversity
+
+
+def _check_lists(top_ids: torch.Tensor, table: torch.Tensor, name: str) -> None:
+    if top_ids.dim() != 2 or table.dim() != 2:
+        raise ValueError(f"top_ids must be [B, k] and {name} [V, C]")
+    if top_ids.numel() and (top_ids.min() < 0 or top_ids.max() >= len(table)):
+        raise IndexError(f"item ids must lie in [0, {len(table)})")
+
+
+def category_coverage(top_ids: torch.Tensor, item_categories: torch.Tensor) -> torch.Tensor:
+    """Distinct categories among each list's items: top_ids [B, k], item_categories [V, C]
+    booleans (an item may have several) -> [B] counts."""
+    _check_lists(top_ids, item_categories, "item_categories")
+    return item_categories.bool()[top_ids].any(dim=1).sum(dim=1)
+
+
+def intra_list_diversity(top_ids: torch.Tensor, item_features: torch.Tensor) -> torch.Tensor:
+    """ILD: the mean over a list's item pairs of 1 - cosine(f_i, f_j) (Ziegler et al.
+    2005): top_ids [B, k] with k >= 2, item_features [V, F] -> [B] in [0, 2]."""
+    _check_lists(top_ids, item_features, "item_features")
+    k = top_ids.shape[1]
+    if k < 2:
+        raise ValueError("a list needs at least two items to have pairs")
+    unit = torch.nn.functional.normalize(item_features.float(), dim=-1)[top_ids]  # [B, k, F]
+    similarity = unit @ unit.transpose(1, 2)  # [B, k, k]
+    off_diagonal = similarity.sum(dim=(1, 2)) - similarity.diagonal(dim1=1, dim2=2).sum(1)
+    return 1 - off_diagonal / (k * (k - 1))
+
+
+def _fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression by L-BFGS: x [n, d], y [n] -> weight [d, C], bias [C]."""
+    weight = torch.zeros(x.shape[1], n_classes, dtype=x.dtype, requires_grad=True)
+    bias = torch.zeros(n_classes, dtype=x.dtype, requires_grad=True)
+    optimiser = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ weight + bias, y) + l2 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def linear_probe(features: torch.Tensor, labels: torch.Tensor, folds: int = 5,
+                 l2: float = 1e-3, seed: int = 0) -> float:
+    """Held-out accuracy of a multinomial logistic regression that predicts ``labels`` [n]
+    from ``features`` [n, d] (standardised on each training fold, L2 penalty ``l2``, fitted
+    by L-BFGS), averaged over ``folds`` random folds: how linearly readable the labels are."""
+    features = torch.as_tensor(features, dtype=torch.float64).detach().cpu()
+    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+    if features.dim() != 2 or len(features) != len(labels):
+        raise ValueError("features must be [n, d] with one label per row")
+    if folds < 2 or len(labels) < folds:
+        raise ValueError(f"need 2 <= folds <= n, got folds={folds}, n={len(labels)}")
+    n_classes = int(labels.max()) + 1
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    correct = 0
+    for held_out in order.chunk(folds):
+        train = torch.ones(len(labels), dtype=torch.bool)
+        train[held_out] = False
+        mean, std = features[train].mean(0), features[train].std(0).clamp(min=1e-8)
+        x_train, x_test = (features[train] - mean) / std, (features[held_out] - mean) / std
+        weight, bias = _fit_logistic(x_train, labels[train], n_classes, l2)
+        with torch.no_grad():
+            correct += int(((x_test @ weight + bias).argmax(1) == labels[held_out]).sum())
+    return correct / len(labels)
 
 
 # --------------------------------------------------------------------------- classification

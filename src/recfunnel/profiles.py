@@ -97,7 +97,35 @@ class ElasticSize:
     seeds: int = 1
 
 
+@dataclass(frozen=True)
+class DimeRecSize:
+    """Chapter 4: popularity, SASRec, ComiRec-SA and DimeRec on MovieLens-100K in one run,
+    DimeRec's ablations, and the norm experiment of the sphere."""
+
+    epochs: int  # ComiRec-SA, DimeRec and every ablation
+    sasrec_epochs: int
+    d_model: int  # d (SASRec keeps RecBole's 64)
+    diffusion_steps: int  # T
+    per_user: int  # training targets per user and epoch
+    norm_steps: int  # optimiser steps of each run of the norm experiment
+    n_interests: int = 4  # K
+    hidden: int = 128  # the denoiser's width
+    batch_size: int = 256
+    lr: float = 3e-3
+    ablations: tuple[str, ...] = ("no_gem_loss", "no_sphere", "last_k")
+    samples: int = 5  # stochastic draws per user for the diversity study
+    seeds: int = 1
+
+
 CHAPTER_SIZES: dict[str, dict[str, object]] = {
+    "dimerec": {
+        "smoke": DimeRecSize(epochs=4, sasrec_epochs=3, d_model=32, diffusion_steps=20,
+                             per_user=8, norm_steps=40),
+        "cpu": DimeRecSize(epochs=10, sasrec_epochs=8, d_model=32, diffusion_steps=50,
+                           per_user=32, norm_steps=150),
+        "gpu": DimeRecSize(epochs=100, sasrec_epochs=200, d_model=64, diffusion_steps=200,
+                           per_user=64, norm_steps=600, hidden=256, seeds=3),
+    },
     "elastic": {
         "smoke": ElasticSize(
             ml_epochs=4, ml_max_len=50, d_model=32, n_experts=4, memory_size=256, top_c=4,

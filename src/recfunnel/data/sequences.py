@@ -235,6 +235,13 @@ class TrainSamples(Dataset):
             chosen, np.arange(batch_size, len(chosen), batch_size))]
 
 
+def shuffled_batches(samples: SeqBatch, epoch: int, batch_size: int, seed: int = 0
+                     ) -> list[SeqBatch]:
+    """A fixed set of (history, next item) samples, reshuffled for each epoch."""
+    order = torch.as_tensor(np.random.default_rng([seed, epoch]).permutation(len(samples)))
+    return [samples[rows] for rows in order.split(batch_size)]
+
+
 @torch.no_grad()
 def next_item_metrics(model: torch.nn.Module, batch: SeqBatch, ks=(10,), chunk: int = 512
                       ) -> dict[str, float]:

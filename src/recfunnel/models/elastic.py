@@ -33,13 +33,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from recfunnel.data.sequences import SeqBatch, SequentialSplit, TrainSamples, next_item_metrics
+from recfunnel.data.sequences import (
+    SeqBatch,
+    SequentialSplit,
+    TrainSamples,
+    next_item_metrics,
+    shuffled_batches,
+)
 from recfunnel.layers.attention import CrossAttention
 from recfunnel.layers.memory import MemoryRead, ProductKeyMemory
 from recfunnel.train import History, TrainConfig, fit
@@ -247,13 +252,6 @@ def encode_batches(model: Elastic, batch: SeqBatch, chunk: int = 256) -> dict[st
     if slots:
         result["slots"] = torch.cat(slots)
     return result
-
-
-def shuffled_batches(samples: SeqBatch, epoch: int, batch_size: int, seed: int = 0
-                     ) -> list[SeqBatch]:
-    """A fixed set of (history, next item) samples, reshuffled for each epoch."""
-    order = torch.as_tensor(np.random.default_rng([seed, epoch]).permutation(len(samples)))
-    return [samples[rows] for rows in order.split(batch_size)]
 
 
 def fit_elastic(model: Elastic, train: SequentialSplit | SeqBatch, valid: SeqBatch,
