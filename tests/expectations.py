@@ -60,4 +60,15 @@ EXPECTATIONS: dict[str, list[tuple[str, str]]] = {
         ("ELASTIC beats popularity on returning interests",
          "el_long_elastic_ndcg10 > el_long_pop_ndcg10"),
     ],
+    "04_dimerec": [
+        ("DimeRec beats popularity on MovieLens-100K NDCG@50",
+         "dr_ml_dimerec_ndcg50 >= dr_ml_pop_ndcg50 + 0.003"),
+        ("DimeRec beats its own extractor alone (ComiRec-SA) on NDCG@10",
+         "dr_ml_dimerec_ndcg10 > dr_ml_comirec_ndcg10"),
+        ("serving through the exact index returns what score_all ranks first",
+         "dr_index_agreement > 0.999"),
+        ("the reconstruction loss alone shrinks Euclidean embeddings",
+         "dr_norm_recon_end < dr_norm_start"),
+        ("the softmax loss alone grows them", "dr_norm_ssm_end > dr_norm_start"),
+    ],
 }
