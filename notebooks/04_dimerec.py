@@ -507,8 +507,8 @@ glue("dr_per_user", size.per_user, display=False)
 # about two of them is not a finding; the three-seed table further down adds the seeds'
 # spread.
 #
-# The budgets are similar in time, not in targets: training took {glue:text}`dr_seconds` on
-# this machine. SASRec learns from every position of every window, the others from
+# The budgets are not the same kind of thing: training took {glue:text}`dr_seconds` on this
+# machine. SASRec learns from every position of every window, the others from
 # {glue:text}`dr_epochs` x {glue:text}`dr_per_user` random targets per user. Models whose best
 # validation score came at their last epoch, so that more epochs might still help:
 # {glue:text}`dr_still_rising`. The `gpu` profile trains every model until validation stops
@@ -738,7 +738,7 @@ else:
 if HAVE_DATA:
     first_genre = torch.tensor([genres.index(gs[0]) if gs else 0 for gs in
                                 movielens.items.sort_values("item_id")["genres"]])
-    item_ids = torch.as_tensor(movielens.items.sort_values("item_id")["item_id"].to_numpy())
+    item_ids = torch.tensor(movielens.items.sort_values("item_id")["item_id"].to_numpy())
 
     def user_vectors(name: str) -> torch.Tensor:
         model, rows = models[name], test_batch.to(device)
