@@ -5,6 +5,7 @@ import torch
 
 from recfunnel.layers.moe import (
     Expert,
+    ExpertBank,
     FeatureGate,
     Gate,
     SelfGate,
@@ -41,10 +42,14 @@ def test_mix_is_the_gate_weighted_sum():
 
 def test_the_feature_gate_starts_at_identity_and_can_learn():
     torch.manual_seed(0)
-    gate, v = FeatureGate(12, rank=3), torch.randn(5, 12)
-    assert torch.equal(gate(v), v)
+    gate, v = FeatureGate(12, rank=3, n_experts=4), torch.randn(5, 12)
+    assert torch.equal(gate(v), v[:, None].expand(5, 4, 12))
     gate(v).pow(2).sum().backward()
-    assert gate.up.weight.grad.abs().sum() > 0
+    assert gate.up.grad.abs().sum() > 0
+    with torch.no_grad():  # once trained, each expert gets its own scaling in (0, 2)
+        gate.up.normal_()
+    gated = gate(v) / v[:, None]
+    assert gated.min() > 0 and gated.max() < 2 and not torch.allclose(gated[:, 0], gated[:, 1])
     with pytest.raises(ValueError, match="rank"):
         FeatureGate(12, rank=0)
 
@@ -77,6 +82,36 @@ def test_normalised_swish_experts_have_no_dead_units_where_relu_ones_do():
         Expert(16, (8,), norm="group")
 
 
+@pytest.mark.parametrize("norm", [None, "batch", "layer"])
+def test_an_expert_bank_computes_exactly_k_separate_experts(norm):
+    torch.manual_seed(0)
+    bank = ExpertBank(3, 6, (8, 4), activation="swish", norm=norm)
+    experts = [Expert(6, (8, 4), activation="swish", norm=norm) for _ in range(3)]
+    with torch.no_grad():  # copy the bank's weights into three plain experts
+        for k, expert in enumerate(experts):
+            linears = [m for m in expert if isinstance(m, torch.nn.Linear)]
+            norms = [m for m in expert if isinstance(m, (torch.nn.BatchNorm1d,
+                                                         torch.nn.LayerNorm))]
+            for layer, linear in enumerate(linears):
+                linear.weight.copy_(bank.weights[layer][k].T)
+                linear.bias.copy_(bank.biases[layer][k, 0])
+                if norm == "layer":
+                    norms[layer].weight.normal_()
+                    bank.norms[layer].gain[k, 0] = norms[layer].weight
+    shared, own = torch.randn(16, 6), torch.randn(16, 3, 6)
+    assert torch.allclose(bank(shared), torch.stack([e(shared) for e in experts], 1),
+                          atol=1e-5)
+    assert torch.allclose(bank(own), torch.stack([e(own[:, k]) for k, e in enumerate(experts)],
+                                                 1), atol=1e-5)
+    bank.eval()  # running statistics, as at inference
+    for e in experts:
+        e.eval()
+    assert torch.allclose(bank(own), torch.stack([e(own[:, k]) for k, e in enumerate(experts)],
+                                                 1), atol=1e-5)
+    with pytest.raises(ValueError, match="expected"):
+        bank(torch.randn(16, 2, 6))
+
+
 def test_diagnostics_return_the_known_answers():
     outputs = torch.zeros(10, 3, 2)
     outputs[:, 0, 0], outputs[:, 1, 0], outputs[:, 2, 1] = 1.0, 4.0, 2.0
@@ -92,3 +127,13 @@ def test_diagnostics_return_the_known_answers():
         own_expert_share(mass, own=[[1]])
     with pytest.raises(ValueError):
         dead_unit_fraction(torch.zeros(3))
+
+
+def test_relative_degradation_counts_only_the_tasks_allowed_to_read():
+    # expert 0 read equally by two tasks, expert 1 by three with one owning 80 %,
+    # expert 2 by one task only (masked for the others: exactly zero mass)
+    mass = torch.tensor([[0.5, 0.8, 0.0], [0.5, 0.1, 0.0], [0.0, 0.1, 0.3]])
+    relative = degradation(mass, [0, 1, 2], relative=True)
+    assert relative[0] == pytest.approx(0.0)
+    assert relative[1] == pytest.approx((0.8 - 1 / 3) / (1 - 1 / 3))
+    assert torch.isnan(relative[2])

@@ -117,7 +117,38 @@ class DimeRecSize:
     seeds: int = 1
 
 
+@dataclass(frozen=True)
+class HoMESize:
+    """Chapter 5: shared-bottom, MMoE, PLE and HoME (and HoME's fixes one by one) on the
+    world's eight-task impressions; KuaiRand-Pure's real logs at ``gpu`` when available."""
+
+    impressions: int
+    users: int
+    items: int
+    epochs: int
+    d_emb: int = 16
+    expert_hidden: tuple[int, ...] = (64, 32)  # MMoE / PLE experts and HoME's meta experts
+    task_hidden: tuple[int, ...] = (32,)  # HoME's task-layer experts
+    mmoe_experts: int = 8
+    meta_experts: tuple[int, int] = (2, 2)  # HoME meta layer: global, per group
+    task_experts: tuple[int, int] = (1, 1)  # HoME task layer: per group, per task
+    lora_rank: int = 8
+    batch_size: int = 2_048
+    lr: float = 3e-3
+    seeds: int = 3
+    kuairand: bool = False  # also train on KuaiRand-Pure (downloaded when the network allows)
+
+
 CHAPTER_SIZES: dict[str, dict[str, object]] = {
+    "home": {
+        "smoke": HoMESize(impressions=40_000, users=500, items=1_000, epochs=1, d_emb=8,
+                          expert_hidden=(32, 16), task_hidden=(16,), lora_rank=4, seeds=2),
+        "cpu": HoMESize(impressions=300_000, users=2_000, items=5_000, epochs=3),
+        "gpu": HoMESize(impressions=3_000_000, users=20_000, items=50_000, epochs=4,
+                        d_emb=32, expert_hidden=(256, 128), task_hidden=(128,),
+                        mmoe_experts=16, meta_experts=(4, 4), task_experts=(2, 1),
+                        lora_rank=16, batch_size=4_096, lr=1e-3, kuairand=True),
+    },
     "dimerec": {
         "smoke": DimeRecSize(epochs=4, sasrec_epochs=3, d_model=32, diffusion_steps=20,
                              per_user=8, norm_steps=40),

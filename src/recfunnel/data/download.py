@@ -44,16 +44,19 @@ def verify(path: str | Path, expected: str, algorithm: str = "sha256",
                                f"{expected}; the file is corrupt or not the published one")
 
 
-def download(url: str, dest: str | Path, checksum: str, algorithm: str = "sha256",
+def download(url: str, dest: str | Path, checksum: str | None, algorithm: str = "sha256",
              timeout_s: float = 30.0) -> Path:
     """Fetch ``url`` to ``dest`` (kept if already there with the right checksum).
 
     The file is written to a temporary name and moved into place only once its checksum
     matches, so an interrupted or corrupt download never leaves a file that looks valid.
+    ``checksum=None`` is for data whose publisher gives none: the download is then only
+    checked for completeness, and the reader's own format checks must stand in.
     """
     dest = Path(dest)
     if dest.exists():
-        verify(dest, checksum, algorithm)
+        if checksum is not None:
+            verify(dest, checksum, algorithm)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp:
@@ -73,7 +76,10 @@ def download(url: str, dest: str | Path, checksum: str, algorithm: str = "sha256
             for block in iter(lambda: response.read(1 << 20), b""):
                 out.write(block)
                 bar.update(len(block))
-        verify(partial, checksum, algorithm, label=f"{dest.name} from {url}")
+        if total is not None and partial.stat().st_size != total:
+            raise DataUnavailableError(f"{url}: the download stopped early; try again")
+        if checksum is not None:
+            verify(partial, checksum, algorithm, label=f"{dest.name} from {url}")
         partial.replace(dest)
     finally:
         partial.unlink(missing_ok=True)

@@ -1,0 +1,219 @@
+"""Chapter 5: the multi-task world, the KuaiRand reader, MMoE / PLE / HoME and their
+diagnostics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recfunnel.data import kuairand
+from recfunnel.data.download import DataUnavailableError
+from recfunnel.data.multitask import TASK_GROUPS, TASK_RATES, ImpressionConfig, make_impressions
+from recfunnel.layers.moe import degradation
+from recfunnel.models.baselines import PLE, MMoE, SharedBottom
+from recfunnel.models.home import HoME
+from recfunnel.models.multitask import Trace, diagnose, fit_multitask, predict, task_metrics
+
+
+@pytest.fixture(scope="module")
+def small():
+    return make_impressions(ImpressionConfig(n_users=400, n_items=800, n_impressions=60_000))
+
+
+def _tiny(data, cls, d_emb=4, **kw):
+    torch.manual_seed(0)
+    if cls is HoME:
+        return HoME(data.cardinalities, data.tasks, data.groups, meta_hidden=(16, 8),
+                    task_hidden=(8,), lora_rank=2, d_emb=d_emb, tower_hidden=4, **kw)
+    return cls(data.cardinalities, data.tasks, expert_hidden=(16, 8), d_emb=d_emb,
+               tower_hidden=4, **kw)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_impressions_have_the_planned_rates_and_shared_structure(small):
+    rates = small.positive_rates()
+    for task, target in TASK_RATES:
+        assert rates[task] == pytest.approx(target, rel=0.25), task
+    # labels correlate more inside a group than across groups: the structure to share
+    corr = np.corrcoef(small.truth.T)
+    index = {t: i for i, t in enumerate(small.tasks)}
+    watch = [index[t] for t in TASK_GROUPS["watch"]]
+    inter = [index[t] for t in TASK_GROUPS["interaction"]]
+    within = np.mean([corr[a, b] for g in (watch, inter) for a in g for b in g if a < b])
+    across = np.mean([corr[a, b] for a in watch for b in inter])
+    assert within > across + 0.1 > 0.1
+    train, valid, test = small.split()
+    assert train.days.max() < valid.days.min() == valid.days.max() < test.days.min()
+    assert len(train) + len(valid) + len(test) == len(small)
+
+
+def test_impressions_reject_bad_rows(small):
+    with pytest.raises(ValueError, match="'item_id'"):
+        features = small.features.copy()
+        features[0, 1] = small.cardinalities[1]
+        type(small)(**{**small.__dict__, "features": features})
+    with pytest.raises(ValueError, match="labels"):
+        type(small)(**{**small.__dict__, "labels": small.labels[:, :3]})
+    with pytest.raises(ValueError, match="tasks"):
+        ImpressionConfig(rates=TASK_RATES[:4])
+
+
+def _write_kuairand(folder, n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(kuairand.LOG_FILES):
+        day = np.sort(rng.integers(0, 5, n)) + 10 * k
+        log = pd.DataFrame({
+            "user_id": rng.integers(0, 30, n), "video_id": rng.integers(0, 80, n),
+            "date": 20220408 + day, "hourmin": rng.integers(0, 24, n) * 100,
+            "time_ms": 1_649_376_000_000 + day * 86_400_000 + rng.integers(0, 86_400_000, n),
+            **{c: (rng.random(n) < 0.3).astype(int) for c in
+               ("is_click", "is_like", "is_follow", "is_comment", "is_forward", "is_hate",
+                "long_view", "is_profile_enter")},
+            "play_time_ms": rng.integers(0, 30_000, n), "duration_ms": rng.integers(5_000,
+                                                                                   60_000, n),
+            "profile_stay_time": 0, "comment_stay_time": 0,
+            "is_rand": (rng.random(n) < 0.1).astype(int), "tab": rng.integers(0, 4, n)})
+        log.to_csv(folder / name, index=False)
+    pd.DataFrame({"user_id": range(30), "user_active_degree": ["high_active"] * 29 + [None],
+                  "is_lowactive_period": 0, "is_live_streamer": 0, "is_video_author": 1,
+                  "follow_user_num_range": "0", "fans_user_num_range": "[1,10)",
+                  "register_days_range": "31-60"}).to_csv(folder / kuairand.USER_FILE,
+                                                          index=False)
+    pd.DataFrame({"video_id": range(80), "author_id": rng.integers(0, 20, 80),
+                  "video_type": "NORMAL", "upload_type": "ShortImport",
+                  "music_type": 4.0}).to_csv(folder / kuairand.VIDEO_FILE, index=False)
+
+
+def test_the_kuairand_reader_reads_the_real_layout(tmp_path):
+    _write_kuairand(tmp_path / "data")
+    data = kuairand.read_kuairand(tmp_path)  # finds the data/ folder itself
+    raw = pd.concat([pd.read_csv(tmp_path / "data" / f) for f in kuairand.LOG_FILES])
+    kept = raw[raw["is_rand"] == 0].sort_values("time_ms", kind="stable")
+    assert len(data) == len(kept) and data.tasks == kuairand.TASKS
+    assert (np.diff(data.days) >= 0).all() and data.days.min() == 0
+    labels = dict(zip(data.tasks, data.labels.T, strict=True))
+    assert (labels["like"] == kept["is_like"].to_numpy()).all()
+    effective = (kept["play_time_ms"] >= 7_000) | (kept["play_time_ms"] >= kept["duration_ms"] / 2)
+    assert (labels["effective_view"] == effective.to_numpy()).all()
+    assert "play_time_ms" not in data.fields  # an outcome, never a feature
+    # the same user always gets the same id, and ids are contiguous
+    user = data.features[:, data.fields.index("user_id")]
+    assert len(np.unique(user)) == data.cardinalities[0] == kept["user_id"].nunique()
+
+
+def test_the_kuairand_reader_names_what_is_wrong(tmp_path, monkeypatch):
+    _write_kuairand(tmp_path)
+    log = pd.read_csv(tmp_path / kuairand.LOG_FILES[1])
+    log.drop(columns="is_click").to_csv(tmp_path / kuairand.LOG_FILES[1], index=False)
+    with pytest.raises(ValueError, match=r"log_standard_4_22.*'is_click'"):
+        kuairand.read_kuairand(tmp_path)
+    log.assign(is_like=log["is_like"] * 2).to_csv(tmp_path / kuairand.LOG_FILES[1],
+                                                 index=False)
+    with pytest.raises(ValueError, match="'is_like' must be 0 or 1"):
+        kuairand.read_kuairand(tmp_path)
+    monkeypatch.setenv("RECFUNNEL_DATA", str(tmp_path / "empty"))
+    monkeypatch.setattr(kuairand, "KUAIRAND_URL", "http://127.0.0.1:9/KuaiRand-Pure.tar.gz")
+    with pytest.raises(DataUnavailableError, match="offline"):
+        kuairand.load_kuairand()
+
+
+# --------------------------------------------------------------------------- models
+
+
+@pytest.mark.parametrize("cls", [MMoE, PLE, HoME])
+def test_gates_are_distributions_and_masks_hold(small, cls):
+    model = _tiny(small, cls)
+    recorded = Trace()
+    model(torch.from_numpy(small.features[:64]), trace=recorded)
+    for layer, gates in recorded.gates.items():
+        for owner, g in gates.items():
+            assert (g >= 0).all() and torch.allclose(g.sum(-1), torch.ones(64)), (layer, owner)
+    if cls is PLE:  # a task never reads another task's experts
+        gates = recorded.gates["task"]
+        own = recorded.own["task"]
+        for task in small.tasks:
+            others = [k for u in small.tasks if u != task for k in own[u]]
+            assert gates[task][:, others].abs().max() == 0
+            assert gates[task][:, own[task]].min() > 0
+
+
+def test_the_hierarchy_mask_stops_a_task_reading_the_other_group(small):
+    features, labels = map(torch.from_numpy, (small.features[:256], small.labels[:256]))
+
+    def gradients_from_click(hierarchy: bool) -> dict[str, float]:
+        model = _tiny(small, HoME, hierarchy=hierarchy)
+        model(features)[:, small.tasks.index("click")].sum().backward()
+        inter = model.meta_index["interaction"]
+        task_inter = model.task_index["interaction"] + model.task_index["like"]
+        return {
+            "meta": float(model.meta_experts.weights[0].grad[inter].abs().sum()),
+            "task": float(model.task_experts.weights[0].grad[task_inter].abs().sum()),
+            "own_group": float(model.task_experts.weights[0].grad[
+                model.task_index["watch"]].abs().sum()),
+        }
+
+    masked, open_ = gradients_from_click(True), gradients_from_click(False)
+    assert masked["meta"] == 0 and masked["task"] == 0  # click cannot reach interaction experts
+    assert masked["own_group"] > 0
+    assert open_["meta"] > 0 and open_["task"] > 0  # without the mask it does
+    del labels
+
+
+def test_home_switches_change_the_architecture(small):
+    full = _tiny(small, HoME)
+    bare = _tiny(small, HoME, expert_norm=False, feature_gate=False, self_gate=False)
+    assert full.feature_gates is not None and bare.feature_gates is None
+    assert bare.self_gates is None and len(full.self_gates) == 2 + len(small.tasks)
+    assert full.meta_experts.norm == "batch" and bare.meta_experts.norm is None
+    with pytest.raises(ValueError, match="groups"):
+        HoME(small.cardinalities, small.tasks, {"watch": ("click",)})
+
+
+def test_batchnorm_models_predict_the_same_in_any_batch_size(small):
+    model = _tiny(small, HoME)
+    model(torch.from_numpy(small.features[:512]))  # update running statistics once
+    rows = small.rows(np.arange(len(small)) < 300)
+    assert np.allclose(predict(model, rows, batch_size=7), predict(model, rows), atol=1e-6)
+
+
+def test_diagnose_sees_dead_relu_units_and_degradation(small):
+    model = _tiny(small, MMoE, n_experts=4)
+    with torch.no_grad():  # the last layer of experts 0 and 1 can never fire
+        model.experts[0].biases[-1][:2] = -100.0
+        model.experts[0].biases[-1][2:] = 100.0  # and experts 2 and 3 always fire
+        for gate in model.task_gates[0]:  # uniform gates, except that click's owns expert 3
+            gate.proj.weight.zero_()
+            gate.proj.bias.zero_()
+        model.task_gates[0][0].proj.bias[3] = 30.0
+    found = diagnose(model, small, sparse=("collect",))
+    assert found["dead_units"] == pytest.approx(0.5)
+    assert np.isnan(found["own_share"])  # MMoE has no task experts
+    mass = torch.zeros(len(small.tasks), 4)
+    mass[1:] = 1 / 4
+    mass[0, :3], mass[0, 3] = 1e-13, 1.0
+    expected = degradation(mass, [0, 1, 2, 3], relative=True).nanmean()
+    assert found["degradation"] == pytest.approx(float(expected), rel=1e-3)
+    assert float(expected) == pytest.approx((3 * (1 / 7 - 1 / 8) + (1 / 2.75 - 1 / 8)) / 3.5)
+
+
+def test_models_learn_the_dense_tasks_beyond_chance(small):
+    train, valid, test = small.split()
+    for cls in (SharedBottom, MMoE, HoME):
+        torch.manual_seed(0)
+        if cls is SharedBottom:
+            model = SharedBottom(small.cardinalities, small.tasks, hidden=(16, 8), d_emb=8,
+                                 tower_hidden=4)
+        else:
+            model = _tiny(small, cls, d_emb=8) if cls is HoME else cls(
+                small.cardinalities, small.tasks, expert_hidden=(16, 8), d_emb=8,
+                tower_hidden=4)
+        history = fit_multitask(model, train, valid, epochs=2, lr=1e-2, progress=False)
+        scores = task_metrics(model, test)
+        dense = [scores[t]["auc"] for t in TASK_GROUPS["watch"]]
+        assert min(dense) > 0.6 and scores["click"]["gauc"] > 0.55, cls.__name__
+        assert history.best_epoch is not None
