@@ -71,4 +71,15 @@ EXPECTATIONS: dict[str, list[tuple[str, str]]] = {
          "dr_norm_recon_end < dr_norm_start"),
         ("the softmax loss alone grows them", "dr_norm_ssm_end > dr_norm_start"),
     ],
+    "05_home": [
+        ("ReLU experts have more dead units than BN + Swish experts, which have almost none",
+         "hm_dead_MMoE > hm_dead_MMoE_norm and hm_dead_MMoE_norm < 0.01"),
+        ("the hierarchy mask gives exactly zero gate mass outside a task's group and own",
+         "hm_mask_leak == 0"),
+        ("feature-gates start as the identity", "hm_fg_identity"),
+        ("HoME and MMoE learn the sparse tasks beyond chance, below the best possible AUC",
+         "0.55 < hm_run_sparse_mmoe < hm_oracle_sparse and "
+         "0.55 < hm_run_sparse_home < hm_oracle_sparse"),
+        ("HoME's shared experts degrade less than MMoE's", "hm_home_degr < hm_mmoe_degr"),
+    ],
 }

@@ -51,6 +51,16 @@ def test_impressions_have_the_planned_rates_and_shared_structure(small):
     assert len(train) + len(valid) + len(test) == len(small)
 
 
+def test_conflict_pulls_clicks_and_watch_time_apart():
+    def click_long_view_correlation(conflict: float) -> float:
+        data = make_impressions(ImpressionConfig(n_users=300, n_items=600,
+                                                 n_impressions=20_000, conflict=conflict))
+        index = data.tasks.index
+        return np.corrcoef(data.truth[:, index("click")], data.truth[:, index("long_view")])[0, 1]
+
+    assert click_long_view_correlation(1.0) < click_long_view_correlation(0.0) - 0.1
+
+
 def test_impressions_reject_bad_rows(small):
     with pytest.raises(ValueError, match="'item_id'"):
         features = small.features.copy()
@@ -125,6 +135,20 @@ def test_the_kuairand_reader_names_what_is_wrong(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- models
 
 
+def test_the_field_embedding_concatenates_fields_and_names_a_bad_one():
+    from recfunnel.layers.features import FieldEmbedding
+
+    embed = FieldEmbedding([3, 5], d=4)
+    x = torch.tensor([[0, 4], [2, 1]])
+    v = embed(x)
+    assert v.shape == (2, 8)
+    assert torch.equal(v[1, 4:], embed.tables[1].weight[1])
+    with pytest.raises(IndexError, match="field 1"):
+        embed(torch.tensor([[0, 5]]))
+    with pytest.raises(ValueError, match="expected ids"):
+        embed(torch.tensor([0, 1]))
+
+
 @pytest.mark.parametrize("cls", [MMoE, PLE, HoME])
 def test_gates_are_distributions_and_masks_hold(small, cls):
     model = _tiny(small, cls)
@@ -166,12 +190,15 @@ def test_the_hierarchy_mask_stops_a_task_reading_the_other_group(small):
 
 def test_home_switches_change_the_architecture(small):
     full = _tiny(small, HoME)
-    bare = _tiny(small, HoME, expert_norm=False, feature_gate=False, self_gate=False)
+    bare = _tiny(small, HoME, expert_norm=None, feature_gate=False, self_gate=False)
     assert full.feature_gates is not None and bare.feature_gates is None
     assert bare.self_gates is None and len(full.self_gates) == 2 + len(small.tasks)
     assert full.meta_experts.norm == "batch" and bare.meta_experts.norm is None
+    assert _tiny(small, HoME, expert_norm="layer").meta_experts.norm == "layer"
     with pytest.raises(ValueError, match="groups"):
         HoME(small.cardinalities, small.tasks, {"watch": ("click",)})
+    with pytest.raises(ValueError, match="expert_norm"):
+        _tiny(small, HoME, expert_norm=True)
 
 
 def test_batchnorm_models_predict_the_same_in_any_batch_size(small):
@@ -214,6 +241,6 @@ def test_models_learn_the_dense_tasks_beyond_chance(small):
                 tower_hidden=4)
         history = fit_multitask(model, train, valid, epochs=2, lr=1e-2, progress=False)
         scores = task_metrics(model, test)
-        dense = [scores[t]["auc"] for t in TASK_GROUPS["watch"]]
-        assert min(dense) > 0.6 and scores["click"]["gauc"] > 0.55, cls.__name__
+        watch = [scores[t]["auc"] for t in TASK_GROUPS["watch"]]
+        assert np.mean(watch) > 0.6 and scores["long_view"]["gauc"] > 0.6, cls.__name__
         assert history.best_epoch is not None

@@ -7,13 +7,19 @@ within a *group* of tasks (watch-time tasks depend on how watchable a video is f
 user; interaction tasks on how sociable the user and how engaging the video are), and a
 few are a task's own. ``make_impressions`` draws such labels from the synthetic world:
 
-    logit_t(u, i, day) = a_t s(u, i, day) + b_t c_{g(t)}(u, i) + e_t tau_t(u, i) + gamma_t
+    logit_t(u, i, day) = a_t s(u, i, day) + b_t c_{g(t)}(u, i) + e_t tau_t(u, i)
+                         + kappa (k_t bait_i + l_t len_i) + gamma_t
 
 * s: the world's standardised relevance (``World.relevance``: user drift, item topic,
   creator style, popularity), shared by all tasks;
 * c_g: a factor of the task's group g in {watch, interaction}, a low-rank user-item
   product plus user and item biases (the watch factor also prefers short videos);
 * tau_t: the task's own low-rank user-item product;
+* the conflict between tasks, scaled by kappa (``conflict``): bait_i, an item's
+  clickbait (a cover that promises more than the video keeps), raises clicks and lowers
+  watch time and interactions (loadings k_t in ``CLICKBAIT``); len_i, the standardised log
+  duration, raises interactions (l_t = 0.5) while the watch factor prefers short videos.
+  With kappa = 0 every task pulls the same way, and sharing everything is hard to beat;
 * gamma_t: calibrated so the task's positive rate matches ``TASK_RATES``.
 
 All factors are standardised, so a_t, b_t, e_t say how much of each task's signal is shared
@@ -44,6 +50,9 @@ FACTOR_WEIGHTS = {"click": (1.0, 0.7, 0.4), "effective_view": (0.8, 1.0, 0.4),
                   "long_view": (0.7, 1.2, 0.5), "like": (0.8, 1.0, 0.6),
                   "follow": (0.7, 1.0, 0.9), "comment": (0.6, 1.1, 0.9),
                   "forward": (0.7, 1.0, 0.9), "collect": (0.7, 1.1, 0.9)}
+# [proposed] how clickbait moves each task: more clicks, less watching and interacting
+CLICKBAIT = {"click": 1.0, "effective_view": -0.5, "long_view": -1.0, "like": -0.5,
+             "follow": -0.5, "comment": -0.5, "forward": -0.5, "collect": -0.5}
 FIELDS = ("user_id", "item_id", "creator", "topic", "duration_bucket", "upload_type", "age",
           "gender", "province")
 
@@ -60,6 +69,7 @@ class ImpressionConfig:
     factor_rank: int = 8  # rank of the group factors' user-item products
     task_rank: int = 4  # rank of each task's own product
     duration_buckets: int = 10
+    conflict: float = 1.0  # kappa [proposed]: 0 gives tasks that never pull apart
     rates: tuple[tuple[str, float], ...] = TASK_RATES
     seed: int = 0
 
@@ -191,12 +201,15 @@ def make_impressions(cfg: ImpressionConfig = ImpressionConfig()) -> Impressions:
                                     + 0.6 * rng.normal(size=V)[items]),
     }
     group_of = {task: group for group, members in TASK_GROUPS.items() for task in members}
+    bait = np.random.default_rng(np.random.SeedSequence([cfg.seed, 6])).normal(size=V)[items]
+    length = _standardise(log_duration)[items]
     labels = np.empty((n, len(TASKS)), dtype=np.int8)
     truth = np.empty((n, len(TASKS)), dtype=np.float32)
     for t, (task, rate) in enumerate(cfg.rates):
         a, b, e = FACTOR_WEIGHTS[task]
         logit = a * shared + b * group_factor[group_of[task]] + e * _standardise(
-            low_rank(cfg.task_rank))
+            low_rank(cfg.task_rank)) + cfg.conflict * (
+            CLICKBAIT[task] * bait + (0.5 * length if group_of[task] == "interaction" else 0))
         p = 1 / (1 + np.exp(-(logit + _calibrate(logit, rate))))
         labels[:, t] = rng.random(n) < p
         truth[:, t] = p

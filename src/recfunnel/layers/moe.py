@@ -61,8 +61,8 @@ class ExpertBank(nn.Module):
     per hidden layer, its own weights and norm parameters), computed as one batched matrix
     product per layer instead of K small ones: on the CPU the difference is several-fold.
 
-    x [B, d_in] (every expert reads the same input) or [B, K, d_in] (each its own)
-    -> [B, K, d_out]."""
+    x [B, d_in] (every expert reads the same input) or [B, E, d_in] (each its own)
+    -> [B, E, d_out]."""
 
     def __init__(self, n_experts: int, d_in: int, hidden: Sequence[int],
                  activation: str = "relu", norm: str | None = None):
@@ -92,11 +92,11 @@ class ExpertBank(nn.Module):
         if x.dim() == 2:
             h = x.unsqueeze(0)  # [1, B, d_in], broadcast over the experts
         elif x.dim() == 3 and x.shape[1] == K:
-            h = x.transpose(0, 1)  # [K, B, d_in]
+            h = x.transpose(0, 1)  # [E, B, d_in]
         else:
             raise ValueError(f"expected [B, d_in] or [B, {K}, d_in], got {tuple(x.shape)}")
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = torch.matmul(h, weight) + bias  # [K, B, d]
+            h = torch.matmul(h, weight) + bias  # [E, B, d]
             if self.norm == "batch":
                 B, d = h.shape[1], h.shape[2]
                 h = self.norms[layer](h.transpose(0, 1).reshape(B, K * d)
@@ -104,11 +104,11 @@ class ExpertBank(nn.Module):
             elif self.norm == "layer":
                 h = self.norms[layer](h)
             h = self.activation(h)
-        return h.transpose(0, 1)  # [B, K, d_out]
+        return h.transpose(0, 1)  # [B, E, d_out]
 
 
 class _BankLayerNorm(nn.Module):
-    """LayerNorm over the last dimension of [K, B, d], with a gain and bias per expert."""
+    """LayerNorm over the last dimension of [E, B, d], with a gain and bias per expert."""
 
     def __init__(self, n_experts: int, d: int):
         super().__init__()
@@ -120,7 +120,7 @@ class _BankLayerNorm(nn.Module):
 
 
 class Gate(nn.Module):
-    """g = softmax(x W + M) [B, K]; ``allowed`` [K] booleans sets M = -inf where False, so a
+    """g = softmax(x W + M) [B, E]; ``allowed`` [E] booleans sets M = -inf where False, so a
     masked expert gets exactly zero weight and zero gradient."""
 
     def __init__(self, d_in: int, n_experts: int, allowed: torch.Tensor | None = None):
@@ -139,7 +139,7 @@ class Gate(nn.Module):
 
 
 def mix(gates: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
-    """sum_k g_k E_k: gates [B, K], outputs [B, K, d] -> [B, d]. A broadcast product, not
+    """sum_k g_k E_k: gates [B, E], outputs [B, E, d] -> [B, d]. A broadcast product, not
     einsum: on the CPU einsum turns this into B tiny matrix products, ~10x slower."""
     return (gates.unsqueeze(-1) * outputs).sum(dim=1)
 
@@ -158,7 +158,7 @@ class FeatureGate(nn.Module):
         self.up = nn.Parameter(torch.zeros(n_experts, rank, d_in))  # A
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        logits = torch.matmul(torch.matmul(v.unsqueeze(0), self.down), self.up)  # [K, B, d]
+        logits = torch.matmul(torch.matmul(v.unsqueeze(0), self.down), self.up)  # [E, B, d]
         return (v.unsqueeze(0) * 2 * torch.sigmoid(logits)).transpose(0, 1)
 
 
@@ -194,9 +194,9 @@ def dead_unit_fraction(activations: torch.Tensor, zero_share: float = 0.9,
 
 @torch.no_grad()
 def expert_scales(outputs: torch.Tensor) -> torch.Tensor:
-    """Mean L2 norm of each expert's output: outputs [N, K, d] -> [K]."""
+    """Mean L2 norm of each expert's output: outputs [N, E, d] -> [E]."""
     if outputs.dim() != 3:
-        raise ValueError("outputs must be [N, K, d]")
+        raise ValueError("outputs must be [N, E, d]")
     return outputs.norm(dim=-1).mean(dim=0)
 
 
@@ -208,7 +208,7 @@ def scale_spread(outputs: torch.Tensor) -> float:
 
 @torch.no_grad()
 def gate_mass(gates: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Each task's mean gate weight on each expert: {task: [N, K]} -> [T, K] (task order)."""
+    """Each task's mean gate weight on each expert: {task: [N, E]} -> [T, E] (task order)."""
     return torch.stack([g.float().mean(dim=0) for g in gates.values()])
 
 
@@ -216,7 +216,7 @@ def degradation(mass: torch.Tensor, shared: Sequence[int], relative: bool = Fals
                 ) -> torch.Tensor:
     """For each shared expert, the share of its gate mass (summed over tasks) that its
     heaviest task takes: 1/n when the n tasks that read it use it equally, 1 when one task
-    owns it. mass [T, K] from ``gate_mass`` -> [len(shared)].
+    owns it. mass [T, E] from ``gate_mass`` -> [len(shared)].
 
     ``relative=True`` rescales to (share - 1/n) / (1 - 1/n), 0 for equal use and 1 for one
     owner, so experts read by different numbers of tasks compare (n counts the tasks with
@@ -232,7 +232,7 @@ def degradation(mass: torch.Tensor, shared: Sequence[int], relative: bool = Fals
 
 
 def own_expert_share(mass: torch.Tensor, own: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Gate mass each task puts on its own (task-specific) experts: mass [T, K], own[t] the
+    """Gate mass each task puts on its own (task-specific) experts: mass [T, E], own[t] the
     expert indices of task t -> [T] (low for a sparse task: underfitting)."""
     if len(own) != len(mass):
         raise ValueError(f"need the own experts of each of the {len(mass)} tasks")

@@ -245,7 +245,7 @@ class PLE(MultiTaskRanker):
         self.build_towers(d_e)
 
     def _readable(self, task: int, n_experts: int) -> torch.Tensor:
-        """[K] booleans: the shared experts and task ``task``'s own."""
+        """[E] booleans: the shared experts and task ``task``'s own."""
         allowed = torch.zeros(n_experts, dtype=torch.bool)
         allowed[: self.n_shared] = True
         start = self.n_shared + task * self.n_own
@@ -257,7 +257,7 @@ class PLE(MultiTaskRanker):
         shared_in, task_in = v, [v] * len(self.tasks)
         for level in range(self.levels):
             if level == 0:  # every expert reads v
-                stacked = self.experts[0](v)  # [B, K, d_e]
+                stacked = self.experts[0](v)  # [B, E, d_e]
             else:  # shared experts read the shared mixture, task t's experts task t's
                 inputs = [shared_in] * self.n_shared + [x for x in task_in
                                                         for _ in range(self.n_own)]

@@ -3,8 +3,8 @@
 Two expert levels, each of HoME's three fixes behind a switch so that a chapter can ablate
 them one at a time:
 
-* ``expert_norm``: experts are Linear -> BatchNorm -> Swish instead of Linear -> ReLU
-  (section 3: against expert collapse);
+* ``expert_norm``: experts are Linear -> BatchNorm -> Swish (``"batch"``; ``"layer"`` for
+  LayerNorm) instead of Linear -> ReLU (``None``) (section 3: against expert collapse);
 * ``hierarchy``: tasks are grouped (``groups``: watch-time tasks and interaction tasks).
   The *meta layer* has global shared experts and per-group experts; each group's gate
   reads only its own and the global ones, a shared gate only the global ones. The *task
@@ -19,8 +19,8 @@ them one at a time:
 
 Shapes, with B rows, d_v the feature vector, d_e the expert width:
 
-    v [B, d_v] -> meta experts [B, K_meta, d_e] -> z_g, z_shared [B, d_e]
-    x_g = z_g ++ z_shared [B, 2 d_e] -> task experts [B, K_task, d_e] -> r_t [B, d_e]
+    v [B, d_v] -> meta experts [B, E_meta, d_e] -> z_g, z_shared [B, d_e]
+    x_g = z_g ++ z_shared [B, 2 d_e] -> task experts [B, E_task, d_e] -> r_t [B, d_e]
     r_t -> Tower_t -> logit_t
 
 What the paper leaves open is chosen as follows [proposed]: BN + Swish after every hidden
@@ -35,7 +35,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from recfunnel.data.multitask import Impressions
 from recfunnel.layers.moe import ExpertBank, FeatureGate, Gate, SelfGate, mix
+from recfunnel.models.baselines import PLE, MMoE, SharedBottom
 from recfunnel.models.multitask import MultiTaskRanker, Trace
 
 
@@ -47,7 +49,7 @@ class HoME(MultiTaskRanker):
                  groups: Mapping[str, Sequence[str]], n_meta_shared: int = 2,
                  n_meta_group: int = 2, n_task_group: int = 1, n_task_own: int = 1,
                  meta_hidden: Sequence[int] = (64, 32), task_hidden: Sequence[int] = (32,),
-                 lora_rank: int = 8, expert_norm: bool = True, hierarchy: bool = True,
+                 lora_rank: int = 8, expert_norm: str | None = "batch", hierarchy: bool = True,
                  feature_gate: bool = True, self_gate: bool = True, d_emb: int = 16,
                  tower_hidden: int = 16):
         super().__init__(cardinalities, tasks, d_emb, tower_hidden)
@@ -62,7 +64,9 @@ class HoME(MultiTaskRanker):
         self.group_of = {t: g for g, members in self.groups.items() for t in members}
         self.flags = {"expert_norm": expert_norm, "hierarchy": hierarchy,
                       "feature_gate": feature_gate, "self_gate": self_gate}
-        activation, norm = ("swish", "batch") if expert_norm else ("relu", None)
+        if expert_norm not in (None, "batch", "layer"):
+            raise ValueError(f"expert_norm must be None, 'batch' or 'layer', got {expert_norm!r}")
+        activation = "swish" if expert_norm else "relu"
         names = list(self.groups)
 
         # meta layer: [global..., group 0's..., group 1's...]
@@ -71,7 +75,7 @@ class HoME(MultiTaskRanker):
             start = n_meta_shared + g * n_meta_group
             self.meta_index[name] = list(range(start, start + n_meta_group))
         n_meta = n_meta_shared + len(names) * n_meta_group
-        self.meta_experts = ExpertBank(n_meta, self.d_v, meta_hidden, activation, norm)
+        self.meta_experts = ExpertBank(n_meta, self.d_v, meta_hidden, activation, expert_norm)
         self.feature_gates = FeatureGate(self.d_v, lora_rank, n_meta) if feature_gate else None
         self.meta_gates = nn.ModuleDict({
             owner: Gate(self.d_v, n_meta, self._allowed(n_meta, index, hierarchy))
@@ -90,7 +94,7 @@ class HoME(MultiTaskRanker):
         expert_group = [name for name in names for _ in range(n_task_group)] + [
             self.group_of[task] for task in self.tasks for _ in range(n_task_own)]
         self.register_buffer("expert_group", torch.tensor([names.index(g) for g in expert_group]))
-        self.task_experts = ExpertBank(n_task, 2 * d_e, task_hidden, activation, norm)
+        self.task_experts = ExpertBank(n_task, 2 * d_e, task_hidden, activation, expert_norm)
         self.task_gates = nn.ModuleList(
             Gate(2 * d_e, n_task, self._allowed(
                 n_task, self.task_index[self.group_of[task]] + self.task_index[task], hierarchy))
@@ -101,6 +105,9 @@ class HoME(MultiTaskRanker):
                                         ) if self_gate else None  # "of_": a task may be
         # called "forward", which nn.ModuleDict would refuse as a key
         self.build_towers(d_e)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={value}" for name, value in self.flags.items())
 
     # ------------------------------------------------------------------ wiring
 
@@ -119,8 +126,9 @@ class HoME(MultiTaskRanker):
 
     def task_representations(self, v: torch.Tensor, trace: Trace | None
                              ) -> list[torch.Tensor]:
-        gated = self.feature_gates(v) if self.feature_gates is not None else v  # [B, K, d_v]
-        meta = self.meta_experts(gated)  # [B, K_meta, d_e]
+        # [B, E_meta, d_v] with feature-gates (one input per expert), else v itself [B, d_v]
+        gated = self.feature_gates(v) if self.feature_gates is not None else v
+        meta = self.meta_experts(gated)  # [B, E_meta, d_e]
         meta_gates = {owner: gate(v) for owner, gate in self.meta_gates.items()}
         z = {}
         for owner, g in meta_gates.items():
@@ -130,7 +138,7 @@ class HoME(MultiTaskRanker):
                     meta[:, self.meta_index[owner]])
         x = {name: torch.cat([z[name], z["shared"]], dim=-1) for name in self.groups}
         per_group = torch.stack(list(x.values()), dim=1)  # [B, G, 2 d_e]
-        task = self.task_experts(per_group[:, self.expert_group])  # [B, K_task, d_e]
+        task = self.task_experts(per_group[:, self.expert_group])  # [B, E_task, d_e]
         gates, reps = {}, []
         for t, name in enumerate(self.tasks):
             gates[name] = self.task_gates[t](x[self.group_of[name]])
@@ -145,3 +153,31 @@ class HoME(MultiTaskRanker):
                                 task=[k for g in self.groups for k in self.task_index[g]])
             trace.own.update(task={name: self.task_index[name] for name in self.tasks})
         return reps
+
+
+def build_ranker(name: str, data: Impressions, size, **flags: bool) -> MultiTaskRanker:
+    """One of the chapter's rankers at the sizes of a ``profiles.HoMESize``: "shared-bottom",
+    "MMoE" (ReLU experts), "MMoE+norm" (BN + Swish experts), "PLE" (two levels), or "HoME"
+    (``flags`` switch its fixes off one by one, e.g. ``self_gate=False`` or
+    ``expert_norm=None``)."""
+    common = {"d_emb": size.d_emb, "tower_hidden": size.d_emb}
+    if name == "shared-bottom":
+        hidden = (size.expert_hidden[0] * 2, *size.expert_hidden)
+        return SharedBottom(data.cardinalities, data.tasks, hidden=hidden, **common)
+    if name in ("MMoE", "MMoE+norm"):
+        activation, norm = ("swish", "batch") if name == "MMoE+norm" else ("relu", None)
+        return MMoE(data.cardinalities, data.tasks, n_experts=size.mmoe_experts,
+                    expert_hidden=size.expert_hidden, activation=activation, norm=norm,
+                    **common)
+    if name == "PLE":
+        return PLE(data.cardinalities, data.tasks, n_shared=size.meta_experts[0],
+                   n_own=size.task_experts[1], levels=2, expert_hidden=size.expert_hidden,
+                   **common)
+    if name == "HoME":
+        return HoME(data.cardinalities, data.tasks, data.groups,
+                    n_meta_shared=size.meta_experts[0], n_meta_group=size.meta_experts[1],
+                    n_task_group=size.task_experts[0], n_task_own=size.task_experts[1],
+                    meta_hidden=size.expert_hidden, task_hidden=size.task_hidden,
+                    lora_rank=size.lora_rank, **common, **flags)
+    raise ValueError(f"unknown ranker {name!r}; choose shared-bottom, MMoE, MMoE+norm, PLE "
+                     "or HoME")

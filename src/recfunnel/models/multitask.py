@@ -34,7 +34,7 @@ from recfunnel.train import History, TrainConfig, fit
 class Trace:
     """What the experts did on a batch, for the diagnostics.
 
-    outputs: {layer: [B, K, d] expert outputs}; gates: {layer: {owner: [B, K]}} (owner: a
+    outputs: {layer: [B, E, d] expert outputs}; gates: {layer: {owner: [B, E]}} (owner: a
     task, or a group for HoME's meta layer); shared: {layer: indices of experts that several
     owners may read}; own: {layer: {task: indices of that task's own experts}}."""
 
@@ -126,15 +126,18 @@ def task_metrics(model: MultiTaskRanker, data: Impressions, with_gauc: bool = Tr
 
 def fit_multitask(model: MultiTaskRanker, train: Impressions, valid: Impressions,
                   epochs: int, batch_size: int = 2_048, lr: float = 1e-3, seed: int = 0,
-                  progress: bool = True, desc: str = "multi-task") -> History:
-    """Adam on the summed BCE; after every epoch the validation mean AUC over tasks, and the
-    best epoch's weights are kept."""
+                  patience: int | None = None, progress: bool = True,
+                  desc: str = "multi-task") -> History:
+    """Adam on the summed BCE; after every epoch each task's validation AUC
+    (``valid_auc_<task>``) and their mean, which picks the epoch whose weights are kept;
+    with ``patience``, training stops after that many epochs without a better mean."""
     def evaluate(m: nn.Module) -> dict[str, float]:
         scores = task_metrics(m, valid, with_gauc=False)
-        return {"valid_mean_auc": float(np.mean([s["auc"] for s in scores.values()]))}
+        per_task = {f"valid_auc_{task}": s["auc"] for task, s in scores.items()}
+        return {"valid_mean_auc": float(np.mean(list(per_task.values())))} | per_task
 
-    cfg = TrainConfig(epochs=epochs, lr=lr, monitor="valid_mean_auc", progress=progress,
-                      desc=desc)
+    cfg = TrainConfig(epochs=epochs, lr=lr, monitor="valid_mean_auc", patience=patience,
+                      progress=progress, desc=desc)
     torch.manual_seed(seed)
     return fit(model, lambda epoch: train.batches(batch_size, seed * 1_000 + epoch),
                step=lambda m, batch: m.loss(*batch), cfg=cfg, evaluate=evaluate)
@@ -175,7 +178,7 @@ def diagnose(model: MultiTaskRanker, data: Impressions, sparse: Sequence[str] = 
     layer, nan = model.task_layer, float("nan")
     excess, own_share = nan, nan
     if layer in recorded.gates:
-        mass = gate_mass(recorded.gates[layer])  # [T, K]
+        mass = gate_mass(recorded.gates[layer])  # [T, E]
         excess = float(degradation(mass, recorded.shared[layer], relative=True).nanmean())
         own = recorded.own.get(layer, {})
         if sparse and all(own.get(t) for t in sparse):
