@@ -493,9 +493,9 @@ glue("hm_overfit_mmoe", float(overfit.loc["MMoE", "gap"]), display=False)
 #
 # Sparse-task AUCs move between seeds: a task with a few hundred test positives changes its
 # AUC visibly when a few of them are ranked differently. One seed cannot carry the
-# comparison. At the `gpu` profile (and, briefly, at `smoke`) the chapter trains MMoE and
-# HoME on further seeds itself; at `cpu`, where that would take the chapter past its time
-# budget, it reads the committed run of `benchmarks/home_seeds.py`, which trains every model
+# comparison. At the `gpu` profile the chapter trains MMoE and HoME on further seeds itself;
+# at `cpu`, where that would take the chapter past its time budget, it reads the committed
+# run of `benchmarks/home_seeds.py`, which trains every model
 # of this chapter, and HoME changed in one respect at a time, exactly as above on three
 # seeds (the data stay the same; the initialisation and the batch order change).
 

@@ -144,7 +144,7 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
     "home": {
         "smoke": HoMESize(impressions=40_000, users=500, items=1_000, epochs=3, d_emb=8,
                           expert_hidden=(32, 16), task_hidden=(16,), lora_rank=4,
-                          batch_size=512, seeds=2),
+                          batch_size=512, seeds=1),
         "cpu": HoMESize(impressions=300_000, users=2_000, items=5_000, epochs=8, seeds=1),
         "gpu": HoMESize(impressions=3_000_000, users=20_000, items=50_000, epochs=20,
                         d_emb=32, expert_hidden=(256, 128), task_hidden=(128,),
