@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from recfunnel.data.world import World, WorldConfig
+from recfunnel.data.world import World, WorldConfig, calibrate_intercept, sigmoid
 
 # [proposed] tasks from dense to sparse, with their rates per impression
 TASK_RATES = (("click", 0.30), ("effective_view", 0.20), ("long_view", 0.08), ("like", 0.03),
@@ -153,18 +153,6 @@ def _standardise(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / x.std()
 
 
-def _calibrate(logits: np.ndarray, rate: float) -> float:
-    """gamma with mean(sigmoid(logits + gamma)) = rate, by bisection."""
-    low, high = -30.0, 30.0
-    for _ in range(60):
-        mid = (low + high) / 2
-        if (1 / (1 + np.exp(-(logits + mid)))).mean() < rate:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2
-
-
 def make_impressions(cfg: ImpressionConfig = ImpressionConfig()) -> Impressions:
     """Draw ``cfg.n_impressions`` impressions and their eight labels (see the module doc)."""
     world = World.build(WorldConfig(
@@ -210,7 +198,7 @@ def make_impressions(cfg: ImpressionConfig = ImpressionConfig()) -> Impressions:
         logit = a * shared + b * group_factor[group_of[task]] + e * _standardise(
             low_rank(cfg.task_rank)) + cfg.conflict * (
             CLICKBAIT[task] * bait + (0.5 * length if group_of[task] == "interaction" else 0))
-        p = 1 / (1 + np.exp(-(logit + _calibrate(logit, rate))))
+        p = sigmoid(logit + calibrate_intercept(logit, rate))
         labels[:, t] = rng.random(n) < p
         truth[:, t] = p
 

@@ -120,7 +120,8 @@ WORLD_PRESETS = {
 }
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)), elementwise."""
     return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -287,7 +288,7 @@ class WorldLog:
         if behaviour not in self.calibration:
             raise KeyError(f"unknown behaviour {behaviour!r}; known: {list(BEHAVIOURS)}")
         z = (np.asarray(relevance) - self.calibration["z_mean"]) / self.calibration["z_std"]
-        return _sigmoid(dict(ENGAGEMENT_SLOPES)[behaviour] * z + self.calibration[behaviour])
+        return sigmoid(dict(ENGAGEMENT_SLOPES)[behaviour] * z + self.calibration[behaviour])
 
     def write_recflow(self, root: str | Path) -> Path:
         """Write the RecFlow layout (plus ``_truth/`` with each row's true relevance)."""
@@ -347,12 +348,12 @@ def _sample_columns(rng: np.random.Generator, n_rows: int, n_cols: int, k: int) 
     return np.argpartition(rng.random((n_rows, n_cols)), k - 1, axis=1)[:, :k]
 
 
-def _calibrate(logits: np.ndarray, target: float) -> float:
+def calibrate_intercept(logits: np.ndarray, target: float) -> float:
     """The intercept gamma with mean(sigmoid(logits + gamma)) = target (bisection)."""
     low, high = -30.0, 30.0
     for _ in range(60):
         mid = (low + high) / 2
-        if _sigmoid(logits + mid).mean() < target:
+        if sigmoid(logits + mid).mean() < target:
             low = mid
         else:
             high = mid
@@ -560,8 +561,8 @@ def _feedback(world: World, rng: np.random.Generator, frame: pd.DataFrame, rates
         """Bernoulli draws for eligible rows, calibrated so the per-exposure rate is hit."""
         if name not in found:
             target = min(rates[name] / max(share, 1e-9), 0.999)
-            found[name] = _calibrate(logits[eligible], target) if eligible.any() else 0.0
-        return eligible & (rng.random(len(logits)) < _sigmoid(logits + found[name]))
+            found[name] = calibrate_intercept(logits[eligible], target) if eligible.any() else 0.0
+        return eligible & (rng.random(len(logits)) < sigmoid(logits + found[name]))
 
     everyone = np.ones(n, dtype=bool)
     effective = draw("effective_view", slopes["effective_view"] * z, everyone, 1.0)
