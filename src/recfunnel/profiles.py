@@ -140,7 +140,48 @@ class HoMESize:
     kuairand: bool = False  # also train on KuaiRand-Pure (downloaded when the network allows)
 
 
+@dataclass(frozen=True)
+class QARMSize:
+    """Chapter 7: the multi-modal world, item alignment, codes, and the ranker with each
+    kind of item input (the rows of QARM's Table 1), over ``seeds`` worlds; MovieLens-100K's
+    movie texts aligned to co-ratings."""
+
+    users: int
+    items: int
+    impressions: int
+    history: int  # S: recent clicks a ranker reads
+    d_align: int  # d: width of the raw and the aligned item vector
+    align_epochs: int
+    window: int  # trigger window of the pair mining (the paper: latest 50 clicks)
+    vq_k: int  # K: nearest pool items in the VQ code (the paper: 25)
+    rq_levels: int  # L (the paper: 6)
+    rq_size: int  # K_c: centroids per level
+    d_emb: int  # e: id and code embedding width of the ranker
+    epochs: int  # ranker epochs at most (early stopping on validation AUC)
+    patience: int = 1
+    hidden: tuple[int, ...] = (64, 32)
+    align_batch: int = 256
+    batch_size: int = 1_024
+    lr: float = 3e-3
+    seeds: int = 3
+    text_encoder: str = "tfidf"  # MovieLens-100K: "tfidf" or "minilm"
+    text_dim: int = 64
+
+
 CHAPTER_SIZES: dict[str, dict[str, object]] = {
+    "qarm": {
+        "smoke": QARMSize(users=300, items=400, impressions=15_000, history=10, d_align=16,
+                          align_epochs=2, window=20, vq_k=3, rq_levels=2, rq_size=8, d_emb=8,
+                          epochs=3, hidden=(32,), align_batch=128, batch_size=256, seeds=2,
+                          text_dim=32),
+        "cpu": QARMSize(users=3_000, items=2_000, impressions=150_000, history=20, d_align=32,
+                        align_epochs=3, window=50, vq_k=5, rq_levels=3, rq_size=32, d_emb=16,
+                        epochs=6),
+        "gpu": QARMSize(users=20_000, items=20_000, impressions=3_000_000, history=50,
+                        d_align=64, align_epochs=5, window=50, vq_k=25, rq_levels=4,
+                        rq_size=256, d_emb=32, epochs=10, hidden=(256, 128), align_batch=1_024,
+                        batch_size=4_096, lr=1e-3, text_encoder="minilm"),
+    },
     "home": {
         "smoke": HoMESize(impressions=40_000, users=500, items=1_000, epochs=3, d_emb=8,
                           expert_hidden=(32, 16), task_hidden=(16,), lora_rank=4,

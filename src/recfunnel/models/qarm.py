@@ -1,0 +1,457 @@
+"""QARM: multi-modal item vectors aligned to behaviour and turned into trainable codes.
+
+Luo et al., "QARM: Quantitative Alignment Multi-Modal Recommendation at Kuaishou" (arXiv
+2411.11739; bibkey luo2025qarm). The usual cascade feeds a frozen multi-modal embedding to
+the recommender; QARM names its two faults, *unmatching* (the embedding was trained for
+other tasks) and *unlearning* (the recommender's gradient never reaches it), and answers
+in four stages, which this module follows in order:
+
+A. ``mine_pairs``: (trigger, target) item pairs from behaviour. For each clicked target,
+   the trigger is the item among the user's previous ``window`` clicks that a U2I model's
+   ID embeddings find most similar to it (``id_embeddings``: matrix factorisation on the
+   training clicks); without embeddings, the latest earlier click (plain co-click).
+B. ``ItemAligner`` + ``fit_aligner``: an encoder of the item's content (the course's
+   stand-in for the MLLM) trained with an in-batch, symmetric contrastive loss on the
+   pairs, so items that behaviour relates end up close (``alignment_loss``).
+C. ``build_codes``: the aligned vectors of the item pool become a VQ code (the ids of the
+   K nearest pool items) and an RQ code (residual k-means), with ``layers.quantize``; no
+   gradient. New (cold) items get both codes from their content alone.
+D. ``QARMRanker``: a ranking model that looks the codes up in its own embedding tables,
+   trained end to end with the click loss: the candidate's codes, the codes of the user's
+   recent clicks, and the sub-sequence of recent clicks whose first RQ level matches the
+   candidate's (a code-keyed "hard search"). ``use`` switches each input on, so the rows
+   of the paper's Table 1 (base, + frozen vector, + VQ, + RQ, + both) are one class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recfunnel.data.multimodal import MultiModalData
+from recfunnel.layers.quantize import NearestItemCode, ResidualKMeans
+from recfunnel.metrics import auc, gauc
+from recfunnel.models.baselines import MatrixFactorization, MFConfig
+from recfunnel.train import History, TrainConfig, fit
+
+# --------------------------------------------------------------------------- A. pair mining
+
+
+def clicks(data: MultiModalData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(users, items) of the clicked impressions among ``rows``, time-ordered per user."""
+    clicked = rows & (data.labels == 1)
+    return data.users[clicked], data.items[clicked]
+
+
+def id_embeddings(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
+                  d: int = 32, epochs: int = 5, seed: int = 0, progress: bool = False
+                  ) -> torch.Tensor:
+    """[n_items, d] item vectors of a U2I model (matrix factorisation with a softmax over the
+    catalogue) trained on the (user, item) clicks; unclicked items keep their random init."""
+    pairs = torch.utils.data.TensorDataset(torch.as_tensor(users), torch.as_tensor(items))
+    torch.manual_seed(seed)
+    model = MatrixFactorization(MFConfig(n_users, n_items, d_model=d))
+    loader = torch.utils.data.DataLoader(pairs, batch_size=1_024, shuffle=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    fit(model, loader, cfg=TrainConfig(epochs=epochs, lr=1e-2, device="cpu",
+                                       progress=progress, desc="U2I model"))
+    return model.item_emb.weight.detach()
+
+
+def mine_pairs(users: np.ndarray, items: np.ndarray, window: int,
+               item_vectors: torch.Tensor | None = None) -> np.ndarray:
+    """[P, 2] (trigger, target) item pairs from clicks (stage A); ``users`` and ``items``
+    [n] list the clicks grouped by user and in time order.
+
+    Each click is a target; its trigger is, among the user's previous ``window`` clicks
+    (of other items than the target), the one whose ``item_vectors`` are the most
+    cosine-similar to the target's (the paper's U2I rule), or the latest one without
+    vectors (plain co-click)."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    unit = None if item_vectors is None else F.normalize(item_vectors.float(), dim=1)
+    pairs = []
+    bounds = np.flatnonzero(np.diff(users)) + 1
+    for sequence in np.split(np.asarray(items), bounds):
+        if len(sequence) < 2:
+            continue
+        padded = np.concatenate([np.full(window, -1), sequence])
+        earlier = np.lib.stride_tricks.sliding_window_view(padded, window)[:-1]  # [m, W]
+        usable = (earlier >= 0) & (earlier != sequence[:, None])
+        if unit is None:  # latest usable earlier click
+            score = np.where(usable, np.arange(window)[None, :], -1).astype(float)
+        else:
+            sims = (unit[np.maximum(earlier, 0)] @ unit[sequence][:, :, None]).squeeze(-1)
+            score = np.where(usable, sims.numpy(), -np.inf)
+        has = usable.any(axis=1)
+        best = score.argmax(axis=1)
+        pairs.append(np.stack([earlier[np.arange(len(sequence)), best][has], sequence[has]], 1))
+    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- B. alignment
+
+
+class ItemAligner(nn.Module):
+    """content [B, d_in] -> aligned vector [B, d] (unit length): a two-layer MLP standing in
+    for the MLLM that QARM fine-tunes (section "item alignment")."""
+
+    def __init__(self, d_in: int, d: int, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d))
+
+    def forward(self, content: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(content), dim=-1)
+
+
+def alignment_loss(m_trigger: torch.Tensor, m_target: torch.Tensor, trigger_ids: torch.Tensor,
+                   target_ids: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """Symmetric in-batch contrastive loss (InfoNCE) on unit vectors [B, d]:
+    -1/2B sum_b [log softmax_b'(s(trig_b, tgt_b') / tau)[b] + the same with roles swapped].
+
+    Another pair's item that *is* this pair's positive (the same item id twice in a batch)
+    is not used as a negative."""
+    logits = m_trigger @ m_target.T / temperature  # [B, B]
+    duplicate = target_ids[None, :] == target_ids[:, None]  # row b, column b' same target
+    duplicate |= trigger_ids[None, :] == trigger_ids[:, None]
+    eye = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill(duplicate & ~eye, -torch.inf)
+    labels = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def fit_aligner(aligner: ItemAligner, content: torch.Tensor, pairs: np.ndarray, epochs: int,
+                batch_size: int = 256, lr: float = 1e-3, temperature: float = 0.07,
+                seed: int = 0, progress: bool = True) -> History:
+    """Train the aligner on (trigger, target) pairs; ``content`` [I, d_in]."""
+    if len(pairs) < 2:
+        raise ValueError("need at least two pairs to align on")
+    pairs_t = torch.as_tensor(pairs, dtype=torch.long)
+
+    def batches(epoch: int):
+        order = torch.randperm(len(pairs_t), generator=torch.Generator().manual_seed(
+            seed * 1_000 + epoch))
+        return [pairs_t[order[s:s + batch_size]] for s in range(0, len(order), batch_size)
+                if len(order[s:s + batch_size]) > 1]
+
+    def step(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(content.device)
+        return alignment_loss(model(content[batch[:, 0]]), model(content[batch[:, 1]]),
+                              batch[:, 0], batch[:, 1], temperature)
+
+    torch.manual_seed(seed)
+    return fit(aligner, batches, step=step,
+               cfg=TrainConfig(epochs=epochs, lr=lr, device="cpu", progress=progress,
+                               desc="alignment"))
+
+
+@torch.no_grad()
+def encode_items(aligner: ItemAligner, content: torch.Tensor) -> torch.Tensor:
+    aligner.eval()
+    return aligner(content)
+
+
+def pair_recall(vectors: torch.Tensor, pairs: np.ndarray, k: int = 10) -> float:
+    """Share of (trigger, target) pairs whose target is among the k items most cosine-similar
+    to the trigger (the trigger itself left out): item-to-item retrieval quality."""
+    if len(pairs) == 0:
+        raise ValueError("no pairs to evaluate")
+    unit = F.normalize(torch.as_tensor(vectors).float(), dim=1)
+    pairs_t = torch.as_tensor(pairs, dtype=torch.long)
+    hits = 0
+    for part in pairs_t.split(4_096):
+        sims = unit[part[:, 0]] @ unit.T  # [n, I]
+        sims[torch.arange(len(part)), part[:, 0]] = -torch.inf
+        top = sims.topk(k, dim=1).indices
+        hits += int((top == part[:, 1:2]).any(1).sum())
+    return hits / len(pairs)
+
+
+# --------------------------------------------------------------------------- C. codes
+
+
+@dataclass
+class ItemCodes:
+    """Every item's codes: vq [I, K] ids of pool items (into ``pool``), rq [I, R] ids, and
+    the quantisers that made them."""
+
+    vq: torch.Tensor
+    rq: torch.Tensor
+    pool: torch.Tensor  # [N_pool] item ids of the VQ pool
+    nearest: NearestItemCode
+    residual: ResidualKMeans
+
+    @property
+    def codebook_size(self) -> int:
+        return self.residual.codebook_size
+
+
+def build_codes(vectors: torch.Tensor, pool: np.ndarray, k: int, levels: int,
+                codebook_size: int, keep_self: bool = True, iters: int = 25, seed: int = 0
+                ) -> ItemCodes:
+    """Stage C for all items from their vectors [I, d]. The pool (warm items: those the
+    ranker trains on) is both the VQ code book and the data the k-means levels are fitted
+    to; every item, pool or not, is then encoded. With ``keep_self`` a pool item's VQ code
+    contains its own id (the paper's literal recipe); cold items never do."""
+    vectors = torch.as_tensor(vectors).float()
+    pool_ids = torch.as_tensor(np.flatnonzero(pool))
+    nearest = NearestItemCode(vectors[pool_ids], k)
+    position = torch.full((len(vectors),), -1, dtype=torch.long)
+    position[pool_ids] = torch.arange(len(pool_ids))
+    vq = nearest.encode(vectors, exclude=None if keep_self else position)
+    residual = ResidualKMeans(levels, codebook_size, iters=iters, seed=seed).fit(
+        vectors[pool_ids])
+    return ItemCodes(vq=vq, rq=residual.encode(vectors), pool=pool_ids, nearest=nearest,
+                     residual=residual)
+
+
+# --------------------------------------------------------------------------- D. ranking
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x [B, L, e], mask [B, L] bool -> [B, e], zeros where a row has no True."""
+    weights = mask.to(x.dtype)
+    return (x * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+
+
+class QARMRanker(nn.Module):
+    """A click model in the shape of QARM's stage D (a DLRM-style ranker).
+
+    Every input becomes one [B, e] vector, on the user side or the item side:
+
+    * base: user id, candidate item id (item side), mean of the history's item ids;
+    * ``"frozen"``: a fixed item vector (raw or aligned), standardised per dimension, through
+      a learned Linear, for the candidate and averaged over the history (the cascade QARM
+      starts from);
+    * ``"vq"``: mean of the candidate's K VQ-code embeddings; the same for each history item,
+      averaged;
+    * ``"rq"``: sum of the candidate's R level embeddings (one table per level); the same
+      for the history; and the *matched* sub-sequence: the mean over history items whose
+      first RQ level equals the candidate's, with log(1 + their count).
+
+    The MLP reads all vectors, the dot product of every user-side with every item-side
+    vector, and the match count: logit = MLP([vectors ; dots ; count]).
+    """
+
+    INPUTS = ("frozen", "vq", "rq")
+
+    def __init__(self, n_users: int, n_items: int, d_emb: int, hidden: Sequence[int],
+                 use: Sequence[str] = (), frozen: torch.Tensor | None = None,
+                 codes: ItemCodes | None = None):
+        super().__init__()
+        self.use = tuple(use)
+        unknown = set(self.use) - set(self.INPUTS)
+        if unknown:
+            raise ValueError(f"unknown inputs {sorted(unknown)}; choose from {self.INPUTS}")
+        if "frozen" in self.use and frozen is None:
+            raise ValueError("'frozen' needs the frozen item vectors [I, d]")
+        if {"vq", "rq"} & set(self.use) and codes is None:
+            raise ValueError("'vq' and 'rq' need the items' codes (build_codes)")
+        self.pad = n_items  # the history's padding id
+        self.user_emb = nn.Embedding(n_users, d_emb)
+        self.item_emb = nn.Embedding(n_items + 1, d_emb)
+        n_user_side, n_item_side = 2, 1
+        if "frozen" in self.use:
+            vectors = torch.as_tensor(frozen).float()
+            vectors = (vectors - vectors.mean(0)) / vectors.std(0).clamp(min=1e-8)  # z-scores
+            padded = torch.cat([vectors, vectors.new_zeros(1, vectors.shape[1])])  # [I + 1, d]
+            self.register_buffer("frozen", padded)
+            self.frozen_proj = nn.Linear(vectors.shape[1], d_emb)
+            n_user_side, n_item_side = n_user_side + 1, n_item_side + 1
+        if "vq" in self.use:  # pool ids, padded with one more id
+            self.register_buffer("vq_codes", _with_pad_row(codes.vq, len(codes.pool)))
+            self.vq_emb = nn.Embedding(len(codes.pool) + 1, d_emb)
+            n_user_side, n_item_side = n_user_side + 1, n_item_side + 1
+        if "rq" in self.use:
+            self.register_buffer("rq_codes", _with_pad_row(codes.rq, codes.codebook_size))
+            self.rq_emb = nn.ModuleList(nn.Embedding(codes.codebook_size + 1, d_emb)
+                                        for _ in range(codes.rq.shape[1]))
+            n_user_side, n_item_side = n_user_side + 2, n_item_side + 1
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.05)
+        n_vectors = n_user_side + n_item_side
+        d_in = n_vectors * d_emb + n_user_side * n_item_side + ("rq" in self.use)
+        layers, width = [], d_in
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.mlp = nn.Sequential(*layers, nn.Linear(width, 1))
+
+    def _rq_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """item ids [...] -> [..., e]: the sum of the R level embeddings of their RQ codes."""
+        codes = self.rq_codes[ids]  # [..., R]
+        return sum(table(codes[..., level]) for level, table in enumerate(self.rq_emb))
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor
+                ) -> torch.Tensor:
+        """users [B], items [B], history [B, L] (pad = n_items) -> logits [B]."""
+        valid = history != self.pad  # [B, L]
+        user_side = [self.user_emb(users), masked_mean(self.item_emb(history), valid)]
+        item_side = [self.item_emb(items)]
+        extra = []
+        if "frozen" in self.use:
+            item_side.append(self.frozen_proj(self.frozen[items]))
+            user_side.append(masked_mean(self.frozen_proj(self.frozen[history]), valid))
+        if "vq" in self.use:
+            item_side.append(self.vq_emb(self.vq_codes[items]).mean(1))  # [B, K, e] -> [B, e]
+            user_side.append(masked_mean(self.vq_emb(self.vq_codes[history]).mean(2), valid))
+        if "rq" in self.use:
+            history_codes = self._rq_vectors(history)  # [B, L, e]
+            item_side.append(self._rq_vectors(items))
+            user_side.append(masked_mean(history_codes, valid))
+            matched = valid & (self.rq_codes[history][..., 0] == self.rq_codes[items][:, None, 0])
+            user_side.append(masked_mean(history_codes, matched))
+            extra.append(torch.log1p(matched.sum(1, keepdim=True).float()))
+        u = torch.stack(user_side, dim=1)  # [B, P_u, e]
+        i = torch.stack(item_side, dim=1)  # [B, P_i, e]
+        dots = (u @ i.transpose(1, 2)).flatten(1)  # [B, P_u * P_i]
+        return self.mlp(torch.cat([u.flatten(1), i.flatten(1), dots, *extra], dim=1)).squeeze(1)
+
+
+def _with_pad_row(codes: torch.Tensor, pad_id: int) -> torch.Tensor:
+    return torch.cat([codes, torch.full((1, codes.shape[1]), pad_id, dtype=codes.dtype)])
+
+
+# --------------------------------------------------------------------------- train, evaluate
+
+
+@torch.no_grad()
+def predict(model: QARMRanker, data: MultiModalData, rows: np.ndarray,
+            batch_size: int = 8_192) -> np.ndarray:
+    """Click probabilities [n] of the impressions in ``rows``, in eval mode."""
+    model.eval()
+    users, items = torch.from_numpy(data.users[rows]), torch.from_numpy(data.items[rows])
+    history = torch.from_numpy(data.history[rows])
+    out = [torch.sigmoid(model(users[s:s + batch_size], items[s:s + batch_size],
+                               history[s:s + batch_size])) for s in range(0, len(users),
+                                                                          batch_size)]
+    model.train()
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def fit_ranker(model: QARMRanker, data: MultiModalData, train: np.ndarray, valid: np.ndarray,
+               epochs: int, batch_size: int = 1_024, lr: float = 1e-3, seed: int = 0,
+               patience: int | None = 1, progress: bool = True, desc: str = "ranker"
+               ) -> History:
+    """Adam on the click BCE; validation AUC after each epoch picks the weights kept."""
+    users, items = torch.from_numpy(data.users[train]), torch.from_numpy(data.items[train])
+    history = torch.from_numpy(data.history[train])
+    labels = torch.from_numpy(data.labels[train]).float()
+
+    def batches(epoch: int):
+        order = torch.randperm(len(users), generator=torch.Generator().manual_seed(
+            seed * 1_000 + epoch))
+        for s in range(0, len(order), batch_size):
+            index = order[s:s + batch_size]
+            yield users[index], items[index], history[index], labels[index]
+
+    def step(m: nn.Module, batch) -> torch.Tensor:
+        *inputs, y = batch
+        return F.binary_cross_entropy_with_logits(m(*inputs), y)
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        return {"valid_auc": auc(data.labels[valid], predict(m, data, valid))}
+
+    torch.manual_seed(seed)
+    cfg = TrainConfig(epochs=epochs, lr=lr, monitor="valid_auc", patience=patience,
+                      progress=progress, desc=desc, device="cpu")
+    return fit(model, batches, step=step, cfg=cfg, evaluate=evaluate)
+
+
+def item_groups(data: MultiModalData, n_buckets: int = 3) -> np.ndarray:
+    """[I] group of every item: 0 = cold, then 1..n_buckets warm popularity buckets of equal
+    item count by training impressions (1 = the long tail, n_buckets = the head)."""
+    popularity = data.train_popularity()
+    groups = np.zeros(data.n_items, dtype=np.int64)
+    warm = np.flatnonzero(~data.is_cold)
+    ranked = warm[np.argsort(popularity[warm], kind="stable")]
+    for bucket, members in enumerate(np.array_split(ranked, n_buckets), start=1):
+        groups[members] = bucket
+    return groups
+
+
+def evaluate_ranker(model: QARMRanker, data: MultiModalData, rows: np.ndarray,
+                    group_names: Sequence[str] = ("cold", "tail", "torso", "head")
+                    ) -> dict[str, float]:
+    """AUC and GAUC on ``rows``, and AUC on the rows of each item group (``item_groups``)."""
+    probs, labels = predict(model, data, rows), data.labels[rows]
+    scores = {"auc": auc(labels, probs), "gauc": gauc(labels, probs, data.users[rows])}
+    groups = item_groups(data, len(group_names) - 1)[data.items[rows]]
+    for g, name in enumerate(group_names):
+        members = groups == g
+        scores[f"auc_{name}"] = (auc(labels[members], probs[members])
+                                 if 0 < labels[members].sum() < members.sum() else float("nan"))
+    return scores
+
+
+# --------------------------------------------------------------------------- the whole recipe
+
+# the rows of the paper's Table 1, and two more: name -> (ranker inputs, vectors used)
+VARIANTS = {
+    "base": ((), "aligned"),
+    "+ frozen raw vector": (("frozen",), "raw"),
+    "+ frozen aligned vector": (("frozen",), "aligned"),
+    "+ VQ code": (("vq",), "aligned"),
+    "+ RQ code": (("rq",), "aligned"),
+    "+ VQ & RQ codes": (("vq", "rq"), "aligned"),
+    "+ aligned vector & codes": (("frozen", "vq", "rq"), "aligned"),
+    "+ codes of raw vectors": (("vq", "rq"), "raw"),
+}
+
+
+def pretrained_vectors(content: torch.Tensor, d: int, seed: int = 0) -> torch.Tensor:
+    """[I, d] the cascade's frozen item vectors: a fixed random projection of the content,
+    an encoder trained for something else, which keeps whatever the content mostly shows."""
+    generator = torch.Generator().manual_seed(seed)
+    return content @ torch.randn(content.shape[1], d, generator=generator) / content.shape[1] ** 0.5
+
+
+@dataclass
+class Aligned:
+    """Stages A and B on one world: the raw and aligned vectors [I, d] and the pairs used."""
+
+    raw: torch.Tensor
+    aligned: torch.Tensor
+    pairs: np.ndarray
+    history: History
+
+
+def align_items(data: MultiModalData, d: int, window: int, epochs: int,
+                batch_size: int = 256, seed: int = 0, progress: bool = True) -> Aligned:
+    """Mine pairs from the training clicks with the U2I rule and align the content to them."""
+    train, _, _ = data.split()
+    users, items = clicks(data, train)
+    ids = id_embeddings(users, items, data.n_users, data.n_items, seed=seed)
+    pairs = mine_pairs(users, items, window, item_vectors=ids)
+    content = torch.from_numpy(data.content())
+    aligner = ItemAligner(content.shape[1], d)
+    history = fit_aligner(aligner, content, pairs, epochs, batch_size, seed=seed,
+                          progress=progress)
+    return Aligned(raw=pretrained_vectors(content, d, seed), aligned=encode_items(aligner, content),
+                   pairs=pairs, history=history)
+
+
+def rank_variants(data: MultiModalData, vectors: dict[str, torch.Tensor],
+                  codes: dict[str, ItemCodes], variants: Sequence[str], d_emb: int,
+                  hidden: Sequence[int], epochs: int, batch_size: int = 1_024,
+                  lr: float = 3e-3, patience: int | None = 1, seed: int = 0,
+                  progress: bool = True) -> dict[str, dict[str, float]]:
+    """Train one ranker per variant (``VARIANTS``) on the same data and seed; return each
+    one's test scores (``evaluate_ranker``) and its best epoch."""
+    train, valid, test = data.split()
+    results = {}
+    for name in variants:
+        inputs, source = VARIANTS[name]
+        torch.manual_seed(seed)
+        model = QARMRanker(data.n_users, data.n_items, d_emb, hidden, use=inputs,
+                           frozen=vectors[source], codes=codes[source])
+        history = fit_ranker(model, data, train, valid, epochs, batch_size, lr, seed,
+                             patience, progress, desc=name)
+        results[name] = evaluate_ranker(model, data, test) | {"best_epoch": history.best_epoch}
+    return results
