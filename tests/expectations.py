@@ -82,4 +82,18 @@ EXPECTATIONS: dict[str, list[tuple[str, str]]] = {
          "0.55 < hm_run_sparse_home < hm_oracle_sparse"),
         ("HoME's shared experts degrade less than MMoE's", "hm_home_degr < hm_mmoe_degr"),
     ],
+    "07_qarm": [
+        ("by content, an item's nearest neighbour shares its look far more than its topic",
+         "qa_content_same_style > 2 * qa_content_same_topic"),
+        ("mined pairs share a topic more often than random pairs",
+         "qa_pair_topic > 2 * qa_pair_topic_random"),
+        ("alignment raises held-out Recall@10 of co-clicks, here and on average over seeds",
+         "qa_recall_aligned > qa_recall_raw and qa_recall_gap_mean > 0"),
+        ("residual k-means error never grows with levels and the last level helps",
+         "qa_rq_error_monotone and qa_rq_error_last < qa_rq_error_first"),
+        ("the aligned vector and the codes each lift the ranker above the base model",
+         "qa_auc_frozen_aligned > qa_auc_base + 0.005 and qa_auc_codes > qa_auc_base + 0.005"),
+        ("MovieLens-100K runs offline, and alignment improves its text vectors' retrieval",
+         "qa_ml_ran and qa_ml_gain > 0"),
+    ],
 }

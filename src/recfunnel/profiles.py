@@ -165,7 +165,8 @@ class QARMSize:
     lr: float = 3e-3
     seeds: int = 3
     text_encoder: str = "tfidf"  # MovieLens-100K: "tfidf" or "minilm"
-    text_dim: int = 64
+    text_dim: int = 64  # width of the TF-IDF + SVD vectors
+    text_align_epochs: int = 5  # alignment epochs on MovieLens-100K's co-rating pairs
 
 
 CHAPTER_SIZES: dict[str, dict[str, object]] = {
@@ -173,14 +174,15 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
         "smoke": QARMSize(users=300, items=400, impressions=15_000, history=10, d_align=16,
                           align_epochs=2, window=20, vq_k=3, rq_levels=2, rq_size=8, d_emb=8,
                           epochs=3, hidden=(32,), align_batch=128, batch_size=256, seeds=2,
-                          text_dim=32),
+                          text_dim=32, text_align_epochs=2),
         "cpu": QARMSize(users=3_000, items=2_000, impressions=150_000, history=20, d_align=32,
                         align_epochs=3, window=50, vq_k=5, rq_levels=3, rq_size=32, d_emb=16,
                         epochs=6),
         "gpu": QARMSize(users=20_000, items=20_000, impressions=3_000_000, history=50,
                         d_align=64, align_epochs=5, window=50, vq_k=25, rq_levels=4,
                         rq_size=256, d_emb=32, epochs=10, hidden=(256, 128), align_batch=1_024,
-                        batch_size=4_096, lr=1e-3, text_encoder="minilm"),
+                        batch_size=4_096, lr=1e-3, text_encoder="minilm",
+                        text_align_epochs=10),
     },
     "home": {
         "smoke": HoMESize(impressions=40_000, users=500, items=1_000, epochs=3, d_emb=8,

@@ -37,6 +37,7 @@ from recfunnel.data.multimodal import MultiModalData
 from recfunnel.layers.quantize import NearestItemCode, ResidualKMeans
 from recfunnel.metrics import auc, gauc
 from recfunnel.models.baselines import MatrixFactorization, MFConfig
+from recfunnel.runtime import resolve_device
 from recfunnel.train import History, TrainConfig, fit
 
 # --------------------------------------------------------------------------- A. pair mining
@@ -127,7 +128,7 @@ def alignment_loss(m_trigger: torch.Tensor, m_target: torch.Tensor, trigger_ids:
 
 def fit_aligner(aligner: ItemAligner, content: torch.Tensor, pairs: np.ndarray, epochs: int,
                 batch_size: int = 256, lr: float = 1e-3, temperature: float = 0.07,
-                seed: int = 0, progress: bool = True) -> History:
+                seed: int = 0, progress: bool = True, device: str = "cpu") -> History:
     """Train the aligner on (trigger, target) pairs; ``content`` [I, d_in]."""
     if len(pairs) < 2:
         raise ValueError("need at least two pairs to align on")
@@ -139,21 +140,24 @@ def fit_aligner(aligner: ItemAligner, content: torch.Tensor, pairs: np.ndarray, 
         return [pairs_t[order[s:s + batch_size]] for s in range(0, len(order), batch_size)
                 if len(order[s:s + batch_size]) > 1]
 
+    on_device = content.to(resolve_device(device))
+
     def step(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(content.device)
-        return alignment_loss(model(content[batch[:, 0]]), model(content[batch[:, 1]]),
+        return alignment_loss(model(on_device[batch[:, 0]]), model(on_device[batch[:, 1]]),
                               batch[:, 0], batch[:, 1], temperature)
 
     torch.manual_seed(seed)
     return fit(aligner, batches, step=step,
-               cfg=TrainConfig(epochs=epochs, lr=lr, device="cpu", progress=progress,
+               cfg=TrainConfig(epochs=epochs, lr=lr, device=device, progress=progress,
                                desc="alignment"))
 
 
 @torch.no_grad()
 def encode_items(aligner: ItemAligner, content: torch.Tensor) -> torch.Tensor:
+    """[I, d] aligned vectors of every item (on the CPU), in eval mode."""
     aligner.eval()
-    return aligner(content)
+    device = next(aligner.parameters()).device
+    return torch.cat([aligner(part.to(device)).cpu() for part in content.split(8_192)])
 
 
 def pair_recall(vectors: torch.Tensor, pairs: np.ndarray, k: int = 10) -> float:
@@ -326,19 +330,18 @@ def predict(model: QARMRanker, data: MultiModalData, rows: np.ndarray,
             batch_size: int = 8_192) -> np.ndarray:
     """Click probabilities [n] of the impressions in ``rows``, in eval mode."""
     model.eval()
-    users, items = torch.from_numpy(data.users[rows]), torch.from_numpy(data.items[rows])
-    history = torch.from_numpy(data.history[rows])
-    out = [torch.sigmoid(model(users[s:s + batch_size], items[s:s + batch_size],
-                               history[s:s + batch_size])) for s in range(0, len(users),
-                                                                          batch_size)]
+    device = next(model.parameters()).device
+    inputs = [torch.from_numpy(x[rows]) for x in (data.users, data.items, data.history)]
+    out = [torch.sigmoid(model(*(x[s:s + batch_size].to(device) for x in inputs))).cpu()
+           for s in range(0, len(inputs[0]), batch_size)]
     model.train()
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
 def fit_ranker(model: QARMRanker, data: MultiModalData, train: np.ndarray, valid: np.ndarray,
                epochs: int, batch_size: int = 1_024, lr: float = 1e-3, seed: int = 0,
-               patience: int | None = 1, progress: bool = True, desc: str = "ranker"
-               ) -> History:
+               patience: int | None = 1, progress: bool = True, desc: str = "ranker",
+               device: str = "cpu") -> History:
     """Adam on the click BCE; validation AUC after each epoch picks the weights kept."""
     users, items = torch.from_numpy(data.users[train]), torch.from_numpy(data.items[train])
     history = torch.from_numpy(data.history[train])
@@ -360,7 +363,7 @@ def fit_ranker(model: QARMRanker, data: MultiModalData, train: np.ndarray, valid
 
     torch.manual_seed(seed)
     cfg = TrainConfig(epochs=epochs, lr=lr, monitor="valid_auc", patience=patience,
-                      progress=progress, desc=desc, device="cpu")
+                      progress=progress, desc=desc, device=device)
     return fit(model, batches, step=step, cfg=cfg, evaluate=evaluate)
 
 
@@ -423,7 +426,8 @@ class Aligned:
 
 
 def align_items(data: MultiModalData, d: int, window: int, epochs: int,
-                batch_size: int = 256, seed: int = 0, progress: bool = True) -> Aligned:
+                batch_size: int = 256, seed: int = 0, progress: bool = True,
+                device: str = "cpu") -> Aligned:
     """Mine pairs from the training clicks with the U2I rule and align the content to them."""
     train, _, _ = data.split()
     users, items = clicks(data, train)
@@ -432,7 +436,7 @@ def align_items(data: MultiModalData, d: int, window: int, epochs: int,
     content = torch.from_numpy(data.content())
     aligner = ItemAligner(content.shape[1], d)
     history = fit_aligner(aligner, content, pairs, epochs, batch_size, seed=seed,
-                          progress=progress)
+                          progress=progress, device=device)
     return Aligned(raw=pretrained_vectors(content, d, seed), aligned=encode_items(aligner, content),
                    pairs=pairs, history=history)
 
@@ -441,7 +445,7 @@ def rank_variants(data: MultiModalData, vectors: dict[str, torch.Tensor],
                   codes: dict[str, ItemCodes], variants: Sequence[str], d_emb: int,
                   hidden: Sequence[int], epochs: int, batch_size: int = 1_024,
                   lr: float = 3e-3, patience: int | None = 1, seed: int = 0,
-                  progress: bool = True) -> dict[str, dict[str, float]]:
+                  progress: bool = True, device: str = "cpu") -> dict[str, dict[str, float]]:
     """Train one ranker per variant (``VARIANTS``) on the same data and seed; return each
     one's test scores (``evaluate_ranker``) and its best epoch."""
     train, valid, test = data.split()
@@ -452,6 +456,6 @@ def rank_variants(data: MultiModalData, vectors: dict[str, torch.Tensor],
         model = QARMRanker(data.n_users, data.n_items, d_emb, hidden, use=inputs,
                            frozen=vectors[source], codes=codes[source])
         history = fit_ranker(model, data, train, valid, epochs, batch_size, lr, seed,
-                             patience, progress, desc=name)
+                             patience, progress, desc=name, device=device)
         results[name] = evaluate_ranker(model, data, test) | {"best_epoch": history.best_epoch}
     return results
