@@ -594,9 +594,9 @@ glue("qa_n_items", f"{data.n_items:,}", display=False)
 #
 # If codes lose because each code id sees too few impressions, they should gain on the
 # frozen vector as the same catalogue gets more traffic. `benchmarks/qarm_scale.py` runs
-# this chapter's recipe at the `cpu` sizes with 75k to 600k impressions, three seeds each
-# (about half an hour on two CPU cores, so the chapter reads its committed results, every
-# `qarm_scale*.json`):
+# this chapter's recipe at the `cpu` sizes with more and more impressions, three seeds each
+# (about 45 minutes on two CPU cores in all, so the chapter reads its committed results,
+# every `qarm_scale*.json`):
 
 # %%
 scale_paths = sorted(Path("../benchmarks/results").glob("qarm_scale*.json"))
@@ -622,7 +622,7 @@ if scale_paths:
     glue("qa_scale_range", f"{smallest:,} to {largest:,}", display=False)
     glue("qa_scale_gap_small", f"{scale_gap.loc[smallest, 'mean']:+.4f}", display=False)
     glue("qa_scale_gap_large", f"{scale_gap.loc[largest, 'mean']:+.4f} (std "
-         f"{scale_gap.loc[largest, 'std']:.4f})", display=False)
+         f"{scale_gap.loc[largest, 'std']:.4f}) at {largest:,} impressions", display=False)
     closes = scale_gap.loc[largest, "mean"] > scale_gap.loc[smallest, "mean"]
     glue("qa_scale_trend", "narrows" if closes else "does not narrow", display=False)
     largest_gap = scale_gap.loc[largest]
