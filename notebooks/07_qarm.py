@@ -830,9 +830,10 @@ print(f"rho = 0: nearest neighbour by content shares the topic "
       f"(chance: {1 / blind.cfg.n_topics:.1%})")
 
 # %% [markdown]
-# 3. **Collisions and the tail.** A later paper reports that most of QARM's codes at 3 × 4096
-#    are shared by several items in its shopping data. Using the collision grid above, say
-#    when a collision hurts a ranker and when it helps.
+# 3. **Collisions and the tail.** A later paper (QARM V2) measures a collision rate of
+#    77.92 % for QARM's residual k-means codes at 3 levels × 4096 centroids on its shopping
+#    data. Using the collision grid above, say when a collision hurts a ranker and when it
+#    helps.
 #
 # ```{admonition} Solution
 # :class: dropdown

@@ -10,6 +10,7 @@ import torch
 from recfunnel.data.movielens import MovieLens
 from recfunnel.data.multimodal import MultiModalConfig, make_multimodal
 from recfunnel.data.text import TextEncoderUnavailableError, encode_texts, movielens_text_items
+from recfunnel.layers.features import masked_mean
 from recfunnel.layers.quantize import (
     NearestItemCode,
     ResidualKMeans,
@@ -246,7 +247,7 @@ def test_matched_history_uses_only_items_with_the_candidates_first_code(world):
     matched = (model.rq_codes[history][..., 0] == model.rq_codes[candidate, 0]) & (
         history != world.pad)
     assert matched.tolist() == [[False, True, False, False]]
-    torch.testing.assert_close(qarm.masked_mean(vectors, matched), vectors[:, 1])
+    torch.testing.assert_close(masked_mean(vectors, matched), vectors[:, 1])
 
 
 def test_rankers_learn_and_codes_reach_cold_items(world):

@@ -3,7 +3,8 @@
 A ranker's input row is a handful of categorical fields (user id, item id, creator, topic,
 duration bucket, ...). ``FieldEmbedding`` gives each field its own table and concatenates
 the looked-up vectors, v = e_1(x_1) + ... + e_F(x_F) (concatenation), the "feature
-embedding" that MMoE, PLE and HoME all read.
+embedding" that MMoE, PLE and HoME all read. ``masked_mean`` pools a padded sequence of
+such vectors (a user's recent items) into one.
 """
 
 from __future__ import annotations
@@ -34,3 +35,10 @@ class FieldEmbedding(nn.Module):
         if bad.any():
             raise IndexError(f"ids of field {int(bad.nonzero()[0])} lie outside its table")
         return torch.cat([table(x[:, f]) for f, table in enumerate(self.tables)], dim=-1)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x [B, L, d], mask [B, L] bool (True: a real position) -> [B, d], the mean over the
+    real positions; zeros for a row without any."""
+    weights = mask.to(x.dtype)
+    return (x * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)

@@ -19,7 +19,8 @@ residual codes with small code books do often.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from recfunnel.retrieval import ExactIndex
 
 
 def _check_vectors(x: torch.Tensor, name: str = "x") -> torch.Tensor:
@@ -138,7 +139,8 @@ class ResidualKMeans:
 
 class NearestItemCode:
     """QARM's VQ code: an item's code is the ids of the K nearest vectors of a fixed pool
-    (cosine similarity), so the code book is the pool itself and has N_pool entries.
+    (cosine similarity, searched with ``retrieval.ExactIndex``), so the code book is the
+    pool itself and has N_pool entries.
 
     encode(x [N, d]) -> [N, K] pool ids, nearest first; with ``exclude`` [N] (each row's own
     pool id, -1 if it is not in the pool) an item never gets its own id. decode(codes) ->
@@ -149,7 +151,7 @@ class NearestItemCode:
         if not 1 <= k < len(self.pool):
             raise ValueError(f"k must lie in [1, pool size {len(self.pool)}), got {k}")
         self.k = k
-        self._unit = F.normalize(self.pool, dim=1)
+        self.index = ExactIndex(self.pool, metric="cosine")
 
     def encode(self, x: torch.Tensor, exclude: torch.Tensor | None = None,
                chunk: int = 4_096) -> torch.Tensor:
@@ -158,12 +160,12 @@ class NearestItemCode:
             raise ValueError(f"expected vectors of width {self.pool.shape[1]}, got {x.shape[1]}")
         codes = []
         for start in range(0, len(x), chunk):
-            sims = F.normalize(x[start:start + chunk], dim=1) @ self._unit.T  # [n, N_pool]
-            if exclude is not None:
+            part = x[start:start + chunk]
+            mask = None
+            if exclude is not None:  # [n, N_pool], True at each row's own pool id
                 own = torch.as_tensor(exclude[start:start + chunk])
-                rows = (own >= 0).nonzero().flatten()
-                sims[rows, own[rows]] = -torch.inf
-            codes.append(sims.topk(self.k, dim=1).indices)
+                mask = own[:, None] == torch.arange(len(self.pool))[None, :]
+            codes.append(self.index.search(part, self.k, exclude=mask)[1])
         return torch.cat(codes) if codes else torch.zeros(0, self.k, dtype=torch.long)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

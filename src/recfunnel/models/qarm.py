@@ -34,9 +34,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from recfunnel.data.multimodal import MultiModalData
+from recfunnel.layers.features import masked_mean
 from recfunnel.layers.quantize import NearestItemCode, ResidualKMeans
 from recfunnel.metrics import auc, gauc
 from recfunnel.models.baselines import MatrixFactorization, MFConfig
+from recfunnel.retrieval import ExactIndex
 from recfunnel.runtime import resolve_device
 from recfunnel.train import History, TrainConfig, fit
 
@@ -165,13 +167,13 @@ def pair_recall(vectors: torch.Tensor, pairs: np.ndarray, k: int = 10) -> float:
     to the trigger (the trigger itself left out): item-to-item retrieval quality."""
     if len(pairs) == 0:
         raise ValueError("no pairs to evaluate")
-    unit = F.normalize(torch.as_tensor(vectors).float(), dim=1)
+    vectors = torch.as_tensor(vectors).float()
+    index = ExactIndex(vectors, metric="cosine")
     pairs_t = torch.as_tensor(pairs, dtype=torch.long)
     hits = 0
     for part in pairs_t.split(4_096):
-        sims = unit[part[:, 0]] @ unit.T  # [n, I]
-        sims[torch.arange(len(part)), part[:, 0]] = -torch.inf
-        top = sims.topk(k, dim=1).indices
+        itself = part[:, :1] == torch.arange(len(vectors))[None, :]  # [n, I]
+        _, top = index.search(vectors[part[:, 0]], k, exclude=itself)
         hits += int((top == part[:, 1:2]).any(1).sum())
     return hits / len(pairs)
 
@@ -215,12 +217,6 @@ def build_codes(vectors: torch.Tensor, pool: np.ndarray, k: int, levels: int,
 
 
 # --------------------------------------------------------------------------- D. ranking
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """x [B, L, e], mask [B, L] bool -> [B, e], zeros where a row has no True."""
-    weights = mask.to(x.dtype)
-    return (x * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
 
 
 class QARMRanker(nn.Module):
