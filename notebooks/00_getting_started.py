@@ -54,25 +54,21 @@ from torch.utils.data import TensorDataset
 from recfunnel import plots
 from recfunnel.metrics import evaluate_ranking, ranking_metrics
 from recfunnel.models.baselines import MatrixFactorization, MFConfig, Popularity
-from recfunnel.notebook import glue, show_source
-from recfunnel.profiles import CHAPTER_SIZES, profile_for
+from recfunnel.notebook import glue, setup, show_source
+from recfunnel.profiles import CHAPTER_SIZES
 from recfunnel.retrieval import build_index
-from recfunnel.runtime import environment_report, resolve_device, set_seed
 from recfunnel.train import TrainConfig, fit, make_loader
 
-plots.use_style()
-set_seed(SEED)
-device = resolve_device(DEVICE)
-size = profile_for("getting_started", PROFILE)
-print(environment_report(device))
-print(f"profile     {PROFILE}: {size}")
+device, size = setup("getting_started", PROFILE, SEED, DEVICE)
 
 # %% [markdown]
 # ## How to run the course
 #
 # **On Colab.** Every chapter page has a rocket icon at the top; *Colab* opens the chapter's
 # notebook there. Its first cell installs the package, its second holds the parameters
-# `PROFILE`, `SEED` and `DEVICE`. For paper-like scale choose *Runtime → Change runtime type →
+# `PROFILE`, `SEED` and `DEVICE`, and its third calls `recfunnel.notebook.setup`, which
+# seeds every random generator, picks the device, looks up the chapter's sizes at the
+# profile and prints both with the versions of the machine. For paper-like scale choose *Runtime → Change runtime type →
 # GPU* and set `PROFILE = "gpu"`.
 #
 # **On your machine.** From a clone of the repository, two commands do everything:

@@ -82,9 +82,7 @@ from recfunnel.metrics import (
     intra_list_diversity,
     linear_probe,
     metrics_from_ranks,
-    paired_difference,
     ranking_metrics,
-    verdict,
 )
 from recfunnel.models.baselines import Popularity, SASRec, SASRecConfig, fit_sasrec
 from recfunnel.models.dimerec import (
@@ -95,17 +93,12 @@ from recfunnel.models.dimerec import (
     fit_dimerec,
     interest_selection,
 )
-from recfunnel.notebook import glue, show_source
-from recfunnel.profiles import profile_for
+from recfunnel.notebook import glue, setup, show_source
 from recfunnel.retrieval import build_index
-from recfunnel.runtime import environment_report, resolve_device, set_seed
+from recfunnel.runtime import set_seed
+from recfunnel.study import Verdict, claims_table, paired_gap
 
-plots.use_style()
-set_seed(SEED)
-device = resolve_device(DEVICE)
-size = profile_for("dimerec", PROFILE)
-print(environment_report(device))
-print(f"profile     {PROFILE}: {size}")
+device, size = setup("dimerec", PROFILE, SEED, DEVICE)
 
 # %% [markdown]
 # ## Diffusion for recommender engineers
@@ -453,14 +446,18 @@ if HAVE_DATA:
         for metric in ("ndcg@10", "ndcg@50", "recall@50"):
             glue(f"dr_ml_{key}_{metric.replace('@', '')}",
                  round(float(ml_table.loc[name, metric]), 4), display=False)
-    gaps = {}
-    for other in ("SASRec", "ComiRec-SA"):
-        for metric in ("ndcg@10", "ndcg@50", "recall@50"):
-            gaps[other, metric] = paired_difference(ml_users["DimeRec"][metric],
-                                                    ml_users[other][metric])
-    for (other, metric), (gap, se) in gaps.items():
+    def seed_users(name: str, metric: str) -> np.ndarray:
+        """One model's per-user metric on each seed: [S, U]."""
+        return np.stack([run[metric] for run in seed_runs[name]])
+
+    gaps = {(other, metric): paired_gap(seed_users("DimeRec", metric),
+                                        seed_users(other, metric), a="DimeRec", b=other,
+                                        metric=metric)
+            for other in ("SASRec", "ComiRec-SA") for metric in ("ndcg@10", "ndcg@50",
+                                                                  "recall@50")}
+    for (other, metric), gap in gaps.items():
         key = f"dr_gap_{'sasrec' if other == 'SASRec' else 'comirec'}_{metric.replace('@', '')}"
-        glue(key, f"{gap:+.4f} ± {se:.4f}", display=False)
+        glue(key, str(gap), display=False)
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     for name, color in zip(histories, plots.PALETTE, strict=False):
         ax.plot(histories[name].column("epoch"), histories[name].column("ndcg@10"),
@@ -582,25 +579,41 @@ if HAVE_DATA:
                 title="Serving time grows linearly")
     plt.show()
     best_steps = int(sweep["valid ndcg@10"].idxmax())
+    served_steps = dimerec.cfg.sample_steps
     glue("dr_best_steps", best_steps, display=False)
     glue("dr_full_chain_ndcg10", round(float(sweep["test ndcg@10"].iloc[-1]), 4),
          display=False)
     glue("dr_one_step_ndcg10", round(float(sweep.loc[1, "test ndcg@10"]), 4), display=False)
-    falls = sweep["test ndcg@10"].iloc[-1] < 0.8 * sweep["test ndcg@10"].max()
-    glue("dr_steps_trend", "does not saturate with more steps here, it falls" if falls else
-         "saturates, as the paper reports", display=False)
+    # claim 6, "accuracy saturates": the whole chain is not worse than the number of steps
+    # validation picked, by more than the declared margin, on the test users
+    MARGIN = 0.05
+    chain_users = {}
+    for steps in (best_steps, dimerec.cfg.diffusion_steps):
+        dimerec.cfg = dataclasses.replace(dimerec.cfg, sample_steps=steps)
+        chain_users[steps] = next_item_metrics(dimerec, test_batch, ks=(10,),
+                                               reduce=False)["ndcg@10"].numpy()
+    dimerec.cfg = dataclasses.replace(dimerec.cfg, sample_steps=served_steps)
+    steps_gap = paired_gap(chain_users[dimerec.cfg.diffusion_steps], chain_users[best_steps],
+                           a="whole chain", b=f"{best_steps} step(s)", metric="ndcg@10")
+    claim6 = Verdict.not_worse("accuracy saturates: the whole chain is not worse than the "
+                               "validated steps", steps_gap, MARGIN * steps_gap.mean_b)
+    glue("dr_steps_gap", str(steps_gap), display=False)
+    glue("dr_steps_trend", claim6.text, display=False)
     slope = np.polyfit(sweep.index, sweep["ms per 1,000 users"], 1)[0]
     glue("dr_ms_per_step", f"{slope:.1f}", display=False)
 else:
     for key in ("best_steps", "full_chain_ndcg10", "one_step_ndcg10", "ms_per_step",
-                "steps_trend"):
+                "steps_trend", "steps_gap"):
         glue(f"dr_{key}", "n/a", display=False)
 
 # %% [markdown]
-# Validation picks {glue:text}`dr_best_steps` step(s). Accuracy
-# {glue:text}`dr_steps_trend`: test NDCG@10 is {glue:text}`dr_one_step_ndcg10` with one step
-# and {glue:text}`dr_full_chain_ndcg10` with the whole chain, while each step costs about
-# {glue:text}`dr_ms_per_step` ms per 1,000 users on this machine. Where it falls, the reason
+# Validation picks {glue:text}`dr_best_steps` step(s). Test NDCG@10 is
+# {glue:text}`dr_one_step_ndcg10` with one step and {glue:text}`dr_full_chain_ndcg10` with the
+# whole chain, while each step costs about {glue:text}`dr_ms_per_step` ms per 1,000 users on
+# this machine. The paper's "accuracy saturates" means that walking the whole chain loses
+# nothing against the few steps validation picked; we test it as a non-inferiority claim with
+# a margin of 5 % declared beforehand (whole chain minus the validated steps, per test user:
+# {glue:text}`dr_steps_gap`): {glue:text}`dr_steps_trend`. Where accuracy falls, the reason
 # is what the late steps were trained to do. Near $t = 0$ the denoiser sees a vector that is almost an
 # item embedding and learns to snap it onto an item. Walked all the way, the chain commits
 # to one plausible next item; the first step, from pure noise, returns the guidance's
@@ -699,19 +712,22 @@ if HAVE_DATA:
     display(diversity.style.format("{:.3f}"))
     coverage = {name: category_coverage(ids, genre_matrix).float().numpy()
                 for name, ids in lists.items()}
-    cov_gap, cov_se = paired_difference(coverage["DimeRec"], coverage["SASRec"])
+    cov_gap = paired_gap(coverage["DimeRec"], coverage["SASRec"], a="DimeRec", b="SASRec",
+                         metric="genres in top-50")
+    cov_claim = Verdict.better("DimeRec's top 50 covers more genres than SASRec's", cov_gap)
     glue("dr_cov_dimerec", round(float(coverage["DimeRec"].mean()), 2), display=False)
     glue("dr_cov_sasrec", round(float(coverage["SASRec"].mean()), 2), display=False)
     glue("dr_cov_comirec", round(float(coverage["ComiRec-SA"].mean()), 2), display=False)
-    glue("dr_cov_gap", f"{cov_gap:+.2f} ± {cov_se:.2f}", display=False)
-    glue("dr_cov_verdict", verdict(cov_gap, cov_se), display=False)
+    glue("dr_cov_gap", f"{cov_gap.mean:+.2f} ± {cov_gap.se:.2f}", display=False)
+    glue("dr_cov_verdict", cov_claim.text, display=False)
     glue("dr_cov_sampled", round(float(coverage[f"DimeRec, {size.samples} draws"].mean()), 2),
          display=False)
 else:
     for key in ("cov_dimerec", "cov_sasrec", "cov_comirec", "cov_sampled"):
         glue(f"dr_{key}", float("nan"), display=False)
     glue("dr_cov_gap", "n/a", display=False)
-    glue("dr_cov_verdict", "was not tested", display=False)
+    glue("dr_cov_verdict", Verdict.untested("", "MovieLens-100K unavailable").text,
+         display=False)
 
 # %% [markdown]
 # DimeRec's top 50 covers {glue:text}`dr_cov_dimerec` genres on average against SASRec's
@@ -752,12 +768,13 @@ if HAVE_DATA:
     tables = {"SASRec": models["SASRec"].item_emb.weight,
               "ComiRec-SA": models["ComiRec-SA"].items(), "DimeRec": dimerec.gem.items()}
     target_genre = first_genre[test_batch.target_ids - 1]
+    item_probe = {name: linear_probe(table.detach().cpu()[item_ids], first_genre, seed=SEED,
+                                     reduce=False) for name, table in tables.items()}
     probe = pd.DataFrame({
-        name: {"item embedding -> first genre": linear_probe(
-                   table.detach().cpu()[item_ids], first_genre, seed=SEED),
+        name: {"item embedding -> first genre": item_probe[name].mean(),
                "user vector -> next film's genre": linear_probe(
                    user_vectors(name), target_genre, seed=SEED)}
-        for name, table in tables.items()}).T
+        for name in tables}).T
     majority = float(torch.bincount(first_genre).max() / len(first_genre))
     display(probe.style.format("{:.3f}"))
     print(f"majority-class accuracy for the item probe: {majority:.3f}")
@@ -769,6 +786,11 @@ if HAVE_DATA:
                                                 / len(target_genre)), 3), display=False)
     probe_best = probe.iloc[:, 0].idxmax()
     glue("dr_probe_best", probe_best, display=False)
+    # the probe part of claim 5, item by item on the same folds: DimeRec against each
+    probe_claim = Verdict.all_of("DimeRec's item embeddings read genre better", [
+        Verdict.better(f"DimeRec over {other}", paired_gap(
+            item_probe["DimeRec"], item_probe[other], a="DimeRec", b=other,
+            metric="probe accuracy")) for other in ("SASRec", "ComiRec-SA")])
 else:
     for key in ("sasrec", "comirec", "dimerec", "majority", "best", "user_sasrec",
                 "user_comirec", "user_dimerec", "user_majority"):
@@ -810,19 +832,19 @@ if HAVE_DATA:
                         batch_size=size.batch_size, lr=size.lr, seed=seed, device=DEVICE,
                         desc=f"{names[variant]}, seed {seed}")
             runs.append(per_user(model.eval(), split))
-        ablation_users[variant] = {k: np.mean([run[k] for run in runs], axis=0)
-                                   for k in runs[0]}
+        ablation_users[variant] = {k: np.stack([run[k] for run in runs]) for k in runs[0]}
     rows = {"full DimeRec": {"recall@20": ml_users["DimeRec"]["recall@20"].mean(),
                              "ndcg@20": ml_users["DimeRec"]["ndcg@20"].mean(),
                              "gap in recall@20": "", "verdict": ""}}
-    for variant, values in ablation_users.items():
-        gap, se = paired_difference(ml_users["DimeRec"]["recall@20"], values["recall@20"])
+    for variant, values in ablation_users.items():  # each seed paired with the full model's
+        gap = paired_gap(seed_users("DimeRec", "recall@20"), values["recall@20"],
+                         a="DimeRec", b=names[variant], metric="recall@20")
+        ablation_claim = Verdict.better(f"{names[variant]} is worse than full DimeRec", gap)
         rows[names[variant]] = {"recall@20": values["recall@20"].mean(),
                                 "ndcg@20": values["ndcg@20"].mean(),
-                                "gap in recall@20": f"{gap:+.4f} ± {se:.4f}",
-                                "verdict": verdict(gap, se).split(" (")[0]}
-        glue(f"dr_abl_{variant}_gap", f"{gap:+.4f} ± {se:.4f}", display=False)
-        glue(f"dr_abl_{variant}_verdict", verdict(gap, se), display=False)
+                                "gap in recall@20": str(gap), "verdict": ablation_claim.text}
+        glue(f"dr_abl_{variant}_gap", str(gap), display=False)
+        glue(f"dr_abl_{variant}_verdict", ablation_claim.text, display=False)
         glue(f"dr_abl_{variant}_recall20", round(float(values["recall@20"].mean()), 4),
              display=False)
     display(pd.DataFrame(rows).T)
@@ -832,7 +854,8 @@ else:
     glue("dr_full_recall20", float("nan"), display=False)
 for variant in names:
     if variant not in ablation_users:
-        for suffix, value in (("gap", "not run"), ("verdict", "was not tested"),
+        for suffix, value in (("gap", "not run"),
+                              ("verdict", Verdict.untested("", "not run").text),
                               ("recall20", float("nan"))):
             glue(f"dr_abl_{variant}_{suffix}", value, display=False)
 
@@ -869,24 +892,26 @@ def seed_report(name: str):
     frame = pd.DataFrame([{k: v for k, v in row.items() if k != "rank_top50"}
                           for row in report["rows"]])
 
-    def seed_mean(model: str, metric: str) -> np.ndarray:
+    def seed_users(model: str, metric: str) -> np.ndarray:
+        """The model's per-user metric on each seed, in seed order: [S, U]."""
         k = int(metric.split("@")[1])
-        runs = [metrics_from_ranks(row["rank_top50"], ks=(k,))[metric]
-                for row in report["rows"] if row["model"] == model]
-        return np.mean(runs, axis=0)
+        rows = sorted((row for row in report["rows"] if row["model"] == model),
+                      key=lambda row: row["seed"])
+        return np.stack([metrics_from_ranks(row["rank_top50"], ks=(k,))[metric] for row in rows])
 
-    return frame, seed_mean
+    return frame, seed_users
 
 
-def compare(seed_mean, comparisons: dict, prefix: str) -> pd.DataFrame:
-    """Paired gaps of seed-averaged per-user metrics, glued as ``prefix + key``."""
+def seed_verdicts(seed_users, comparisons: dict, prefix: str) -> pd.DataFrame:
+    """Each comparison paired per user and seed, judged, and glued as ``prefix + key``."""
     rows = []
     for key, (a, b, metric) in comparisons.items():
-        gap, se = paired_difference(seed_mean(a, metric), seed_mean(b, metric))
-        rows.append({"comparison": f"{a} minus {b}", "metric": metric,
-                     "gap": f"{gap:+.4f} ± {se:.4f}", "verdict": verdict(gap, se)})
-        glue(f"{prefix}{key}", f"{gap:+.4f} ± {se:.4f}", display=False)
-        glue(f"{prefix}{key}_verdict", verdict(gap, se).split(" (")[0], display=False)
+        gap = paired_gap(seed_users(a, metric), seed_users(b, metric), a=a, b=b, metric=metric)
+        judged = Verdict.better(f"{a} beats {b} on {metric}", gap)
+        rows.append({"comparison": f"{a} minus {b}", "metric": metric, "gap": str(gap),
+                     "noise": gap.noise, "verdict": judged.text})
+        glue(f"{prefix}{key}", str(gap), display=False)
+        glue(f"{prefix}{key}_verdict", judged.text, display=False)
     return pd.DataFrame(rows).set_index("comparison")
 
 
@@ -899,11 +924,11 @@ seed_keys = {
     "comirec_recall50": ("DimeRec", "ComiRec-SA", "recall@50"),
 } | {f"abl_{v}": ("DimeRec", f"DimeRec, {v}", "recall@20")
      for v in ("no_gem_loss", "no_sphere", "last_k")}
-frame, seed_mean = seed_report("dimerec_seeds.json")
+frame, seeds_users = seed_report("dimerec_seeds.json")
 if frame is not None:
     summary = frame.groupby("model", sort=False)[columns].agg(["mean", "std"])
     display(summary.style.format("{:.4f}"))
-    display(compare(seed_mean, seed_keys, "dr_seeds_"))
+    display(seed_verdicts(seeds_users, seed_keys, "dr_seeds_"))
     cov = summary["genres_top50"]["mean"]
     glue("dr_seeds_cov", f"DimeRec {cov['DimeRec']:.2f}, SASRec {cov['SASRec']:.2f}",
          display=False)
@@ -927,12 +952,12 @@ else:
 
 # %%
 conv_keys = {k: seed_keys[k] for k in ("sasrec_ndcg10", "sasrec_ndcg50", "comirec_ndcg50")}
-frame, conv_mean = seed_report("dimerec_converged.json")
+frame, conv_users = seed_report("dimerec_converged.json")
 if frame is not None:
     conv = frame.groupby("model", sort=False)[columns + ["epochs_run", "train_seconds"]].agg(
         ["mean", "std"])
     display(conv.style.format("{:.4f}"))
-    display(compare(conv_mean, conv_keys, "dr_conv_"))
+    display(seed_verdicts(conv_users, conv_keys, "dr_conv_"))
     means = conv["ndcg@10"]["mean"]
     glue("dr_conv_ndcg10", f"DimeRec {means['DimeRec']:.4f}, SASRec {means['SASRec']:.4f}, "
          f"ComiRec-SA {means['ComiRec-SA']:.4f}", display=False)
@@ -977,27 +1002,34 @@ else:
 # | 3 | the guidance loss matters (Recall@20) | full minus no $\mathcal L_{gem}$ {glue:text}`dr_abl_no_gem_loss_gap` | {glue:text}`dr_abl_no_gem_loss_verdict` | {glue:text}`dr_seeds_abl_no_gem_loss` | {glue:text}`dr_seeds_abl_no_gem_loss_verdict` |
 # | 4 | better guidance gives a better DimeRec (ComiRec-SA over the raw newest items) | {glue:text}`dr_abl_last_k_gap` | {glue:text}`dr_abl_last_k_verdict` | {glue:text}`dr_seeds_abl_last_k` | {glue:text}`dr_seeds_abl_last_k_verdict` |
 # | 5 | more genres in the top 50 than SASRec; a better genre probe | coverage {glue:text}`dr_cov_gap`; item probe best: {glue:text}`dr_probe_best` | coverage {glue:text}`dr_cov_verdict`; probe {glue:text}`dr_claim5_probe` | mean genres: {glue:text}`dr_seeds_cov` | |
-# | 6 | accuracy saturates after a few steps, time grows linearly | best at {glue:text}`dr_best_steps` step(s); {glue:text}`dr_ms_per_step` ms per step and 1,000 users | accuracy {glue:text}`dr_steps_trend` | | |
+# | 6 | accuracy saturates after a few steps, time grows linearly | best at {glue:text}`dr_best_steps` step(s); {glue:text}`dr_ms_per_step` ms per step and 1,000 users | {glue:text}`dr_steps_trend` | | |
 
 # %%
 if HAVE_DATA:
-    wins = [gaps["SASRec", "ndcg@50"], gaps["ComiRec-SA", "ndcg@50"],
-            gaps["SASRec", "recall@50"], gaps["ComiRec-SA", "recall@50"]]
-    results = {verdict(gap, se) for gap, se in wins}
-    glue("dr_claim1", "held" if results == {"held"} else
-         "did not hold" if "did not hold" in results else "partly resolved: "
-         + "; ".join(sorted(r.split(" (")[0] for r in results)), display=False)
-    gap10, se10 = gaps["SASRec", "ndcg@10"]
-    glue("dr_claim1b", "held" if gap10 >= -2 * se10 else "did not hold", display=False)
-    glue("dr_claim5_probe", "held" if probe_best == "DimeRec" else
-         f"did not hold ({probe_best} reads genre best)", display=False)
+    claims = {
+        "1": Verdict.all_of("DimeRec beats SASRec and ComiRec-SA on Recall@50 and NDCG@50", [
+            Verdict.better(f"over {other} on {metric}", gaps[other, metric])
+            for other in ("SASRec", "ComiRec-SA") for metric in ("ndcg@50", "recall@50")]),
+        "1b": Verdict.not_worse("(course) DimeRec's NDCG@10 not worse than SASRec's",
+                                gaps["SASRec", "ndcg@10"],
+                                MARGIN * gaps["SASRec", "ndcg@10"].mean_b),
+        "5": Verdict.all_of("more genres in the top 50 than SASRec; a better genre probe",
+                            [cov_claim, probe_claim]),
+        "6": claim6}
+    glue("dr_claim1", claims["1"].text, display=False)
+    glue("dr_claim1b", claims["1b"].text, display=False)
+    glue("dr_claim5_probe", probe_claim.text, display=False)
+    display(claims_table(claims))
 else:
     for key in ("claim1", "claim1b", "claim5_probe"):
-        glue(f"dr_{key}", "was not tested", display=False)
+        glue(f"dr_{key}", Verdict.untested("", "MovieLens-100K unavailable").text,
+             display=False)
 
 # %% [markdown]
-# Claim 1b is the course's acceptance bar, not the paper's: it holds when DimeRec is not
-# below SASRec beyond two standard errors.
+# Claim 1b is the course's acceptance bar, not the paper's, and a non-inferiority claim:
+# DimeRec is "not worse" when the interval of two standard errors around its gap to SASRec
+# stays above minus the margin declared before the run, 5 % of SASRec's NDCG@10. The table
+# above lists this run's verdicts with their parts and noise.
 #
 # ## The paper and this book
 #

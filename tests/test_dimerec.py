@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -211,6 +212,10 @@ def test_the_linear_probe_reads_separable_labels_and_not_random_ones():
     assert linear_probe(features, labels) > 0.95
     noise = torch.randn(400, 6, generator=g)
     assert linear_probe(noise, labels) < 0.4  # chance is about 0.25
+    per_row = linear_probe(features, labels, reduce=False)  # the same folds, row by row
+    assert per_row.shape == (400,) and set(np.unique(per_row)) <= {0.0, 1.0}
+    assert per_row.mean() == pytest.approx(linear_probe(features, labels))
+    assert per_row.mean() - linear_probe(noise, labels, reduce=False).mean() > 0.5
 
 
 def test_metrics_from_stored_ranks_equal_the_full_ranking_metrics():

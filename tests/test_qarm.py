@@ -224,11 +224,23 @@ def test_ranker_code_embeddings_train_end_to_end(world):
     rows = np.arange(64)
     batch = (torch.from_numpy(world.users[rows]), torch.from_numpy(world.items[rows]),
              torch.from_numpy(world.history[rows]))
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(
-        model(*batch), torch.from_numpy(world.labels[rows]).float())
-    loss.backward()
-    assert model.vq_emb.weight.grad.abs().sum() > 0
-    assert all(table.weight.grad.abs().sum() > 0 for table in model.rq_emb)
+    labels = torch.from_numpy(world.labels[rows]).float()
+    before = model(*batch).detach()
+    with torch.no_grad():  # the codes are read: other code embeddings, other scores
+        model.vq_emb.weight.add_(1.0)
+        assert (model(*batch) - before).abs().max() > 1e-4
+        model.vq_emb.weight.sub_(1.0)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(*batch), labels)
+        loss.backward()
+        first = loss.item() if first is None else first
+        assert model.vq_emb.weight.grad.abs().sum() > 0
+        assert all(table.weight.grad.abs().sum() > 0 for table in model.rq_emb)
+        optimiser.step()
+    assert loss.item() < 0.7 * first
     with pytest.raises(ValueError, match="unknown inputs"):
         qarm.QARMRanker(10, 10, 4, (4,), use=("image",))
     with pytest.raises(ValueError, match="frozen item vectors"):

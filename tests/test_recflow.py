@@ -55,7 +55,12 @@ def test_the_smoke_world_is_a_valid_recflow_folder(root, smoke_log):
     assert any((seq[:, 7] == 0).all() for seq in seqs.values())  # a request with no history
     counts = data.read_id_cnt()
     assert counts["video_id"] == counts["photo_id"]
-    assert len(data.read_test("retrieval").groupby("request_id").size()) > 0
+    # the retrieval test file: the last day's exposures, at most 30 per request
+    last = smoke_log.rows[list(smoke_log.rows)[-1]]
+    shown = last[last["realshow"] == 1].groupby("request_id").head(recflow.TEST_CAPS["retrieval"])
+    pd.testing.assert_frame_equal(
+        data.read_test("retrieval"),
+        shown[list(recflow.TEST_COLUMNS["retrieval"])].reset_index(drop=True))
 
 
 def test_iter_rows_batches_and_selects(root):
@@ -180,8 +185,9 @@ def test_test_file_over_its_cap_is_named(root):
 
 def test_test_file_under_the_code_s_name_is_found(root):
     others = root / "others"
+    under_readme_name = RecFlow(root).read_test("coarse_rank")
     (others / "coarse_rank_test.feather").rename(others / "prerank_test.feather")
-    assert len(RecFlow(root).read_test("coarse_rank")) > 0
+    pd.testing.assert_frame_equal(RecFlow(root).read_test("coarse_rank"), under_readme_name)
 
 
 def test_id_cnt_missing_field_is_named(root):

@@ -199,3 +199,9 @@ def test_claims_table_renders_verdicts():
     assert list(table["verdict"]) == ["held", "not worse (margin 0.01)"]
     assert table.loc["1", "measured (a - b ± se)"] == "+0.1000 ± 0.0100"
     assert table.loc["1", "noise"] == "9 users and one seed"
+
+
+def test_an_untested_claim_says_why():
+    v = Verdict.untested("a beats b", "MovieLens-100K unavailable")
+    assert v.outcome is Outcome.NOT_RESOLVED
+    assert v.text == "not resolved (MovieLens-100K unavailable)"

@@ -189,10 +189,12 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float
 
 
 def linear_probe(features: torch.Tensor, labels: torch.Tensor, folds: int = 5,
-                 l2: float = 1e-3, seed: int = 0) -> float:
+                 l2: float = 1e-3, seed: int = 0, reduce: bool = True) -> float | np.ndarray:
     """Held-out accuracy of a multinomial logistic regression that predicts ``labels`` [n]
     from ``features`` [n, d] (standardised on each training fold, L2 penalty ``l2``, fitted
-    by L-BFGS), averaged over ``folds`` random folds: how linearly readable the labels are."""
+    by L-BFGS), averaged over ``folds`` random folds: how linearly readable the labels are.
+    ``reduce=False`` returns each row's held-out correctness [n] (1.0 or 0.0) instead; with
+    the same ``seed`` two feature sets share the folds, so their rows can be paired."""
     features = torch.as_tensor(features, dtype=torch.float64).detach().cpu()
     labels = torch.as_tensor(labels, dtype=torch.long).cpu()
     if features.dim() != 2 or len(features) != len(labels):
@@ -201,7 +203,7 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor, folds: int = 5,
         raise ValueError(f"need 2 <= folds <= n, got folds={folds}, n={len(labels)}")
     n_classes = int(labels.max()) + 1
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    correct = 0
+    correct = np.zeros(len(labels))
     for held_out in order.chunk(folds):
         train = torch.ones(len(labels), dtype=torch.bool)
         train[held_out] = False
@@ -209,8 +211,9 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor, folds: int = 5,
         x_train, x_test = (features[train] - mean) / std, (features[held_out] - mean) / std
         weight, bias = _fit_logistic(x_train, labels[train], n_classes, l2)
         with torch.no_grad():
-            correct += int(((x_test @ weight + bias).argmax(1) == labels[held_out]).sum())
-    return correct / len(labels)
+            right = (x_test @ weight + bias).argmax(1) == labels[held_out]
+        correct[held_out.numpy()] = right.double().numpy()
+    return float(correct.mean()) if reduce else correct
 
 
 # --------------------------------------------------------------------------- classification
@@ -296,11 +299,3 @@ def paired_difference(a, b) -> tuple[float, float]:
     return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
-def verdict(gap: float, se: float) -> str:
-    """A claim 'A beats B' holds when the paired gap is positive beyond two standard
-    errors, and did not hold when it is negative beyond two."""
-    if gap > 2 * se:
-        return "held"
-    if gap < -2 * se:
-        return "did not hold"
-    return "was not resolved (the gap is within two standard errors)"

@@ -1,7 +1,10 @@
 """Helpers for the chapters and for the people who write them.
 
-In a chapter: ``show_source(obj)`` prints package code in the book (the notebook shows
-the package's code instead of copying it), ``glue(name, value)`` records a result that
+In a chapter: ``device, size = setup("kuaiformer", PROFILE, SEED, DEVICE)`` is the third
+cell of every chapter (the course's plot style, the seed, the device, the chapter's run
+sizes at the profile, and a report of the machine); ``show_source(obj)`` prints package
+code in the book (the notebook shows the package's code instead of copying it),
+``glue(name, value)`` records a result that
 the prose cites with ``{glue:}`` and the tests read back (it falls back to a plain
 display where ``myst_nb`` is not installed, e.g. on Colab).
 
@@ -37,6 +40,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- in a chapter
+
+
+def setup(chapter: str, profile: str, seed: int, device: str = "auto"):
+    """Start a chapter: the course's plot style, every random generator seeded, the device
+    resolved ("auto": cuda, then mps, then cpu), and the chapter's sizes at ``profile``
+    (``profiles.profile_for``); prints the environment and the sizes. Returns
+    ``(device, size)``."""
+    from recfunnel import plots
+    from recfunnel.profiles import profile_for
+    from recfunnel.runtime import environment_report, resolve_device, set_seed
+
+    plots.use_style()
+    set_seed(seed)
+    resolved = resolve_device(device)
+    size = profile_for(chapter, profile)
+    print(environment_report(resolved))
+    print(f"profile     {profile}: {size}")
+    return resolved, size
 
 
 def show_source(obj: Any):

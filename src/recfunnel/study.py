@@ -361,6 +361,7 @@ class Verdict:
     threshold: float = 0.0  # superiority: a - b must exceed this
     margin: float | None = None  # non-inferiority: a - b must stay above -margin
     parts: tuple[Verdict, ...] = ()
+    reason: str = ""  # why a claim could not be tested (no data, not run at this profile)
 
     @classmethod
     def better(cls, claim: str, gap: Gap, threshold: float = 0.0) -> Verdict:
@@ -401,11 +402,18 @@ class Verdict:
         weakest = min((part.outcome for part in parts), key=_STRENGTH.index)
         return cls(claim, weakest, parts=tuple(parts))
 
+    @classmethod
+    def untested(cls, claim: str, reason: str) -> Verdict:
+        """A claim this run could not test (its data is missing, its sweep not run)."""
+        return cls(claim, Outcome.NOT_RESOLVED, reason=reason)
+
     @property
     def text(self) -> str:
         """The outcome as the book prints it; a non-inferiority result names its margin."""
         if self.outcome is Outcome.NOT_WORSE and self.margin is not None:
             return f"not worse (margin {self.margin:.4g})"
+        if self.reason:
+            return f"{self.outcome.value} ({self.reason})"
         return self.outcome.value
 
     @property
@@ -419,7 +427,7 @@ class Verdict:
                 "gap": None if self.gap is None else _plain(self.gap),
                 "noise": None if self.gap is None else self.gap.noise,
                 "threshold": self.threshold, "margin": self.margin,
-                "parts": [part.to_dict() for part in self.parts]}
+                "parts": [part.to_dict() for part in self.parts], "reason": self.reason}
 
     def __str__(self) -> str:
         return self.text

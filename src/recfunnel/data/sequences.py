@@ -243,13 +243,13 @@ def shuffled_batches(samples: SeqBatch, epoch: int, batch_size: int, seed: int =
 
 
 @torch.no_grad()
-def next_item_metrics(model: torch.nn.Module, batch: SeqBatch, ks=(10,), chunk: int = 512
-                      ) -> dict[str, float]:
+def next_item_metrics(model: torch.nn.Module, batch: SeqBatch, ks=(10,), chunk: int = 512,
+                      reduce: bool = True) -> dict[str, float] | dict[str, torch.Tensor]:
     """Full-ranking metrics of ``model.score_all`` on ``batch``'s targets, scored ``chunk``
-    users at a time on the model's device."""
+    users at a time on the model's device; ``reduce=False`` keeps one value per user."""
     device = next(model.parameters()).device
     scores = batch.scores(lambda rows: model.score_all(rows.to(device)), chunk)
-    return ranking_metrics(scores, batch.target_ids, ks=ks)
+    return ranking_metrics(scores, batch.target_ids, ks=ks, reduce=reduce)
 
 
 # --------------------------------------------------------------------------- negatives
