@@ -19,7 +19,8 @@ from pathlib import Path
 RUN_ONE = """
 import json, resource, sys, tempfile, time
 from pathlib import Path
-from recfunnel.data.world import WORLD_PRESETS, World, simulate
+from recfunnel.data.funnel import simulate
+from recfunnel.data.world import WORLD_PRESETS, World
 cfg = WORLD_PRESETS[sys.argv[1]]
 started = time.perf_counter()
 world = World.build(cfg)

@@ -63,10 +63,11 @@ import pandas as pd
 from recfunnel import plots
 from recfunnel.data import recflow
 from recfunnel.data.download import DataUnavailableError
+from recfunnel.data.funnel import simulate
 from recfunnel.data.movielens import load_ml100k
 from recfunnel.data.recflow import RecFlow
 from recfunnel.data.sequences import SequentialSplit
-from recfunnel.data.world import WORLD_PRESETS, World, simulate
+from recfunnel.data.world import WORLD_PRESETS, World
 from recfunnel.metrics import auc
 from recfunnel.notebook import glue, show_source
 from recfunnel.profiles import profile_for
@@ -151,7 +152,8 @@ show_source(RecFlow.iter_rows)
 # - the **true relevance** $r(u, i, t) = \langle u_t, v_i \rangle / \sqrt{d} + b_i$ (plus the
 #   live terms), scaled to unit variance.
 #
-# Each request then runs through six stages. Stage $s$ scores its input with
+# Each request then runs through six stages (`recfunnel.data.funnel.simulate`; writing the
+# log in RecFlow's layout is `recfunnel.data.world_export`). Stage $s$ scores its input with
 # $r + \sigma_s \varepsilon$ and keeps its top $K_s$; the noise shrinks downstream
 # ($\sigma$ = {glue:text}`recflow_stage_noise`), so later stages are more precise, as in
 # production. What the stages drop is sampled into the log exactly as RecFlow logs it, and

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from recfunnel.data import recflow
+from recfunnel.data.funnel import make_world
 from recfunnel.data.recflow import RecFlow, RecFlowFormatError
-from recfunnel.data.world import make_world
 
 DAY = "2024-01-13"
 

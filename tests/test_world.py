@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from recfunnel.data import recflow
-from recfunnel.data.world import WORLD_PRESETS, World, _day_start_ms, make_world
+from recfunnel.data.funnel import make_world
+from recfunnel.data.world import WORLD_PRESETS, World, day_start_ms
 from recfunnel.metrics import auc
 
 SMOKE = WORLD_PRESETS["smoke"]
@@ -106,7 +107,7 @@ def test_the_truth_is_exposed(smoke):
     """Every logged row's relevance is the world's r(u, i, t), recomputable by a chapter."""
     world, log = smoke
     rows = log.rows[SMOKE.days[1]].iloc[::97]
-    minute = (rows["request_timestamp"].to_numpy() - _day_start_ms(SMOKE.days[1])) // 60_000
+    minute = (rows["request_timestamp"].to_numpy() - day_start_ms(SMOKE.days[1])) // 60_000
     r = world.relevance(rows["user_id"].to_numpy(), rows["video_id"].to_numpy(), 1, minute)
     np.testing.assert_allclose(np.diag(r), rows["relevance"], rtol=1e-9)
 

@@ -13,29 +13,30 @@ Layout (paper card, section 3)::
           realshow_video_info_daily/YYYY-MM-DD.feather
 
 Row tables are read one Arrow record batch at a time (``iter_rows``), so a multi-GB day is
-never in memory whole. Pickles are read with an unpickler that accepts only plain
-containers and numpy arrays, so a tampered file cannot run code. The synthetic world
-(``recfunnel.data.world``) writes through ``write_day`` and ``write_others``, so chapters
-read it and the real data with the same code.
+never in memory whole; pickles only as plain containers and arrays (``data.tables``). The
+synthetic world (``recfunnel.data.world_export``) writes through ``write_day`` and
+``write_others``, so chapters read it and the real data with the same code.
 """
 
 from __future__ import annotations
 
-import io
-import os
-import pickle
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.feather as feather
-import pyarrow.ipc as ipc
 
 from recfunnel.data.download import DataUnavailableError, download, extract
+from recfunnel.data.tables import (
+    FEATHER_CHUNK_ROWS,
+    FileFormatError,
+    iter_table,
+    read_pickle,
+    read_table,
+    write_pickle,
+    write_table,
+)
 
 ROW_COLUMNS = (
     "request_id", "request_timestamp", "user_id", "device_id", "age", "gender", "province",
@@ -72,130 +73,11 @@ TEST_COLUMNS["rank"] = TEST_COLUMNS["coarse_rank"]
 ID_FIELDS = ("user_id", "device_id", "age", "gender", "province", "video_id", "author_id",
              "category_level_one", "category_level_two", "upload_type")
 DAY_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-FEATHER_CHUNK_ROWS = 65_536  # pandas/pyarrow's default chunk size for feather files
 
 
-class RecFlowFormatError(ValueError):
-    """A file does not follow RecFlow's layout; the message names the file and the field."""
-
-
-# --------------------------------------------------------------------------- pickles
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, numbers and numpy arrays, and refuses everything else."""
-
-    ALLOWED = {
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("builtins", "dict"), ("builtins", "list"), ("builtins", "int"),
-        ("collections", "OrderedDict"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
-
-
-def read_pickle(path: Path) -> dict:
-    if not path.exists():
-        raise RecFlowFormatError(f"{path}: file is missing")
-    try:
-        with open(path, "rb") as handle:
-            value = _PlainUnpickler(handle).load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as error:
-        raise RecFlowFormatError(f"{path}: not a RecFlow pickle ({error})") from None
-    if not isinstance(value, dict):
-        raise RecFlowFormatError(f"{path}: expected a dict, found {type(value).__name__}")
-    return value
-
-
-def _atomic_write_bytes(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(content)
-    os.replace(tmp.name, path)
-
-
-def write_pickle(path: Path, value: dict) -> None:
-    """Protocol 4, insertion order kept: the same dict always gives the same bytes."""
-    _atomic_write_bytes(path, pickle.dumps(value, protocol=4))
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def _check_schema(path: Path, schema: pa.Schema, required: Sequence[str]) -> None:
-    names = set(schema.names)
-    for column in required:
-        if column not in names:
-            raise RecFlowFormatError(f"{path}: column {column!r} is missing")
-        dtype = schema.field(column).type
-        if not pa.types.is_integer(dtype):
-            raise RecFlowFormatError(
-                f"{path}: column {column!r} must be an integer (int64), found {dtype}")
-
-
-def _open_ipc(path: Path, memory_pool=None):
-    if not path.exists():
-        raise RecFlowFormatError(f"{path}: file is missing")
-    try:
-        return ipc.open_file(pa.OSFile(str(path)), memory_pool=memory_pool)
-    except (pa.ArrowInvalid, OSError) as error:
-        raise RecFlowFormatError(f"{path}: not a readable feather file ({error})") from None
-
-
-def _to_frame(path: Path, batch: pa.RecordBatch, columns: Sequence[str]) -> pd.DataFrame:
-    frame = {}
-    for column in columns:
-        array = batch.column(column)
-        if array.null_count:
-            if column not in NULLABLE:
-                raise RecFlowFormatError(f"{path}: column {column!r} has null values")
-            array = array.fill_null(0)
-        frame[column] = array.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    return pd.DataFrame(frame)
-
-
-def iter_table(path: Path, columns: Sequence[str], batch_rows: int = FEATHER_CHUNK_ROWS,
-               required: Sequence[str] | None = None, memory_pool=None
-               ) -> Iterator[pd.DataFrame]:
-    """Yield ``columns`` of a feather file as int64 DataFrames of at most ``batch_rows`` rows,
-    reading one record batch at a time."""
-    reader = _open_ipc(path, memory_pool)
-    _check_schema(path, reader.schema, required if required is not None else columns)
-    for index in range(reader.num_record_batches):
-        try:
-            batch = reader.get_batch(index).select(list(columns))
-        except (pa.ArrowInvalid, OSError) as error:
-            raise RecFlowFormatError(f"{path}: record batch {index} is damaged ({error})") \
-                from None
-        for start in range(0, batch.num_rows, batch_rows):
-            yield _to_frame(path, batch.slice(start, batch_rows), columns)
-
-
-def read_table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-    parts = list(iter_table(path, columns))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        {c: np.zeros(0, np.int64) for c in columns})
-
-
-def write_table(path: Path, frame: pd.DataFrame, columns: Sequence[str]) -> None:
-    """Write ``columns`` of ``frame`` as int64 feather (lz4, 64K-row chunks), atomically."""
-    missing = [c for c in columns if c not in frame]
-    if missing:
-        raise RecFlowFormatError(f"{path}: cannot write, column {missing[0]!r} is missing")
-    for column in columns:
-        if not pd.api.types.is_integer_dtype(frame[column]):
-            raise RecFlowFormatError(f"{path}: cannot write, column {column!r} must be an "
-                                     f"integer (int64), found {frame[column].dtype}")
-    table = pa.table({c: pa.array(frame[c].to_numpy(np.int64)) for c in columns})
-    sink = io.BytesIO()
-    feather.write_feather(table, sink, compression="lz4", chunksize=FEATHER_CHUNK_ROWS)
-    _atomic_write_bytes(path, sink.getvalue())
+# RecFlow's files are integer feather tables and plain pickles (``data.tables``); a file that
+# breaks the layout raises the same error as any malformed table.
+RecFlowFormatError = FileFormatError
 
 
 # --------------------------------------------------------------------------- the reader
@@ -241,7 +123,8 @@ class RecFlow:
         self._kind_folder(kind)
         for day in days if days is not None else self.days(kind):
             path = self._day_file(kind, day, ".feather")
-            for frame in iter_table(path, columns, batch_rows, ROW_COLUMNS, memory_pool):
+            for frame in iter_table(path, columns, batch_rows, ROW_COLUMNS, memory_pool,
+                                      nullable=NULLABLE):
                 yield day, frame
 
     def read_rows(self, day: str, kind: str = "realshow",
