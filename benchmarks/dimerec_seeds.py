@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,10 +30,11 @@ import torch
 from recfunnel.data.movielens import load_ml100k
 from recfunnel.data.sequences import SequentialSplit
 from recfunnel.metrics import category_coverage, ranking_metrics
-from recfunnel.models.baselines import SASRec, SASRecConfig, fit_sasrec
-from recfunnel.models.dimerec import ComiRecSA, DimeRec, DimeRecConfig, ablation, fit_dimerec
+from recfunnel.models.dimerec import DimeRec
 from recfunnel.profiles import profile_for
+from recfunnel.recipes import dimerec_contenders, fit_contender
 from recfunnel.runtime import set_seed
+from recfunnel.study import git_commit, package_version
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -67,11 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     split = SequentialSplit(movielens.interactions, max_len=50)
     test = split.eval_batch("test")
     genres = genre_matrix(movielens, split.n_items)
-    base = DimeRecConfig(n_items=split.n_items, max_len=50, d_model=size.d_model,
-                         n_interests=size.n_interests, diffusion_steps=size.diffusion_steps,
-                         hidden=size.hidden)
-    contenders = {"SASRec": None, "ComiRec-SA": base, "DimeRec": base}
-    contenders |= {f"DimeRec, {variant}": ablation(base, variant) for variant in size.ablations}
+    contenders = dimerec_contenders(size, split.n_items)
     if args.models:
         unknown = set(args.models) - set(contenders)
         if unknown:
@@ -82,18 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for name, cfg in contenders.items():
             set_seed(seed)
-            start = time.perf_counter()
-            if cfg is None:
-                model = SASRec(SASRecConfig(n_items=split.n_items))
-                history = fit_sasrec(model, split, size.sasrec_epochs, seed=seed,
-                                     desc=f"{name} {seed}", **patience)
-            else:
-                model = (ComiRecSA if name == "ComiRec-SA" else DimeRec)(cfg)
-                history = fit_dimerec(model, split, size.epochs, per_user=size.per_user,
-                                      batch_size=size.batch_size, lr=size.lr, seed=seed,
-                                      desc=f"{name} {seed}", **patience)
-            seconds = time.perf_counter() - start
-            scores = test.scores(model.eval().score_all)
+            model, history, seconds = fit_contender(name, cfg, split, size, seed, **patience)
+            scores = test.scores(model.score_all)
             metrics = ranking_metrics(scores, test.target_ids, ks=(10, 20, 50), reduce=False)
             top50 = scores.topk(50, dim=1).indices  # the ranking ranking_metrics uses
             coverage = category_coverage(top50, genres).float()
@@ -103,12 +89,15 @@ def main(argv: list[str] | None = None) -> int:
                          **{k: float(v.mean()) for k, v in metrics.items()},
                          "genres_top50": float(coverage.mean()),
                          "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
+                         "sample_steps": model.cfg.sample_steps
+                         if isinstance(model, DimeRec) else None,
                          "rank_top50": rank.tolist(),
                          "train_seconds": round(seconds, 1)})
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "rank_top50"}),
                   flush=True)
-    report = {"benchmark": "dimerec_seeds", "profile": args.profile, "seeds": args.seeds,
-              "patience": args.patience,
+    report = {"benchmark": "dimerec_seeds", "command": " ".join(["python", *sys.argv]),
+              "version": package_version(), "commit": git_commit(),
+              "profile": args.profile, "seeds": args.seeds, "patience": args.patience,
               "size": dataclasses.asdict(size), "threads": torch.get_num_threads(),
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

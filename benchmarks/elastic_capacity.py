@@ -27,8 +27,9 @@ import torch
 from recfunnel.data.planted import plant_returning_interests, planted_world
 from recfunnel.data.world import World
 from recfunnel.metrics import ranking_metrics
-from recfunnel.models.elastic import Elastic, ElasticConfig, encoder_gflop, fit_elastic
+from recfunnel.models.elastic import Elastic, encoder_gflop, fit_elastic
 from recfunnel.profiles import profile_for
+from recfunnel.recipes import elastic_config
 from recfunnel.runtime import set_seed
 
 RESULTS = Path(__file__).parent / "results"
@@ -51,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     returns = plant_returning_interests(world, size.long_len, size.long_gap, old_share=0.9,
                                         seed=args.data_seed)
     train, valid, test = returns.split()
-    base = ElasticConfig(n_items=returns.n_items, max_len=size.long_len, d_model=size.d_model,
-                         d_ffn=2 * size.d_model, n_experts=size.n_experts,
-                         memory_size=size.memory_size, top_c=size.top_c, p_dropout=0.1)
+    base = elastic_config(size, returns.n_items, size.long_len)
     configs = [base] + [dataclasses.replace(base, memory_size=bank or None)
                         for bank in args.banks]
     configs += [dataclasses.replace(base, n_experts=k) for k in args.experts]

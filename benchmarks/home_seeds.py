@@ -26,26 +26,16 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 from recfunnel.data.multitask import ImpressionConfig, make_impressions
-from recfunnel.models.home import build_ranker
-from recfunnel.models.multitask import count_parameters, diagnose, fit_multitask, task_metrics
 from recfunnel.profiles import profile_for
-from recfunnel.runtime import set_seed
+from recfunnel.recipes import HOME_ABLATIONS, fit_ranker, ranker_configs
+from recfunnel.study import git_commit, package_version
 
 RESULTS = Path(__file__).parent / "results"
 SPARSE = ("follow", "comment", "forward", "collect")
-CONTENDERS = {
-    "shared-bottom": ("shared-bottom", {}), "MMoE": ("MMoE", {}),
-    "MMoE+norm": ("MMoE+norm", {}), "PLE": ("PLE", {}), "HoME": ("HoME", {}),
-    "HoME-no-norm": ("HoME", {"expert_norm": None}),
-    "HoME-layer-norm": ("HoME", {"expert_norm": "layer"}),
-    "HoME-no-hierarchy": ("HoME", {"hierarchy": False}),
-    "HoME-no-feature-gate": ("HoME", {"feature_gate": False}),
-    "HoME-no-self-gate": ("HoME", {"self_gate": False}),
-}
+CONTENDERS = ("shared-bottom", "MMoE", "MMoE+norm", "PLE", "HoME", *HOME_ABLATIONS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--models", nargs="+", default=list(CONTENDERS),
-                        choices=list(CONTENDERS))
+                        choices=list(ranker_configs(profile_for("home", "smoke"))))
     parser.add_argument("--epochs", type=int, help="at most (profile's)")
     parser.add_argument("--patience", type=int,
                         help="early-stopping patience, 0 for none (profile's)")
@@ -69,27 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     data = make_impressions(ImpressionConfig(n_users=size.users, n_items=size.items,
                                              n_impressions=size.impressions,
                                              conflict=args.conflict))
-    train, valid, test = data.split()
+    _, _, test = data.split()
+    configs = ranker_configs(size)
     runs = []
     for seed in args.seeds:
         for label in args.models:
-            name, flags = CONTENDERS[label]
-            set_seed(seed)
-            model = build_ranker(name, data, size, **flags)
-            start = time.perf_counter()
-            history = fit_multitask(model, train, valid, epochs=size.epochs,
-                                    batch_size=size.batch_size, lr=size.lr, seed=seed,
-                                    patience=size.patience, progress=False)
-            seconds = time.perf_counter() - start
-            runs.append({"model": label, "seed": seed, "seconds": round(seconds, 1),
-                         "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
-                         "parameters": count_parameters(model),
-                         "tasks": task_metrics(model, test),
-                         "diagnostics": diagnose(model, test, SPARSE)})
+            _, run = fit_ranker(configs[label], data, size, seed, SPARSE, progress=False)
+            seconds = run.pop("seconds")
+            run.pop("history")
+            runs.append({"model": label, "seed": seed, "seconds": round(seconds, 1)} | run)
             sparse_auc = sum(runs[-1]["tasks"][t]["auc"] for t in SPARSE) / len(SPARSE)
             print(f"seed {seed} {label:22s} {seconds:5.1f} s  sparse AUC {sparse_auc:.4f}",
                   flush=True)
-    out = {"profile": args.profile, "size": dataclasses.asdict(size), "sparse": SPARSE,
+    out = {"command": " ".join(["python", *sys.argv]), "version": package_version(),
+           "commit": git_commit(), "profile": args.profile, "size": dataclasses.asdict(size),
+           "sparse": SPARSE,
            "conflict": args.conflict,
            "test_positives": {t: int(p) for t, p in zip(data.tasks, test.labels.sum(0),
                                                           strict=True)},

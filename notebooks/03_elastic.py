@@ -102,6 +102,7 @@ from recfunnel.models.elastic import (
 )
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig, fit_kuaiformer
 from recfunnel.notebook import glue, setup, show_source
+from recfunnel.recipes import elastic_config
 from recfunnel.runtime import set_seed
 from recfunnel.study import Verdict, claims_table, exact_gap, paired_gap
 
@@ -400,9 +401,11 @@ glue("el_bench_device", bench[main_device]["device_name"] if bench else "n/a", d
 # the fused kernel never stores the map either. What remains is the $O(L^2)$ work, which
 # shows as time at long lengths. A claim of "90 % less memory" therefore depends on the
 # baseline's attention kernel as much as on the model, and the paper does not say which one
-# it used. On the CPU, the fused causal kernel is already several times faster than eager
-# attention at a thousand positions. On a GPU, its memory is flat in $L$ up to the point
-# where the feed-forward activations dominate.
+# it used. The committed results were measured on {glue:text}`el_bench_device`; on a CPU the
+# "memory" is the growth of the process's peak resident memory during a call, a coarser
+# reading than a GPU allocator's peak. This book has no CUDA measurement to show: run
+# `benchmarks/long_sequence.py` on a GPU and the chapter reads its JSON beside the CPU one,
+# with `torch.cuda.max_memory_allocated` as the memory.
 
 # %% [markdown]
 # ## MovieLens-100K: ELASTIC, SASRec and KuaiFormer
@@ -421,15 +424,6 @@ try:
 except DataUnavailableError as error:  # offline: say so and skip the real-data sections
     movielens = None
     print(f"MovieLens-100K is not available here, its sections are skipped: {error}")
-
-
-def elastic_config(n_items: int, max_len: int, **changes) -> ElasticConfig:
-    """The chapter's ELASTIC at this profile's size."""
-    return dataclasses.replace(
-        ElasticConfig(n_items=n_items, max_len=max_len, d_model=size.d_model,
-                      d_ffn=2 * size.d_model, n_experts=size.n_experts,
-                      memory_size=size.memory_size, top_c=size.top_c, p_dropout=0.1),
-        **changes)
 
 
 ml_results, ml_models, ml_per_user = {}, {}, {}
@@ -464,7 +458,7 @@ if movielens is not None:
                 fit_kuaiformer(model, split, size.ml_epochs, lr=size.lr, seed=seed,
                                device=DEVICE, desc=desc)
             else:
-                model = Elastic(elastic_config(el_split.n_items, size.ml_max_len))
+                model = Elastic(elastic_config(size, el_split.n_items, size.ml_max_len))
                 split = el_split
                 fit_elastic(model, split, split.eval_batch("valid"), size.ml_epochs,
                             per_user=size.per_user, batch_size=size.batch_size,
@@ -605,7 +599,7 @@ def long_run(name: str, build) -> dict:
 
 long_runs = {f"ELASTIC, L={size.long_len}": long_run(
     f"ELASTIC, L={size.long_len}",
-    lambda: Elastic(elastic_config(returns.n_items, size.long_len)))}
+    lambda: Elastic(elastic_config(size, returns.n_items, size.long_len)))}
 for window in size.truncations:
     sasrec_cfg = SASRecConfig(n_items=returns.n_items, max_len=window, d_model=size.d_model,
                               d_ffn=2 * size.d_model, p_dropout=0.2, attn_dropout=0.0)
@@ -791,12 +785,12 @@ if size.bank_sizes or size.expert_counts:  # run the sweeps here
     for kind, value in variants:
         memory_size, k = (value, size.n_experts) if kind == "memory" else (size.memory_size,
                                                                             value)
-        cfg = elastic_config(returns.n_items, size.long_len, memory_size=memory_size or None,
+        cfg = elastic_config(size, returns.n_items, size.long_len, memory_size=memory_size or None,
                              n_experts=k)
         settings.append((memory_size, k, long_run(f"ELASTIC, N={memory_size}, k={k}",
                                                   lambda cfg=cfg: Elastic(cfg))))
     for memory_size, k, run in settings:
-        cfg = elastic_config(returns.n_items, size.long_len, memory_size=memory_size or None,
+        cfg = elastic_config(size, returns.n_items, size.long_len, memory_size=memory_size or None,
                              n_experts=k)
         sweep_rows.append({"memory_size": memory_size, "n_experts": k,
                            "ndcg@10": float(run["per_user"]["ndcg@10"].mean()),

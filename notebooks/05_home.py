@@ -70,7 +70,6 @@ DEVICE = "auto"  # "auto", "cpu", "cuda" or "mps"
 # %%
 # %matplotlib inline
 import json
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -91,16 +90,9 @@ from recfunnel.data.multitask import (
 )
 from recfunnel.layers.moe import FeatureGate, Gate, SelfGate, gate_mass
 from recfunnel.metrics import auc
-from recfunnel.models.home import HoME, build_ranker
-from recfunnel.models.multitask import (
-    count_parameters,
-    diagnose,
-    fit_multitask,
-    task_metrics,
-    trace,
-)
+from recfunnel.models.multitask import build_ranker, count_parameters, task_metrics, trace
 from recfunnel.notebook import glue, setup, show_source
-from recfunnel.runtime import set_seed
+from recfunnel.recipes import fit_ranker, ranker_configs
 from recfunnel.study import Run, Verdict, claims_table, compare, seed_gap
 
 device, size = setup("home", PROFILE, SEED, DEVICE)
@@ -208,23 +200,17 @@ glue("hm_corr_across", float(across), display=False)
 show_source(Gate)
 
 # %%
-def train_ranker(name: str, seed: int = SEED, **flags) -> tuple[torch.nn.Module, dict]:
-    """Train one ranker of the chapter at the profile's sizes; its run's record."""
-    set_seed(seed)
-    model = build_ranker(name, data, size, **flags).to(device)
-    start = time.perf_counter()
-    history = fit_multitask(model, train, valid, epochs=size.epochs,
-                            batch_size=size.batch_size, lr=size.lr, seed=seed,
-                            patience=size.patience, desc=f"{name} {flags or ''}".strip())
-    seconds = time.perf_counter() - start
-    model.cpu()
-    scores = task_metrics(model, test)
-    record = {"seconds": seconds, "parameters": count_parameters(model), "history": history,
-              "scores": scores, **diagnose(model, test, SPARSE),
-              "sparse_auc": np.mean([scores[t]["auc"] for t in SPARSE]),
-              "dense_auc": np.mean([scores[t]["auc"] for t in DENSE]),
-              "mean_gauc": np.mean([s["gauc"] for s in scores.values()])}
-    return model, record
+configs = ranker_configs(size)  # every ranker of the chapter, by name (recfunnel.recipes)
+
+
+def train_ranker(name: str, seed: int = SEED) -> tuple[torch.nn.Module, dict]:
+    """Train ``configs[name]`` as the benchmark does (``recipes.fit_ranker``); its record."""
+    model, run = fit_ranker(configs[name], data, size, seed, SPARSE, device=DEVICE, desc=name)
+    scores = run["tasks"]
+    return model, run | run["diagnostics"] | {
+        "scores": scores, "sparse_auc": np.mean([scores[t]["auc"] for t in SPARSE]),
+        "dense_auc": np.mean([scores[t]["auc"] for t in DENSE]),
+        "mean_gauc": np.mean([s["gauc"] for s in scores.values()])}
 
 
 mmoe, mmoe_run = train_ranker("MMoE")
@@ -347,14 +333,9 @@ show_source(SelfGate)
 # network are the references.
 
 # %%
-steps = {
-    "+ hierarchy": {"feature_gate": False, "self_gate": False},
-    "+ feature-gate": {"self_gate": False},
-    "+ self-gate (HoME)": {},
-}
 models = {"MMoE": mmoe, "MMoE+norm": mmoe_norm}
-for label, flags in steps.items():
-    models[label], runs[label] = train_ranker("HoME", **flags)
+for label in ("+ hierarchy", "+ feature-gate", "+ self-gate (HoME)"):  # recipes.HOME_STEPS
+    models[label], runs[label] = train_ranker(label)
 for name in ("PLE", "shared-bottom"):
     models[name], runs[name] = train_ranker(name)
 home = models["+ self-gate (HoME)"]
@@ -399,16 +380,17 @@ plt.show()
 # %%
 home_trace = trace(home, test)
 home_mass = gate_mass(home_trace.gates["task"]).numpy()
-allowed = torch.stack([gate.allowed for gate in home.task_gates]).numpy()
+allowed = torch.stack([gate.allowed for gate in home.mixer.task_gates]).numpy()
 print("largest gate mass on an expert a task may not read:", home_mass[~allowed].max())
 glue("hm_mask_leak", float(home_mass[~allowed].max()), display=False)
-expert_names = [f"{g} {k}" for g in data.groups for k in range(len(home.task_index[g]))] + [
-    f"{t} own" for t in data.tasks for _ in home.task_index[t]]
+expert_names = [f"{g} {k}" for g in data.groups
+                for k in range(len(home.mixer.task_index[g]))] + [
+    f"{t} own" for t in data.tasks for _ in home.mixer.task_index[t]]
 plots.heatmap(home_mass, data.tasks, expert_names,
               title="HoME task layer: each task's gate mass on each expert")
 plt.show()
 meta_mass = gate_mass(home_trace.gates["meta"]).numpy()
-meta_names = [f"{owner} {k}" for owner, index in home.meta_index.items()
+meta_names = [f"{owner} {k}" for owner, index in home.mixer.meta_index.items()
               for k in range(len(index))]
 plots.heatmap(meta_mass, list(home_trace.gates["meta"]), meta_names,
               title="HoME meta layer: each group's gate mass on each meta expert")
@@ -497,11 +479,8 @@ glue("hm_overfit_mmoe", float(overfit.loc["MMoE", "gap"]), display=False)
 # %%
 def as_row(name: str, seed: int, run: dict) -> dict:
     """One run as the benchmark stores it."""
-    diagnostics = {k: run[k] for k in ("dead_units", "scale_spread", "degradation",
-                                       "own_share")}
-    return {"model": name, "seed": seed, "tasks": run["scores"], "diagnostics": diagnostics,
-            "parameters": run["parameters"], "seconds": run["seconds"],
-            "best_epoch": run["history"].best_epoch}
+    return {"model": name, "seed": seed} | {
+        key: run[key] for key in ("tasks", "diagnostics", "parameters", "seconds", "best_epoch")}
 
 
 own_rows = [as_row("MMoE", SEED, runs["MMoE"]),
@@ -742,16 +721,11 @@ else:
     real = None
     print(f"KuaiRand-Pure is trained at the gpu profile only; this is {PROFILE!r}.")
 if real is not None:
-    real_train, real_valid, real_test = real.split()
     real_sparse = tuple(sorted(real.tasks, key=real.positive_rates().get)[:4])
     real_rows = {}
     for name in ("MMoE", "HoME"):
-        set_seed(SEED)
-        model = build_ranker(name, real, size).to(device)
-        fit_multitask(model, real_train, real_valid, epochs=size.epochs,
-                      batch_size=size.batch_size, lr=size.lr, seed=SEED,
-                      patience=size.patience, desc=name)
-        scores = task_metrics(model.cpu(), real_test)
+        _, run = fit_ranker(configs[name], real, size, SEED, device=DEVICE, desc=name)
+        scores = run["tasks"]
         real_rows[name] = {t: scores[t]["gauc"] for t in real.tasks} | {
             "sparse mean AUC": np.mean([scores[t]["auc"] for t in real_sparse])}
     display(pd.DataFrame(real_rows).T.style.format("{:.4f}"))
@@ -847,15 +821,15 @@ glue("hm_mmoe_degr", runs["MMoE"]["degradation"], display=False)
 # The hidden cell counts the parameters of MMoE with 8, 12 and 16 experts next to HoME's.
 # If a wider MMoE matched HoME, the gain would be capacity, not structure; HoME's argument
 # is that without its fixes extra experts do not help, because they collapse or degrade.
-# Train `build_ranker("MMoE", ...)` with `mmoe_experts` raised (a `dataclasses.replace` of
-# the profile) over the same seeds to answer it.
+# Train `build_ranker(config, data)` with a wider `MMoEConfig` (a `dataclasses.replace` of
+# `configs["MMoE"]`) over the same seeds to answer it.
 # ```
 
 # %% tags=["hide-cell"]
 import dataclasses  # noqa: E402
 
 for n_experts in (8, 12, 16):
-    wide = build_ranker("MMoE", data, dataclasses.replace(size, mmoe_experts=n_experts))
+    wide = build_ranker(dataclasses.replace(configs["MMoE"], n_experts=n_experts), data)
     print(f"MMoE with {n_experts:2d} experts: {count_parameters(wide):,} parameters")
 print(f"HoME: {count_parameters(home):,} parameters")
 
@@ -876,11 +850,9 @@ print(f"HoME: {count_parameters(home):,} parameters")
 # %% tags=["hide-cell"]
 regrouped = {"watch": (*TASK_GROUPS["watch"], "like"),
              "interaction": tuple(t for t in TASK_GROUPS["interaction"] if t != "like")}
-wrong = HoME(data.cardinalities, data.tasks, regrouped, meta_hidden=size.expert_hidden,
-             task_hidden=size.task_hidden, lora_rank=size.lora_rank, d_emb=size.d_emb,
-             tower_hidden=size.d_emb)
+wrong = build_ranker(configs["HoME"], dataclasses.replace(data, groups=regrouped))
 print("like may read:", [k for k, ok in enumerate(
-    wrong.task_gates[data.tasks.index("like")].allowed.tolist()) if ok])
+    wrong.mixer.task_gates[data.tasks.index("like")].allowed.tolist()) if ok])
 
 # %% [markdown]
 # 3. **Why must the mask be on the logits?** Someone masks the gate after the softmax,

@@ -76,14 +76,14 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from recfunnel import plots
+from recfunnel import plots, recipes
 from recfunnel.data.download import DataUnavailableError
 from recfunnel.data.movielens import load_ml100k
 from recfunnel.data.multimodal import make_multimodal
 from recfunnel.data.text import TextEncoderUnavailableError, movielens_text_items
 from recfunnel.layers.quantize import ResidualKMeans, collision_rate
 from recfunnel.metrics import linear_probe
-from recfunnel.models import qarm
+from recfunnel.models import qarm, qarm_pretrain
 from recfunnel.notebook import glue, setup, show_source
 from recfunnel.study import Verdict, claims_table, exact_gap, seed_gap
 
@@ -192,7 +192,7 @@ glue("qa_content_same_topic", agreement["content"]["same topic"], display=False)
 # only, so nothing of the test day leaks into the alignment.
 
 # %%
-show_source(qarm.mine_pairs)
+show_source(qarm_pretrain.mine_pairs)
 
 # %% [markdown]
 # ## Stage B: aligning the item vectors
@@ -216,7 +216,7 @@ show_source(qarm.alignment_loss)
 # which keeps whatever the content mostly shows.
 
 # %%
-aligned_run = qarm.align_items(data, size.d_align, size.window, size.align_epochs,
+aligned_run = recipes.align_items(data, size.d_align, size.window, size.align_epochs,
                                size.align_batch, seed=SEED, device=DEVICE)
 raw, aligned = aligned_run.raw, aligned_run.aligned
 pairs = aligned_run.pairs
@@ -242,7 +242,7 @@ plt.show()
 # cold, and compare with the true behaviour factor (an oracle vector).
 
 # %%
-held_out = qarm.mine_pairs(*qarm.clicks(data, valid | test), window=1)
+held_out = qarm_pretrain.mine_pairs(*qarm_pretrain.clicks(data, valid | test), window=1)
 cold_pairs = held_out[data.is_cold[held_out[:, 1]]]
 candidates = {"content": content, "frozen (raw) vector": raw, "aligned vector": aligned,
               "oracle: behaviour factor": behaviour}
@@ -427,23 +427,23 @@ glue("qa_patience", size.patience, display=False)
 seeds = list(range(SEED, SEED + size.seeds))
 glue("qa_seeds", len(seeds), display=False)
 glue("qa_seed_list", ", ".join(map(str, seeds)), display=False)
-variants = list(qarm.VARIANTS)
+variants = list(recipes.VARIANTS)
 rows, recalls = [], []
 for seed in seeds:
     if seed == SEED:
         world, run, world_codes = data, aligned_run, codes
     else:
         world = make_world(seed)
-        run = qarm.align_items(world, size.d_align, size.window, size.align_epochs,
+        run = recipes.align_items(world, size.d_align, size.window, size.align_epochs,
                                size.align_batch, seed=seed, progress=False, device=DEVICE)
         world_codes = {name: qarm.build_codes(v, ~world.is_cold, size.vq_k, size.rq_levels,
                                               size.rq_size, seed=seed)
                        for name, v in (("raw", run.raw), ("aligned", run.aligned))}
     _, world_valid, world_test = world.split()
-    world_held = qarm.mine_pairs(*qarm.clicks(world, world_valid | world_test), window=1)
+    world_held = qarm_pretrain.mine_pairs(*qarm_pretrain.clicks(world, world_valid | world_test), window=1)
     recalls.append({"seed": seed, "raw": qarm.pair_recall(run.raw, world_held),
                     "aligned": qarm.pair_recall(run.aligned, world_held)})
-    scores = qarm.rank_variants(world, {"raw": run.raw, "aligned": run.aligned}, world_codes,
+    scores = recipes.rank_variants(world, {"raw": run.raw, "aligned": run.aligned}, world_codes,
                                 variants, size.d_emb, size.hidden, size.epochs,
                                 size.batch_size, size.lr, size.patience, seed=seed,
                                 progress=seed == SEED, device=DEVICE)
@@ -674,8 +674,8 @@ if movie_section:
         movies = movielens_text_items(movielens, "tfidf", size.text_dim, seed=SEED)
         encoder_used = "tfidf"
     movie_content = torch.from_numpy(movies.content)
-    movie_pairs = qarm.mine_pairs(movies.users[movies.train], movies.items[movies.train], 1)
-    movie_held = qarm.mine_pairs(movies.users[~movies.train], movies.items[~movies.train], 1)
+    movie_pairs = qarm_pretrain.mine_pairs(movies.users[movies.train], movies.items[movies.train], 1)
+    movie_held = qarm_pretrain.mine_pairs(movies.users[~movies.train], movies.items[~movies.train], 1)
     movie_aligner = qarm.ItemAligner(movie_content.shape[1], size.d_align)
     qarm.fit_aligner(movie_aligner, movie_content, movie_pairs, epochs=size.text_align_epochs,
                      batch_size=size.align_batch, seed=SEED, device=DEVICE)

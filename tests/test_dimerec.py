@@ -1,12 +1,13 @@
 """The diffusion toolkit, DimeRec's modules and losses, and the diversity metrics."""
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from recfunnel.data.sequences import SeqBatch
+from recfunnel.data.sequences import SeqBatch, next_item_metrics
 from recfunnel.layers.diffusion import (
     NoiseSchedule,
     q_sample,
@@ -22,7 +23,14 @@ from recfunnel.metrics import (
     metrics_from_ranks,
     ranking_metrics,
 )
-from recfunnel.models.dimerec import ComiRecSA, DimeRec, DimeRecConfig, best_interest
+from recfunnel.models.dimerec import (
+    ComiRecSA,
+    DimeRec,
+    DimeRecConfig,
+    ablation,
+    best_interest,
+    choose_sample_steps,
+)
 
 
 def tiny_config(**changes) -> DimeRecConfig:
@@ -171,7 +179,7 @@ def test_off_the_sphere_the_two_losses_pull_norms_apart(loss, direction):
     the item embeddings, the softmax loss alone grows them."""
     torch.manual_seed(0)
     weights = {"recon": dict(ssm_weight=0.0), "ssm": dict(recon_weight=0.0)}[loss]
-    model = DimeRec(tiny_config(sphere=False, gem_weight=0.0, **weights))
+    model = DimeRec(tiny_config(sphere=False, temperature=1.0, gem_weight=0.0, **weights))
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     norms = []
     for step in range(60):
@@ -181,6 +189,34 @@ def test_off_the_sphere_the_two_losses_pull_norms_apart(loss, direction):
         optimiser.step()
         norms.append(logs["item_norm"])
     assert direction * (norms[-1] - norms[0]) > 0.1 * norms[0]
+
+
+def test_each_ablation_changes_one_thing():
+    cfg = tiny_config()
+    for name, field in (("no_sphere", "sphere"), ("no_temperature", "temperature"),
+                        ("no_gem_loss", "gem_weight"), ("last_k", "guidance")):
+        changed = ablation(cfg, name)
+        differ = [f for f in cfg.__dataclass_fields__ if getattr(cfg, f) != getattr(changed, f)]
+        assert differ == [field], name
+    users, items = torch.randn(3, 8), torch.randn(5, 8)
+    euclidean = DimeRec(ablation(cfg, "no_sphere")).space
+    torch.testing.assert_close(euclidean.logits(users, items)[:, 1:], (users @ items.T)[:, 1:]
+                               / cfg.temperature)  # the temperature stays without the sphere
+    with pytest.raises(KeyError, match="no_such"):
+        ablation(cfg, "no_such")
+
+
+def test_serving_uses_the_steps_validation_prefers():
+    torch.manual_seed(0)
+    model, valid = DimeRec(tiny_config()), tiny_batch(B=16, seed=3)
+    by_hand = {}
+    for steps in (1, 2, 5, model.cfg.diffusion_steps):
+        model.cfg = dataclasses.replace(model.cfg, sample_steps=steps)
+        by_hand[steps] = next_item_metrics(model.eval(), valid)["ndcg@10"]
+    chosen = choose_sample_steps(model, valid, candidates=(1, 2, 5))
+    assert model.cfg.sample_steps == chosen
+    assert by_hand[chosen] == max(by_hand.values())
+    assert chosen == min(s for s, v in by_hand.items() if v == by_hand[chosen])
 
 
 def test_bad_configurations_are_named():

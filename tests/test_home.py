@@ -11,10 +11,18 @@ import torch
 from recfunnel.data import kuairand
 from recfunnel.data.download import DataUnavailableError
 from recfunnel.data.multitask import TASK_GROUPS, TASK_RATES, ImpressionConfig, make_impressions
-from recfunnel.layers.moe import degradation
-from recfunnel.models.baselines import PLE, MMoE, SharedBottom
-from recfunnel.models.home import HoME
-from recfunnel.models.multitask import Trace, diagnose, fit_multitask, predict, task_metrics
+from recfunnel.data.ranking import RankBatch
+from recfunnel.layers.moe import Norm, degradation
+from recfunnel.models.home import HoMEConfig
+from recfunnel.models.multitask import (
+    Trace,
+    build_ranker,
+    diagnose,
+    fit_multitask,
+    predict,
+    task_metrics,
+)
+from recfunnel.models.multitask_baselines import MMoEConfig, PLEConfig, SharedBottomConfig
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +30,22 @@ def small():
     return make_impressions(ImpressionConfig(n_users=400, n_items=800, n_impressions=60_000))
 
 
-def _tiny(data, cls, d_emb=4, **kw):
+def _tiny(data, config, d_emb=4, **kw):
+    """A small ranker of ``config``'s kind (a config class) for ``data``."""
     torch.manual_seed(0)
-    if cls is HoME:
-        return HoME(data.cardinalities, data.tasks, data.groups, meta_hidden=(16, 8),
-                    task_hidden=(8,), lora_rank=2, d_emb=d_emb, tower_hidden=4, **kw)
-    return cls(data.cardinalities, data.tasks, expert_hidden=(16, 8), d_emb=d_emb,
-               tower_hidden=4, **kw)
+    if config is HoMEConfig:
+        cfg = HoMEConfig(meta_hidden=(16, 8), task_hidden=(8,), lora_rank=2, d_emb=d_emb,
+                         tower_hidden=4, **kw)
+    elif config is SharedBottomConfig:
+        cfg = SharedBottomConfig(hidden=(16, 8), d_emb=d_emb, tower_hidden=4, **kw)
+    else:
+        cfg = config(expert_hidden=(16, 8), d_emb=d_emb, tower_hidden=4, **kw)
+    return build_ranker(cfg, data)
+
+
+def _batch(data, rows):
+    return RankBatch(torch.from_numpy(data.features[:rows]),
+                     torch.from_numpy(data.labels[:rows]).float())
 
 
 # --------------------------------------------------------------------------- data
@@ -149,15 +166,15 @@ def test_the_field_embedding_concatenates_fields_and_names_a_bad_one():
         embed(torch.tensor([0, 1]))
 
 
-@pytest.mark.parametrize("cls", [MMoE, PLE, HoME])
+@pytest.mark.parametrize("cls", [MMoEConfig, PLEConfig, HoMEConfig])
 def test_gates_are_distributions_and_masks_hold(small, cls):
     model = _tiny(small, cls)
     recorded = Trace()
-    model(torch.from_numpy(small.features[:64]), trace=recorded)
+    model(_batch(small, 64), trace=recorded)
     for layer, gates in recorded.gates.items():
         for owner, g in gates.items():
             assert (g >= 0).all() and torch.allclose(g.sum(-1), torch.ones(64)), (layer, owner)
-    if cls is PLE:  # a task never reads another task's experts
+    if cls is PLEConfig:  # a task never reads another task's experts
         gates = recorded.gates["task"]
         own = recorded.own["task"]
         for task in small.tasks:
@@ -167,56 +184,59 @@ def test_gates_are_distributions_and_masks_hold(small, cls):
 
 
 def test_the_hierarchy_mask_stops_a_task_reading_the_other_group(small):
-    features, labels = map(torch.from_numpy, (small.features[:256], small.labels[:256]))
+    batch = _batch(small, 256)
 
     def gradients_from_click(hierarchy: bool) -> dict[str, float]:
-        model = _tiny(small, HoME, hierarchy=hierarchy)
-        model(features)[:, small.tasks.index("click")].sum().backward()
-        inter = model.meta_index["interaction"]
-        task_inter = model.task_index["interaction"] + model.task_index["like"]
+        model = _tiny(small, HoMEConfig, hierarchy=hierarchy)
+        model(batch)[:, small.tasks.index("click")].sum().backward()
+        home = model.mixer
+        inter = home.meta_index["interaction"]
+        task_inter = home.task_index["interaction"] + home.task_index["like"]
         return {
-            "meta": float(model.meta_experts.weights[0].grad[inter].abs().sum()),
-            "task": float(model.task_experts.weights[0].grad[task_inter].abs().sum()),
-            "own_group": float(model.task_experts.weights[0].grad[
-                model.task_index["watch"]].abs().sum()),
+            "meta": float(home.meta_experts.weights[0].grad[inter].abs().sum()),
+            "task": float(home.task_experts.weights[0].grad[task_inter].abs().sum()),
+            "own_group": float(home.task_experts.weights[0].grad[
+                home.task_index["watch"]].abs().sum()),
         }
 
     masked, open_ = gradients_from_click(True), gradients_from_click(False)
     assert masked["meta"] == 0 and masked["task"] == 0  # click cannot reach interaction experts
     assert masked["own_group"] > 0
     assert open_["meta"] > 0 and open_["task"] > 0  # without the mask it does
-    del labels
 
 
 def test_home_switches_change_the_architecture(small):
-    full = _tiny(small, HoME)
-    bare = _tiny(small, HoME, expert_norm=None, feature_gate=False, self_gate=False)
+    full = _tiny(small, HoMEConfig).mixer
+    bare = _tiny(small, HoMEConfig, expert_norm=None, feature_gate=False, self_gate=False).mixer
     assert full.feature_gates is not None and bare.feature_gates is None
     assert bare.self_gates is None and len(full.self_gates) == 2 + len(small.tasks)
-    assert full.meta_experts.norm == "batch" and bare.meta_experts.norm is None
-    assert _tiny(small, HoME, expert_norm="layer").meta_experts.norm == "layer"
+    assert full.meta_experts.norm is Norm.BATCH and bare.meta_experts.norm is None
+    assert _tiny(small, HoMEConfig, expert_norm=Norm.LAYER).mixer.meta_experts.norm is Norm.LAYER
     with pytest.raises(ValueError, match="groups"):
-        HoME(small.cardinalities, small.tasks, {"watch": ("click",)})
+        HoMEConfig().mixer(36, small.tasks, {"watch": ("click",)})
     with pytest.raises(ValueError, match="expert_norm"):
-        _tiny(small, HoME, expert_norm=True)
+        HoMEConfig(expert_norm="layer")  # a string, not a Norm
+    with pytest.raises(ValueError, match="same width"):
+        HoMEConfig(meta_hidden=(16, 8), task_hidden=(4,))
 
 
 def test_batchnorm_models_predict_the_same_in_any_batch_size(small):
-    model = _tiny(small, HoME)
-    model(torch.from_numpy(small.features[:512]))  # update running statistics once
+    model = _tiny(small, HoMEConfig)
+    model(_batch(small, 512))  # update running statistics once
     rows = small.rows(np.arange(len(small)) < 300)
     assert np.allclose(predict(model, rows, batch_size=7), predict(model, rows), atol=1e-6)
 
 
 def test_diagnose_sees_dead_relu_units_and_degradation(small):
-    model = _tiny(small, MMoE, n_experts=4)
+    model = _tiny(small, MMoEConfig, n_experts=4)
+    mmoe = model.mixer
     with torch.no_grad():  # the last layer of experts 0 and 1 can never fire
-        model.experts[0].biases[-1][:2] = -100.0
-        model.experts[0].biases[-1][2:] = 100.0  # and experts 2 and 3 always fire
-        for gate in model.task_gates[0]:  # uniform gates, except that click's owns expert 3
+        mmoe.experts[0].biases[-1][:2] = -100.0
+        mmoe.experts[0].biases[-1][2:] = 100.0  # and experts 2 and 3 always fire
+        for gate in mmoe.task_gates[0]:  # uniform gates, except that click's owns expert 3
             gate.proj.weight.zero_()
             gate.proj.bias.zero_()
-        model.task_gates[0][0].proj.bias[3] = 30.0
+        mmoe.task_gates[0][0].proj.bias[3] = 30.0
     found = diagnose(model, small, sparse=("collect",))
     assert found["dead_units"] == pytest.approx(0.5)
     assert np.isnan(found["own_share"])  # MMoE has no task experts
@@ -230,15 +250,8 @@ def test_diagnose_sees_dead_relu_units_and_degradation(small):
 
 def test_models_learn_the_dense_tasks_beyond_chance(small):
     train, valid, test = small.split()
-    for cls in (SharedBottom, MMoE, HoME):
-        torch.manual_seed(0)
-        if cls is SharedBottom:
-            model = SharedBottom(small.cardinalities, small.tasks, hidden=(16, 8), d_emb=8,
-                                 tower_hidden=4)
-        else:
-            model = _tiny(small, cls, d_emb=8) if cls is HoME else cls(
-                small.cardinalities, small.tasks, expert_hidden=(16, 8), d_emb=8,
-                tower_hidden=4)
+    for cls in (SharedBottomConfig, MMoEConfig, HoMEConfig):
+        model = _tiny(small, cls, d_emb=8)
         history = fit_multitask(model, train, valid, epochs=2, lr=1e-2, progress=False)
         scores = task_metrics(model, test)
         watch = [scores[t]["auc"] for t in TASK_GROUPS["watch"]]

@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from recfunnel.layers.moe import (
+    Activation,
     Expert,
     ExpertBank,
     FeatureGate,
     Gate,
+    Norm,
     SelfGate,
     dead_unit_fraction,
     degradation,
@@ -68,25 +70,25 @@ def test_the_self_gate_weighs_one_or_several_outputs():
 def test_normalised_swish_experts_have_no_dead_units_where_relu_ones_do():
     torch.manual_seed(0)
     x = torch.randn(512, 16)
-    relu = Expert(16, (32,), activation="relu")
+    relu = Expert(16, (32,), activation=Activation.RELU)
     with torch.no_grad():
         relu[0].bias[:16] = -10.0  # half the units can never fire
     assert dead_unit_fraction(relu(x)) == pytest.approx(0.5, abs=0.05)
-    swish = Expert(16, (32,), activation="swish", norm="batch")
+    swish = Expert(16, (32,), activation=Activation.SWISH, norm=Norm.BATCH)
     with torch.no_grad():
         swish[0].bias[:16] = -10.0  # batch normalisation removes the shift
     assert dead_unit_fraction(swish(x)) == 0.0
     with pytest.raises(ValueError, match="activation"):
-        Expert(16, (8,), activation="gelu")
+        Expert(16, (8,), activation="relu")  # a string, not an Activation
     with pytest.raises(ValueError, match="norm"):
-        Expert(16, (8,), norm="group")
+        Expert(16, (8,), norm="batch")
 
 
-@pytest.mark.parametrize("norm", [None, "batch", "layer"])
+@pytest.mark.parametrize("norm", [None, Norm.BATCH, Norm.LAYER])
 def test_an_expert_bank_computes_exactly_k_separate_experts(norm):
     torch.manual_seed(0)
-    bank = ExpertBank(3, 6, (8, 4), activation="swish", norm=norm)
-    experts = [Expert(6, (8, 4), activation="swish", norm=norm) for _ in range(3)]
+    bank = ExpertBank(3, 6, (8, 4), activation=Activation.SWISH, norm=norm)
+    experts = [Expert(6, (8, 4), activation=Activation.SWISH, norm=norm) for _ in range(3)]
     with torch.no_grad():  # copy the bank's weights into three plain experts
         for k, expert in enumerate(experts):
             linears = [m for m in expert if isinstance(m, torch.nn.Linear)]
@@ -95,7 +97,7 @@ def test_an_expert_bank_computes_exactly_k_separate_experts(norm):
             for layer, linear in enumerate(linears):
                 linear.weight.copy_(bank.weights[layer][k].T)
                 linear.bias.copy_(bank.biases[layer][k, 0])
-                if norm == "layer":
+                if norm is Norm.LAYER:
                     norms[layer].weight.normal_()
                     bank.norms[layer].gain[k, 0] = norms[layer].weight
     shared, own = torch.randn(16, 6), torch.randn(16, 3, 6)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from recfunnel import recipes
 from recfunnel.data.movielens import MovieLens
 from recfunnel.data.multimodal import MultiModalConfig, make_multimodal
 from recfunnel.data.text import TextEncoderUnavailableError, encode_texts, movielens_text_items
@@ -17,7 +18,7 @@ from recfunnel.layers.quantize import (
     collision_rate,
     kmeans,
 )
-from recfunnel.models import qarm
+from recfunnel.models import qarm, qarm_pretrain
 
 # --------------------------------------------------------------------------- quantisers
 
@@ -163,14 +164,14 @@ def test_pair_mining_follows_the_trigger_rule():
     users = np.array([0, 0, 0, 0, 1, 1])
     items = np.array([5, 6, 5, 7, 1, 1])
     # without vectors: the latest earlier click of another item
-    assert qarm.mine_pairs(users, items, window=2).tolist() == [[5, 6], [6, 5], [5, 7]]
+    assert qarm_pretrain.mine_pairs(users, items, window=2).tolist() == [[5, 6], [6, 5], [5, 7]]
     # with vectors: the most similar among the window (item 7 is closest to item 5)
     vectors = torch.zeros(8, 2)
     vectors[5], vectors[6], vectors[7] = torch.tensor([1.0, 0]), torch.tensor([0, 1.0]), \
         torch.tensor([0.9, 0.1])
-    assert qarm.mine_pairs(users, items, 3, vectors)[-1].tolist() == [5, 7]
+    assert qarm_pretrain.mine_pairs(users, items, 3, vectors)[-1].tolist() == [5, 7]
     with pytest.raises(ValueError, match="window"):
-        qarm.mine_pairs(users, items, 0)
+        qarm_pretrain.mine_pairs(users, items, 0)
 
 
 def test_alignment_loss_prefers_matched_pairs_and_ignores_duplicates():
@@ -186,9 +187,9 @@ def test_alignment_loss_prefers_matched_pairs_and_ignores_duplicates():
 
 
 def test_alignment_brings_behaviourally_related_items_together(world):
-    aligned = qarm.align_items(world, d=16, window=20, epochs=4, seed=0, progress=False)
+    aligned = recipes.align_items(world, d=16, window=20, epochs=4, seed=0, progress=False)
     _, valid, test = world.split()
-    held_out = qarm.mine_pairs(*qarm.clicks(world, valid | test), window=1)
+    held_out = qarm_pretrain.mine_pairs(*qarm_pretrain.clicks(world, valid | test), window=1)
     assert qarm.pair_recall(aligned.aligned, held_out) > 1.5 * qarm.pair_recall(aligned.raw,
                                                                                  held_out)
     agreement = {}  # share of VQ-code items (nearest pool items, self left out) of one topic
@@ -265,7 +266,7 @@ def test_matched_history_uses_only_items_with_the_candidates_first_code(world):
 def test_rankers_learn_and_codes_reach_cold_items(world):
     vectors = {"aligned": torch.from_numpy(world.item_behaviour)}  # oracle vectors
     codes = {"aligned": qarm.build_codes(vectors["aligned"], ~world.is_cold, 3, 2, 8)}
-    scores = qarm.rank_variants(world, vectors, codes, ["base", "+ RQ code"], d_emb=8,
+    scores = recipes.rank_variants(world, vectors, codes, ["base", "+ RQ code"], d_emb=8,
                                 hidden=(16,), epochs=3, batch_size=256, progress=False)
     assert scores["base"]["auc"] > 0.55
     assert scores["+ RQ code"]["auc_cold"] > scores["base"]["auc_cold"] + 0.03

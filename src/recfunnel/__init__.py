@@ -1,11 +1,38 @@
 """recfunnel: the package behind the course "The Recommendation Funnel".
 
 Ten industrial recommender systems published by Kuaishou, rebuilt in PyTorch. The
-chapters of the book explain and call this package; the package computes.
+chapters of the book explain and call this package; the package computes. Who may call
+whom: data <- layers <- models <- recipes, study <- chapters and benchmarks.
 
-Modules: ``runtime`` (seeds, devices, environment report), ``profiles`` (run sizes),
-``train`` (one training loop), ``metrics``, ``retrieval`` (nearest neighbours),
-``plots`` and ``notebook`` (helpers for the chapters), and ``models``.
+The shared core:
+
+    runtime     seeds, devices, the environment report
+    profiles    every chapter's run sizes at smoke / cpu / gpu
+    train       the one training loop (fit), checkpoints
+    metrics     ranking, diversity and classification metrics, the linear probe
+    study       Run records, paired gaps with user and seed noise, the one Verdict rule
+    recipes     the chapters' experiments, called by a chapter and its benchmark alike
+    retrieval   exact and FAISS nearest-neighbour search
+    plots, notebook   figures and chapter helpers (setup, glue, show_source)
+    data        download (checksums, safe archives), tables (feather and pickle IO),
+                movielens, sequences (the sequential protocol)
+
+Every file of a paper, by chapter:
+
+    1 RecFlow       data/world.py (the latent world), data/funnel.py (the six-stage
+                    funnel simulated), data/world_export.py (its RecFlow files),
+                    data/recflow.py (RecFlow's reader and writers)
+    2 KuaiFormer    models/kuaiformer.py; data/planted.py (planted interests);
+                    layers/attention.py; models/baselines.py (SASRec, popularity)
+    3 ELASTIC       models/elastic.py; layers/memory.py (product keys); data/planted.py
+                    (returning interests); recipes.elastic_config
+    4 DimeRec       models/dimerec.py; layers/diffusion.py; recipes.dimerec_*
+    5 HoME          models/home.py; models/multitask.py (the shared ranker parts);
+                    models/baselines.py (shared-bottom, MMoE, PLE); layers/moe.py;
+                    data/multitask.py (eight-task impressions); data/kuairand.py
+    7 QARM          models/qarm.py (aligner, codes, ranker); models/qarm_pretrain.py
+                    (pair mining, frozen vectors); layers/quantize.py;
+                    data/multimodal.py, data/text.py; recipes.align_items, rank_variants
 """
 
 __version__ = "0.1.0"

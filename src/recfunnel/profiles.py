@@ -97,6 +97,9 @@ class ElasticSize:
     seeds: int = 1
 
 
+ALL_DIMEREC_ABLATIONS = ("no_gem_loss", "no_sphere", "no_temperature", "last_k")
+
+
 @dataclass(frozen=True)
 class DimeRecSize:
     """Chapter 4: popularity, SASRec, ComiRec-SA and DimeRec on MovieLens-100K in one run,
@@ -112,7 +115,7 @@ class DimeRecSize:
     hidden: int = 128  # the denoiser's width
     batch_size: int = 256
     lr: float = 3e-3
-    ablations: tuple[str, ...] = ("no_gem_loss", "no_sphere", "last_k")
+    ablations: tuple[str, ...] = ("no_gem_loss", "no_sphere", "last_k")  # smoke: the three
     samples: int = 5  # stochastic draws per user for the diversity study
     seeds: int = 1
 
@@ -198,9 +201,10 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
         "smoke": DimeRecSize(epochs=4, sasrec_epochs=3, d_model=32, diffusion_steps=20,
                              per_user=8, norm_steps=40),
         "cpu": DimeRecSize(epochs=10, sasrec_epochs=8, d_model=32, diffusion_steps=50,
-                           per_user=32, norm_steps=150),
+                           per_user=32, norm_steps=150, ablations=ALL_DIMEREC_ABLATIONS),
         "gpu": DimeRecSize(epochs=100, sasrec_epochs=200, d_model=64, diffusion_steps=200,
-                           per_user=64, norm_steps=600, hidden=256, seeds=3),
+                           per_user=64, norm_steps=600, hidden=256, seeds=3,
+                           ablations=ALL_DIMEREC_ABLATIONS),
     },
     "elastic": {
         "smoke": ElasticSize(

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from recfunnel.data.ranking import RankBatch
 from recfunnel.data.world import World, WorldConfig, calibrate_intercept, sigmoid
 
 # [proposed] tasks from dense to sparse, with their rates per impression
@@ -140,13 +141,13 @@ class Impressions:
         """(features [N, F] long, labels [N, T] float)."""
         return torch.from_numpy(self.features), torch.from_numpy(self.labels).float()
 
-    def batches(self, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled (features, labels) mini-batches; ``seed`` fixes the order."""
+    def batches(self, batch_size: int, seed: int) -> Iterator[RankBatch]:
+        """Shuffled mini-batches (features and labels); ``seed`` fixes the order."""
         features, labels = self.tensors()
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         for start in range(0, len(self), batch_size):
             index = order[start:start + batch_size]
-            yield features[index], labels[index]
+            yield RankBatch(features[index], labels[index])
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:

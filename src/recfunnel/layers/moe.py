@@ -18,6 +18,7 @@ expert output scales (collapse), the share of a shared expert's gate mass that o
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
 
@@ -25,33 +26,52 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "swish": nn.SiLU}
-NORMS = {None: None, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
+
+class Activation(enum.Enum):
+    """An expert's non-linearity: ReLU (MMoE's) or Swish, x sigmoid(x) (HoME's)."""
+
+    RELU = "relu"
+    SWISH = "swish"
+
+    def module(self) -> nn.Module:
+        return nn.ReLU() if self is Activation.RELU else nn.SiLU()
+
+
+class Norm(enum.Enum):
+    """The normalisation after each hidden Linear of an expert (HoME section 3.2)."""
+
+    BATCH = "batch"
+    LAYER = "layer"
 
 
 class Expert(nn.Sequential):
-    """An MLP expert: per hidden layer Linear -> [norm] -> activation. ``norm="batch"`` with
-    ``activation="swish"`` is HoME's normalised expert; ``None`` with ``"relu"`` is MMoE's."""
+    """An MLP expert: per hidden layer Linear -> [norm] -> activation. ``Norm.BATCH`` with
+    ``Activation.SWISH`` is HoME's normalised expert; no norm with ReLU is MMoE's."""
 
-    def __init__(self, d_in: int, hidden: Sequence[int], activation: str = "relu",
-                 norm: str | None = None):
+    def __init__(self, d_in: int, hidden: Sequence[int],
+                 activation: Activation = Activation.RELU, norm: Norm | None = None):
         _check_expert_args(activation, norm, hidden)
         layers: list[nn.Module] = []
         for d_out in hidden:
             layers.append(nn.Linear(d_in, d_out))
-            if norm is not None:
-                layers.append(NORMS[norm](d_out))
-            layers.append(ACTIVATIONS[activation]())
+            if norm is Norm.BATCH:
+                layers.append(nn.BatchNorm1d(d_out))
+            elif norm is Norm.LAYER:
+                layers.append(nn.LayerNorm(d_out))
+            layers.append(activation.module())
             d_in = d_out
         super().__init__(*layers)
         self.d_out = d_in
 
 
-def _check_expert_args(activation: str, norm: str | None, hidden: Sequence[int]) -> None:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}")
+def _check_expert_args(activation: Activation, norm: Norm | None, hidden: Sequence[int]
+                       ) -> None:
+    if not isinstance(activation, Activation):
+        raise ValueError(f"activation must be an Activation ({[a.name for a in Activation]}), "
+                         f"got {activation!r}")
+    if norm is not None and not isinstance(norm, Norm):
+        raise ValueError(f"norm must be None or a Norm ({[n.name for n in Norm]}), "
+                         f"got {norm!r}")
     if not hidden:
         raise ValueError("an expert needs at least one hidden layer")
 
@@ -65,7 +85,7 @@ class ExpertBank(nn.Module):
     -> [B, E, d_out]."""
 
     def __init__(self, n_experts: int, d_in: int, hidden: Sequence[int],
-                 activation: str = "relu", norm: str | None = None):
+                 activation: Activation = Activation.RELU, norm: Norm | None = None):
         super().__init__()
         _check_expert_args(activation, norm, hidden)
         if n_experts < 1:
@@ -79,12 +99,12 @@ class ExpertBank(nn.Module):
                                                          ).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(n_experts, 1, d_out
                                                         ).uniform_(-bound, bound)))
-            if norm == "batch":  # per expert and unit: one BatchNorm over K * d_out features
+            if norm is Norm.BATCH:  # per expert and unit: one BatchNorm over K * d_out features
                 self.norms.append(nn.BatchNorm1d(n_experts * d_out))
-            elif norm == "layer":  # per expert: normalise over its d_out units, own gain
+            elif norm is Norm.LAYER:  # per expert: normalise over its d_out units, own gain
                 self.norms.append(_BankLayerNorm(n_experts, d_out))
             d_in = d_out
-        self.activation = ACTIVATIONS[activation]()
+        self.activation = activation.module()
         self.d_out = d_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,11 +117,11 @@ class ExpertBank(nn.Module):
             raise ValueError(f"expected [B, d_in] or [B, {K}, d_in], got {tuple(x.shape)}")
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             h = torch.matmul(h, weight) + bias  # [E, B, d]
-            if self.norm == "batch":
+            if self.norm is Norm.BATCH:
                 B, d = h.shape[1], h.shape[2]
                 h = self.norms[layer](h.transpose(0, 1).reshape(B, K * d)
                                       ).reshape(B, K, d).transpose(0, 1)
-            elif self.norm == "layer":
+            elif self.norm is Norm.LAYER:
                 h = self.norms[layer](h)
             h = self.activation(h)
         return h.transpose(0, 1)  # [B, E, d_out]

@@ -8,21 +8,12 @@
 * ``SASRec``: self-attentive sequential recommendation (Kang and McAuley 2018, bibkey
   kang2018sasrec), the reference of the sequential retrieval chapters.
 
-Multi-task rankers over one feature embedding (``models.multitask``), the references of
-the ranking chapters:
-
-* ``SharedBottom``: one MLP shared by all tasks, one tower per task;
-* ``MMoE``: K shared experts and one softmax gate per task (Ma et al. 2018, bibkey
-  ma2018mmoe);
-* ``PLE``: Progressive Layered Extraction, levels of shared plus task-specific experts, each
-  task's gate reading only the shared and its own experts (Tang et al. 2020, bibkey
-  tang2020ple); one level is CGC.
+The multi-task rankers of the ranking chapters are in ``models.multitask_baselines``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,8 +22,6 @@ from torch import nn
 
 from recfunnel.data.sequences import SeqBatch, SequentialSplit, WindowBatch, next_item_metrics
 from recfunnel.layers.attention import PreNormBlock
-from recfunnel.layers.moe import Expert, ExpertBank, Gate, mix
-from recfunnel.models.multitask import MultiTaskRanker, Trace
 from recfunnel.train import History, TrainConfig, fit
 
 
@@ -191,100 +180,3 @@ def fit_sasrec(model: SASRec, train: SequentialSplit | SeqBatch, epochs: int,
     cfg = TrainConfig(epochs=epochs, lr=lr, monitor="ndcg@10", patience=patience,
                       device=device, desc=desc, progress=progress)
     return fit(model, batches, cfg=cfg, evaluate=lambda m: next_item_metrics(m, valid))
-
-
-# --------------------------------------------------------------------------- multi-task
-
-
-class SharedBottom(MultiTaskRanker):
-    """v -> one shared MLP -> a tower per task: all sharing, no choice."""
-
-    def __init__(self, cardinalities: Sequence[int], tasks: Sequence[str],
-                 hidden: Sequence[int] = (128, 64), activation: str = "relu",
-                 norm: str | None = None, d_emb: int = 16, tower_hidden: int = 16):
-        super().__init__(cardinalities, tasks, d_emb, tower_hidden)
-        self.bottom = Expert(self.d_v, hidden, activation, norm)
-        self.build_towers(self.bottom.d_out)
-
-    def task_representations(self, v: torch.Tensor, trace: Trace | None
-                             ) -> list[torch.Tensor]:
-        h = self.bottom(v)  # [B, d]
-        if trace is not None:
-            trace.outputs["task"] = h[:, None]
-        return [h] * len(self.tasks)
-
-
-class PLE(MultiTaskRanker):
-    """Progressive Layered Extraction (Tang et al. 2020, section 4.3): ``levels`` layers of
-    ``n_shared`` shared experts plus ``n_own`` experts per task. Task t's gate is a softmax
-    over the shared experts and its own only (the other tasks' experts are masked); below
-    the last level a shared gate over all experts feeds the next level's shared experts.
-    Level l > 0 experts read the level below's mixtures: shared experts the shared one,
-    task t's experts task t's. One level is CGC; ``n_own=0`` and one level is MMoE."""
-
-    def __init__(self, cardinalities: Sequence[int], tasks: Sequence[str], n_shared: int = 2,
-                 n_own: int = 1, levels: int = 2, expert_hidden: Sequence[int] = (64, 32),
-                 activation: str = "relu", norm: str | None = None, d_emb: int = 16,
-                 tower_hidden: int = 16):
-        super().__init__(cardinalities, tasks, d_emb, tower_hidden)
-        if n_shared < 1 or n_own < 0 or levels < 1:
-            raise ValueError("need n_shared >= 1, n_own >= 0 and levels >= 1")
-        T, K = len(self.tasks), n_shared + len(self.tasks) * n_own
-        self.n_shared, self.n_own, self.levels = n_shared, n_own, levels
-        d_e = expert_hidden[-1]
-        self.experts = nn.ModuleList()  # per level a bank: [shared, task 0's, task 1's, ...]
-        self.task_gates = nn.ModuleList()  # per level: one Gate per task
-        self.shared_gates = nn.ModuleList()  # per level but the last
-        for level in range(levels):
-            d_in = self.d_v if level == 0 else d_e
-            self.experts.append(ExpertBank(K, d_in, expert_hidden, activation, norm))
-            self.task_gates.append(nn.ModuleList(Gate(d_in, K, self._readable(t, K))
-                                                 for t in range(T)))
-            if level < levels - 1:
-                self.shared_gates.append(Gate(d_in, K))
-        self.build_towers(d_e)
-
-    def _readable(self, task: int, n_experts: int) -> torch.Tensor:
-        """[E] booleans: the shared experts and task ``task``'s own."""
-        allowed = torch.zeros(n_experts, dtype=torch.bool)
-        allowed[: self.n_shared] = True
-        start = self.n_shared + task * self.n_own
-        allowed[start:start + self.n_own] = True
-        return allowed
-
-    def task_representations(self, v: torch.Tensor, trace: Trace | None
-                             ) -> list[torch.Tensor]:
-        shared_in, task_in = v, [v] * len(self.tasks)
-        for level in range(self.levels):
-            if level == 0:  # every expert reads v
-                stacked = self.experts[0](v)  # [B, E, d_e]
-            else:  # shared experts read the shared mixture, task t's experts task t's
-                inputs = [shared_in] * self.n_shared + [x for x in task_in
-                                                        for _ in range(self.n_own)]
-                stacked = self.experts[level](torch.stack(inputs, dim=1))
-            gates = [gate(x) for gate, x in zip(self.task_gates[level], task_in, strict=True)]
-            if level < self.levels - 1:
-                shared_in = mix(self.shared_gates[level](shared_in), stacked)
-            task_in = [mix(g, stacked) for g in gates]
-            if trace is not None:
-                name = "task" if level == self.levels - 1 else f"level{level}"
-                trace.outputs[name] = stacked
-                trace.gates[name] = dict(zip(self.tasks, gates, strict=True))
-                trace.shared[name] = list(range(self.n_shared))
-                trace.own[name] = {task: list(range(self.n_shared + t * self.n_own,
-                                                    self.n_shared + (t + 1) * self.n_own))
-                                   for t, task in enumerate(self.tasks)}
-        return task_in
-
-
-class MMoE(PLE):
-    """Multi-gate Mixture-of-Experts (Ma et al. 2018, section 4): ``n_experts`` shared
-    experts, and per task a softmax gate over all of them: PLE with one level and no
-    task-specific experts."""
-
-    def __init__(self, cardinalities: Sequence[int], tasks: Sequence[str], n_experts: int = 8,
-                 expert_hidden: Sequence[int] = (64, 32), activation: str = "relu",
-                 norm: str | None = None, d_emb: int = 16, tower_hidden: int = 16):
-        super().__init__(cardinalities, tasks, n_shared=n_experts, n_own=0, levels=1,
-                         expert_hidden=expert_hidden, activation=activation, norm=norm,
-                         d_emb=d_emb, tower_hidden=tower_hidden)

@@ -45,16 +45,17 @@ class DimeRecConfig:
     d_model: int = 64  # d [proposed]: DreamRec's value
     n_interests: int = 4  # K [proposed]
     diffusion_steps: int = 50  # T [proposed]
-    # strided deterministic steps at serving; None: all T. [proposed] chosen on validation
+    # strided deterministic steps at serving; None: all T. [proposed] fit_dimerec sets it
+    # to the count that validation prefers (choose_sample_steps)
     sample_steps: int | None = 2
     # linear schedule [proposed]: None = DDPM's 1e-4 -> 0.02 scaled by 1000 / T
     beta_start: float | None = None
     beta_end: float | None = None
-    temperature: float = 0.1  # tau of every softmax on the sphere [proposed]
+    temperature: float = 0.1  # tau of every softmax, logits u.e / tau [proposed]
     gem_weight: float = 1.0  # 0: the ablation without the guidance loss
     recon_weight: float = 1.0  # lambda [proposed]
     ssm_weight: float = 1.0  # mu [proposed]
-    sphere: bool = True  # False: the Euclidean ablation (no projection, no temperature)
+    sphere: bool = True  # False: the Euclidean ablation (no projection; tau is kept)
     guidance: str = "comirec"  # "comirec" or "last_k" (the raw newest K items, no parameters)
     hidden: int = 256  # width of the denoiser MLP (4d)
 
@@ -71,8 +72,9 @@ class DimeRecConfig:
 
 
 class SphereSpace:
-    """Where scores are computed: on the unit sphere with logits u.e / tau, or (the
-    ablation) in plain Euclidean space with logits u.e."""
+    """Where scores are computed: on the unit sphere, or (the ablation) in plain Euclidean
+    space; logits u.e / tau in both, so that the two ablations "no sphere" (projection off)
+    and "no temperature" (tau = 1) each change one thing."""
 
     def __init__(self, sphere: bool, temperature: float):
         self.sphere, self.temperature = sphere, temperature
@@ -83,9 +85,7 @@ class SphereSpace:
 
     def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """users [..., d], items [V, d] (already projected) -> [..., V]; padding never wins."""
-        logits = users @ items.T
-        if self.sphere:
-            logits = logits / self.temperature
+        logits = users @ items.T / self.temperature
         return logits.index_fill(-1, torch.tensor([0], device=logits.device), float("-inf"))
 
 
@@ -265,13 +265,36 @@ def fit_dimerec(model: DimeRec | ComiRecSA, split: SequentialSplit, epochs: int,
         batches = lambda epoch: cuts.cut_points(epoch, per_user, batch_size, seed)  # noqa: E731
     cfg = TrainConfig(epochs=epochs, lr=lr, monitor="ndcg@10", patience=patience,
                       device=device, desc=desc, progress=progress)
-    return fit(model, batches, cfg=cfg, evaluate=lambda m: next_item_metrics(m, valid))
+    history = fit(model, batches, cfg=cfg, evaluate=lambda m: next_item_metrics(m, valid))
+    if isinstance(model, DimeRec):
+        choose_sample_steps(model, valid)
+    return history
+
+
+@torch.no_grad()
+def choose_sample_steps(model: DimeRec, valid: SeqBatch,
+                        candidates: tuple[int, ...] = (1, 2, 5, 10)) -> int:
+    """Serve with the number of strided reverse steps (among ``candidates`` and all T) that
+    gives the best validation NDCG@10, ties to the fewer steps; sets ``cfg.sample_steps``.
+    The paper reports that accuracy saturates after a few steps (Section 3.4) but not how
+    many it serves with [proposed]."""
+    model.eval()
+    counts = sorted({c for c in candidates if c <= model.cfg.diffusion_steps}
+                    | {model.cfg.diffusion_steps})
+    scores = {}
+    for steps in counts:
+        model.cfg = replace(model.cfg, sample_steps=steps)
+        scores[steps] = next_item_metrics(model, valid)["ndcg@10"]
+    best = max(counts, key=lambda steps: (scores[steps], -steps))
+    model.cfg = replace(model.cfg, sample_steps=best)
+    return best
 
 
 def ablation(cfg: DimeRecConfig, name: str) -> DimeRecConfig:
-    """The chapter's variants by name: "full", "no_gem_loss", "no_sphere", "last_k"."""
+    """The chapter's variants by name: "full", "no_gem_loss", "no_sphere" (Euclidean, the
+    temperature kept), "no_temperature" (on the sphere, tau = 1), "last_k"."""
     variants = {"full": {}, "no_gem_loss": {"gem_weight": 0.0}, "no_sphere": {"sphere": False},
-                "last_k": {"guidance": "last_k"}}
+                "no_temperature": {"temperature": 1.0}, "last_k": {"guidance": "last_k"}}
     if name not in variants:
         raise KeyError(f"unknown variant {name!r}; choose one of {sorted(variants)}")
     return replace(cfg, **variants[name])

@@ -1,10 +1,10 @@
 """HoME: Hierarchy of Multi-Gate Experts (Wang et al. 2024, bibkey wang2024home).
 
-Two expert levels, each of HoME's three fixes behind a switch so that a chapter can ablate
-them one at a time:
+Two expert levels, each of HoME's three fixes a field of ``HoMEConfig`` so that a chapter
+can ablate them one at a time with ``dataclasses.replace``:
 
-* ``expert_norm``: experts are Linear -> BatchNorm -> Swish (``"batch"``; ``"layer"`` for
-  LayerNorm) instead of Linear -> ReLU (``None``) (section 3: against expert collapse);
+* ``expert_norm``: experts are Linear -> BatchNorm -> Swish (``Norm.BATCH``; ``Norm.LAYER``
+  for LayerNorm) instead of Linear -> ReLU (``None``) (section 3: against expert collapse);
 * ``hierarchy``: tasks are grouped (``groups``: watch-time tasks and interaction tasks).
   The *meta layer* has global shared experts and per-group experts; each group's gate
   reads only its own and the global ones, a shared gate only the global ones. The *task
@@ -31,83 +31,106 @@ on the meta experts only; self-gates on both levels.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from recfunnel.data.multitask import Impressions
-from recfunnel.layers.moe import ExpertBank, FeatureGate, Gate, SelfGate, mix
-from recfunnel.models.baselines import PLE, MMoE, SharedBottom
-from recfunnel.models.multitask import MultiTaskRanker, Trace
+from recfunnel.layers.moe import Activation, ExpertBank, FeatureGate, Gate, Norm, SelfGate, mix
+from recfunnel.models.multitask import Trace
 
 
-class HoME(MultiTaskRanker):
-    """HoME with switchable fixes; ``n_meta_shared`` global and ``n_meta_group`` per-group
-    meta experts, ``n_task_group`` per-group and ``n_task_own`` per-task task experts."""
+@dataclass(frozen=True)
+class HoMEConfig:
+    """HoME's sizes and its three fixes (each switchable for the ablations)."""
 
-    def __init__(self, cardinalities: Sequence[int], tasks: Sequence[str],
-                 groups: Mapping[str, Sequence[str]], n_meta_shared: int = 2,
-                 n_meta_group: int = 2, n_task_group: int = 1, n_task_own: int = 1,
-                 meta_hidden: Sequence[int] = (64, 32), task_hidden: Sequence[int] = (32,),
-                 lora_rank: int = 8, expert_norm: str | None = "batch", hierarchy: bool = True,
-                 feature_gate: bool = True, self_gate: bool = True, d_emb: int = 16,
-                 tower_hidden: int = 16):
-        super().__init__(cardinalities, tasks, d_emb, tower_hidden)
+    n_meta_shared: int = 2  # global meta experts
+    n_meta_group: int = 2  # meta experts per task group
+    n_task_group: int = 1  # task-layer experts per group
+    n_task_own: int = 1  # task-layer experts per task
+    meta_hidden: tuple[int, ...] = (64, 32)
+    task_hidden: tuple[int, ...] = (32,)
+    lora_rank: int = 8  # of the feature-gates
+    expert_norm: Norm | None = Norm.BATCH  # None: Linear -> ReLU experts (no fix)
+    hierarchy: bool = True
+    feature_gate: bool = True
+    self_gate: bool = True
+    d_emb: int = 16
+    tower_hidden: int = 16
+
+    def __post_init__(self) -> None:
+        if min(self.n_meta_shared, self.n_meta_group, self.n_task_group + self.n_task_own) < 1:
+            raise ValueError("need meta experts of both kinds and at least one task expert")
+        if self.meta_hidden[-1] != self.task_hidden[-1]:
+            raise ValueError("meta and task experts must end at the same width d_e")
+        if self.expert_norm is not None and not isinstance(self.expert_norm, Norm):
+            raise ValueError(f"expert_norm must be None or a Norm, got {self.expert_norm!r}")
+
+    def mixer(self, d_v: int, tasks: Sequence[str], groups: Mapping[str, Sequence[str]]
+              ) -> HoME:
+        return HoME(d_v, tasks, groups, self)
+
+
+class HoME(nn.Module):
+    """HoME's mixer: v [B, d_v] -> one [B, d_e] representation per task, through the meta
+    and the task layer, with the fixes ``cfg`` switches on."""
+
+    task_layer = "task"  # the Trace layer whose gates are per task
+
+    def __init__(self, d_v: int, tasks: Sequence[str], groups: Mapping[str, Sequence[str]],
+                 cfg: HoMEConfig):
+        super().__init__()
+        self.tasks, self.cfg = tuple(tasks), cfg
         grouped = [t for members in groups.values() for t in members]
         if sorted(grouped) != sorted(self.tasks):
             raise ValueError("groups must assign every task to exactly one group")
-        if min(n_meta_shared, n_meta_group, n_task_group + n_task_own) < 1:
-            raise ValueError("need meta experts of both kinds and at least one task expert")
-        if meta_hidden[-1] != task_hidden[-1]:
-            raise ValueError("meta and task experts must end at the same width d_e")
         self.groups = {g: tuple(members) for g, members in groups.items()}
         self.group_of = {t: g for g, members in self.groups.items() for t in members}
-        self.flags = {"expert_norm": expert_norm, "hierarchy": hierarchy,
-                      "feature_gate": feature_gate, "self_gate": self_gate}
-        if expert_norm not in (None, "batch", "layer"):
-            raise ValueError(f"expert_norm must be None, 'batch' or 'layer', got {expert_norm!r}")
-        activation = "swish" if expert_norm else "relu"
+        activation = Activation.SWISH if cfg.expert_norm else Activation.RELU
         names = list(self.groups)
 
         # meta layer: [global..., group 0's..., group 1's...]
-        self.meta_index = {"shared": list(range(n_meta_shared))}
+        self.meta_index = {"shared": list(range(cfg.n_meta_shared))}
         for g, name in enumerate(names):
-            start = n_meta_shared + g * n_meta_group
-            self.meta_index[name] = list(range(start, start + n_meta_group))
-        n_meta = n_meta_shared + len(names) * n_meta_group
-        self.meta_experts = ExpertBank(n_meta, self.d_v, meta_hidden, activation, expert_norm)
-        self.feature_gates = FeatureGate(self.d_v, lora_rank, n_meta) if feature_gate else None
+            start = cfg.n_meta_shared + g * cfg.n_meta_group
+            self.meta_index[name] = list(range(start, start + cfg.n_meta_group))
+        n_meta = cfg.n_meta_shared + len(names) * cfg.n_meta_group
+        self.meta_experts = ExpertBank(n_meta, d_v, cfg.meta_hidden, activation, cfg.expert_norm)
+        self.feature_gates = FeatureGate(d_v, cfg.lora_rank, n_meta) if cfg.feature_gate else None
         self.meta_gates = nn.ModuleDict({
-            owner: Gate(self.d_v, n_meta, self._allowed(n_meta, index, hierarchy))
+            owner: Gate(d_v, n_meta, self._allowed(n_meta, index, cfg.hierarchy))
             for owner, index in self._meta_readers(names).items()})
-        d_e = meta_hidden[-1]
+        self.d_out = d_e = cfg.meta_hidden[-1]
 
         # task layer: [group 0's..., group 1's..., task 0's..., task 1's...]
         self.task_index = {}
         for g, name in enumerate(names):
-            self.task_index[name] = list(range(g * n_task_group, (g + 1) * n_task_group))
-        first_own = len(names) * n_task_group
+            self.task_index[name] = list(range(g * cfg.n_task_group, (g + 1) * cfg.n_task_group))
+        first_own = len(names) * cfg.n_task_group
         for t, task in enumerate(self.tasks):
-            start = first_own + t * n_task_own
-            self.task_index[task] = list(range(start, start + n_task_own))
-        n_task = first_own + len(self.tasks) * n_task_own
-        expert_group = [name for name in names for _ in range(n_task_group)] + [
-            self.group_of[task] for task in self.tasks for _ in range(n_task_own)]
+            start = first_own + t * cfg.n_task_own
+            self.task_index[task] = list(range(start, start + cfg.n_task_own))
+        n_task = first_own + len(self.tasks) * cfg.n_task_own
+        expert_group = [name for name in names for _ in range(cfg.n_task_group)] + [
+            self.group_of[task] for task in self.tasks for _ in range(cfg.n_task_own)]
         self.register_buffer("expert_group", torch.tensor([names.index(g) for g in expert_group]))
-        self.task_experts = ExpertBank(n_task, 2 * d_e, task_hidden, activation, expert_norm)
+        self.task_experts = ExpertBank(n_task, 2 * d_e, cfg.task_hidden, activation,
+                                       cfg.expert_norm)
         self.task_gates = nn.ModuleList(
             Gate(2 * d_e, n_task, self._allowed(
-                n_task, self.task_index[self.group_of[task]] + self.task_index[task], hierarchy))
+                n_task, self.task_index[self.group_of[task]] + self.task_index[task],
+                cfg.hierarchy))
             for task in self.tasks)
 
         owners = (*names, *(task for task in self.tasks if self.task_index[task]))
         self.self_gates = nn.ModuleDict({f"of_{owner}": SelfGate(d_e) for owner in owners}
-                                        ) if self_gate else None  # "of_": a task may be
+                                        ) if cfg.self_gate else None  # "of_": a task may be
         # called "forward", which nn.ModuleDict would refuse as a key
-        self.build_towers(d_e)
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{name}={value}" for name, value in self.flags.items())
+        cfg = self.cfg
+        return (f"expert_norm={cfg.expert_norm}, hierarchy={cfg.hierarchy}, "
+                f"feature_gate={cfg.feature_gate}, self_gate={cfg.self_gate}")
 
     # ------------------------------------------------------------------ wiring
 
@@ -124,8 +147,7 @@ class HoME(MultiTaskRanker):
 
     # ------------------------------------------------------------------ forward
 
-    def task_representations(self, v: torch.Tensor, trace: Trace | None
-                             ) -> list[torch.Tensor]:
+    def forward(self, v: torch.Tensor, trace: Trace | None = None) -> list[torch.Tensor]:
         # [B, E_meta, d_v] with feature-gates (one input per expert), else v itself [B, d_v]
         gated = self.feature_gates(v) if self.feature_gates is not None else v
         meta = self.meta_experts(gated)  # [B, E_meta, d_e]
@@ -153,31 +175,3 @@ class HoME(MultiTaskRanker):
                                 task=[k for g in self.groups for k in self.task_index[g]])
             trace.own.update(task={name: self.task_index[name] for name in self.tasks})
         return reps
-
-
-def build_ranker(name: str, data: Impressions, size, **flags: bool) -> MultiTaskRanker:
-    """One of the chapter's rankers at the sizes of a ``profiles.HoMESize``: "shared-bottom",
-    "MMoE" (ReLU experts), "MMoE+norm" (BN + Swish experts), "PLE" (two levels), or "HoME"
-    (``flags`` switch its fixes off one by one, e.g. ``self_gate=False`` or
-    ``expert_norm=None``)."""
-    common = {"d_emb": size.d_emb, "tower_hidden": size.d_emb}
-    if name == "shared-bottom":
-        hidden = (size.expert_hidden[0] * 2, *size.expert_hidden)
-        return SharedBottom(data.cardinalities, data.tasks, hidden=hidden, **common)
-    if name in ("MMoE", "MMoE+norm"):
-        activation, norm = ("swish", "batch") if name == "MMoE+norm" else ("relu", None)
-        return MMoE(data.cardinalities, data.tasks, n_experts=size.mmoe_experts,
-                    expert_hidden=size.expert_hidden, activation=activation, norm=norm,
-                    **common)
-    if name == "PLE":
-        return PLE(data.cardinalities, data.tasks, n_shared=size.meta_experts[0],
-                   n_own=size.task_experts[1], levels=2, expert_hidden=size.expert_hidden,
-                   **common)
-    if name == "HoME":
-        return HoME(data.cardinalities, data.tasks, data.groups,
-                    n_meta_shared=size.meta_experts[0], n_meta_group=size.meta_experts[1],
-                    n_task_group=size.task_experts[0], n_task_own=size.task_experts[1],
-                    meta_hidden=size.expert_hidden, task_hidden=size.task_hidden,
-                    lora_rank=size.lora_rank, **common, **flags)
-    raise ValueError(f"unknown ranker {name!r}; choose shared-bottom, MMoE, MMoE+norm, PLE "
-                     "or HoME")

@@ -1,16 +1,22 @@
 """What every multi-task ranker shares: the feature embedding, one tower per task, the loss,
 training, per-task AUC/GAUC, and the expert diagnostics read from a ``Trace``.
 
-A subclass only says how the feature vector v becomes one representation per task
-(``task_representations``); shared-bottom, MMoE, CGC/PLE (``models.baselines``) and HoME
-(``models.home``) differ there and nowhere else, so their comparison is fair by
-construction.
+A ranker is composed, not inherited: ``MultiTaskRanker(embed, mixer, towers)``. The
+*mixer* turns the feature vector v [B, d_v] into one representation per task; shared-bottom,
+MMoE, CGC/PLE (``models.multitask_baselines``) and HoME (``models.home``) are mixers and
+differ there and nowhere else, so their comparison is fair by construction. Each model has
+a config dataclass whose ``mixer(d_v, tasks, groups)`` builds its mixer, and
+``build_ranker(config, data)`` the whole ranker; variants are ``dataclasses.replace``.
+
+    ranker = build_ranker(HoMEConfig(), impressions)
+    loss, logs = ranker.loss(batch)  # batch: data.ranking.RankBatch
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -18,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recfunnel.data.multitask import Impressions
+from recfunnel.data.ranking import RankBatch
 from recfunnel.layers.features import FieldEmbedding
 from recfunnel.layers.moe import (
     dead_unit_fraction,
@@ -51,41 +58,65 @@ class Tower(nn.Sequential):
         super().__init__(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
 
+class Mixer(Protocol):
+    """v [B, d_v] -> one [B, d_out] representation per task; fills ``trace`` if given."""
+
+    d_out: int
+    task_layer: str  # the Trace layer whose gates are per task
+
+    def __call__(self, v: torch.Tensor, trace: Trace | None = None) -> list[torch.Tensor]: ...
+
+
+class MixerConfig(Protocol):
+    """What a model's config provides: the embedding and tower sizes and its mixer."""
+
+    d_emb: int
+    tower_hidden: int
+
+    def mixer(self, d_v: int, tasks: Sequence[str], groups: Mapping[str, Sequence[str]]
+              ) -> nn.Module: ...
+
+
 class MultiTaskRanker(nn.Module):
-    """Feature embedding -> ``task_representations`` -> one tower per task -> logits [B, T].
-    The loss is the sum over tasks of the mean binary cross-entropy (equal task weights)."""
+    """Feature embedding -> mixer -> one tower per task -> logits [B, T]. The loss is the
+    sum over tasks of the mean binary cross-entropy (equal task weights)."""
 
-    task_layer = "task"  # the Trace layer whose gates are per task
-
-    def __init__(self, cardinalities: Sequence[int], tasks: Sequence[str], d_emb: int,
+    def __init__(self, embed: FieldEmbedding, mixer: nn.Module, tasks: Sequence[str],
                  tower_hidden: int):
         super().__init__()
         if len(tasks) < 2:
             raise ValueError("a multi-task ranker needs at least two tasks")
         self.tasks = tuple(tasks)
-        self.embed = FieldEmbedding(cardinalities, d_emb)
-        self.d_v = self.embed.d_out
-        self.tower_hidden = tower_hidden
+        self.embed, self.mixer = embed, mixer
+        self.towers = nn.ModuleList(Tower(mixer.d_out, tower_hidden) for _ in self.tasks)
 
-    def build_towers(self, d_in: int) -> None:
-        self.towers = nn.ModuleList(Tower(d_in, self.tower_hidden) for _ in self.tasks)
+    @property
+    def task_layer(self) -> str:
+        return self.mixer.task_layer
 
-    def task_representations(self, v: torch.Tensor, trace: Trace | None
-                             ) -> list[torch.Tensor]:
-        """v [B, d_v] -> one [B, d] representation per task; fill ``trace`` if given."""
-        raise NotImplementedError
-
-    def forward(self, features: torch.Tensor, trace: Trace | None = None) -> torch.Tensor:
-        reps = self.task_representations(self.embed(features), trace)
+    def forward(self, batch: RankBatch, trace: Trace | None = None) -> torch.Tensor:
+        """batch.features [B, F] -> logits [B, T]."""
+        reps = self.mixer(self.embed(batch.features), trace)
         return torch.cat([tower(r) for tower, r in zip(self.towers, reps, strict=True)], dim=1)
 
-    def loss(self, features: torch.Tensor, labels: torch.Tensor
-             ) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = self(features)  # [B, T]
-        per_task = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0)
+    def loss(self, batch: RankBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        if batch.labels is None:
+            raise ValueError("the loss needs a batch with labels")
+        logits = self(batch)  # [B, T]
+        per_task = F.binary_cross_entropy_with_logits(logits, batch.labels,
+                                                      reduction="none").mean(0)
         logs = dict(zip((f"bce_{t}" for t in self.tasks), per_task.detach().tolist(),
                         strict=True))
         return per_task.sum(), logs
+
+
+def build_ranker(cfg: MixerConfig, data: Impressions) -> MultiTaskRanker:
+    """The ranker ``cfg`` describes, for ``data``'s fields, tasks and task groups: the
+    embedding is built first, then the mixer, then the towers (so one seed gives one
+    initialisation whatever the model)."""
+    embed = FieldEmbedding(data.cardinalities, cfg.d_emb)
+    mixer = cfg.mixer(embed.d_out, data.tasks, data.groups)
+    return MultiTaskRanker(embed, mixer, data.tasks, cfg.tower_hidden)
 
 
 def count_parameters(model: nn.Module, skip_embeddings: bool = True) -> int:
@@ -104,7 +135,7 @@ def predict(model: MultiTaskRanker, data: Impressions, batch_size: int = 8_192) 
     model.eval()
     device = next(model.parameters()).device
     features = torch.from_numpy(data.features)
-    probs = [torch.sigmoid(model(features[s:s + batch_size].to(device))).cpu()
+    probs = [torch.sigmoid(model(RankBatch(features[s:s + batch_size].to(device)))).cpu()
              for s in range(0, len(data), batch_size)]
     model.train(was_training)
     return torch.cat(probs).numpy()
@@ -140,7 +171,7 @@ def fit_multitask(model: MultiTaskRanker, train: Impressions, valid: Impressions
                       progress=progress, desc=desc)
     torch.manual_seed(seed)
     return fit(model, lambda epoch: train.batches(batch_size, seed * 1_000 + epoch),
-               step=lambda m, batch: m.loss(*batch), cfg=cfg, evaluate=evaluate)
+               step=lambda m, batch: m.loss(batch), cfg=cfg, evaluate=evaluate)
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -153,7 +184,7 @@ def trace(model: MultiTaskRanker, data: Impressions, rows: int = 8_192) -> Trace
     model.eval()
     recorded = Trace()
     device = next(model.parameters()).device
-    model(torch.from_numpy(data.features[:rows]).to(device), trace=recorded)
+    model(RankBatch(torch.from_numpy(data.features[:rows]).to(device)), trace=recorded)
     model.train(was_training)
     return recorded
 

@@ -6,10 +6,9 @@ the recommender; QARM names its two faults, *unmatching* (the embedding was trai
 other tasks) and *unlearning* (the recommender's gradient never reaches it), and answers
 in four stages, which this module follows in order:
 
-A. ``mine_pairs``: (trigger, target) item pairs from behaviour. For each clicked target,
-   the trigger is the item among the user's previous ``window`` clicks that a U2I model's
-   ID embeddings find most similar to it (``id_embeddings``: matrix factorisation on the
-   training clicks); without embeddings, the latest earlier click (plain co-click).
+A. ``models.qarm_pretrain.mine_pairs``: (trigger, target) item pairs from behaviour, the
+   trigger chosen by a U2I model's ID embeddings (pair mining and the cascade's frozen
+   pre-trained vectors live in ``models.qarm_pretrain``).
 B. ``ItemAligner`` + ``fit_aligner``: an encoder of the item's content (the course's
    stand-in for the MLLM) trained with an in-batch, symmetric contrastive loss on the
    pairs, so items that behaviour relates end up close (``alignment_loss``).
@@ -21,6 +20,9 @@ D. ``QARMRanker``: a ranking model that looks the codes up in its own embedding 
    recent clicks, and the sub-sequence of recent clicks whose first RQ level matches the
    candidate's (a code-keyed "hard search"). ``use`` switches each input on, so the rows
    of the paper's Table 1 (base, + frozen vector, + VQ, + RQ, + both) are one class.
+
+Chapter 7's experiment (the variant table, stages A and B on one world, one ranker per
+variant) is ``recipes.align_items`` and ``recipes.rank_variants``.
 """
 
 from __future__ import annotations
@@ -37,65 +39,9 @@ from recfunnel.data.multimodal import MultiModalData
 from recfunnel.layers.features import masked_mean
 from recfunnel.layers.quantize import NearestItemCode, ResidualKMeans
 from recfunnel.metrics import auc, gauc
-from recfunnel.models.baselines import MatrixFactorization, MFConfig
 from recfunnel.retrieval import ExactIndex
 from recfunnel.runtime import resolve_device
 from recfunnel.train import History, TrainConfig, fit
-
-# --------------------------------------------------------------------------- A. pair mining
-
-
-def clicks(data: MultiModalData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(users, items) of the clicked impressions among ``rows``, time-ordered per user."""
-    clicked = rows & (data.labels == 1)
-    return data.users[clicked], data.items[clicked]
-
-
-def id_embeddings(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
-                  d: int = 32, epochs: int = 5, seed: int = 0, progress: bool = False
-                  ) -> torch.Tensor:
-    """[n_items, d] item vectors of a U2I model (matrix factorisation with a softmax over the
-    catalogue) trained on the (user, item) clicks; unclicked items keep their random init."""
-    pairs = torch.utils.data.TensorDataset(torch.as_tensor(users), torch.as_tensor(items))
-    torch.manual_seed(seed)
-    model = MatrixFactorization(MFConfig(n_users, n_items, d_model=d))
-    loader = torch.utils.data.DataLoader(pairs, batch_size=1_024, shuffle=True,
-                                         generator=torch.Generator().manual_seed(seed))
-    fit(model, loader, cfg=TrainConfig(epochs=epochs, lr=1e-2, device="cpu",
-                                       progress=progress, desc="U2I model"))
-    return model.item_emb.weight.detach()
-
-
-def mine_pairs(users: np.ndarray, items: np.ndarray, window: int,
-               item_vectors: torch.Tensor | None = None) -> np.ndarray:
-    """[P, 2] (trigger, target) item pairs from clicks (stage A); ``users`` and ``items``
-    [n] list the clicks grouped by user and in time order.
-
-    Each click is a target; its trigger is, among the user's previous ``window`` clicks
-    (of other items than the target), the one whose ``item_vectors`` are the most
-    cosine-similar to the target's (the paper's U2I rule), or the latest one without
-    vectors (plain co-click)."""
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    unit = None if item_vectors is None else F.normalize(item_vectors.float(), dim=1)
-    pairs = []
-    bounds = np.flatnonzero(np.diff(users)) + 1
-    for sequence in np.split(np.asarray(items), bounds):
-        if len(sequence) < 2:
-            continue
-        padded = np.concatenate([np.full(window, -1), sequence])
-        earlier = np.lib.stride_tricks.sliding_window_view(padded, window)[:-1]  # [m, W]
-        usable = (earlier >= 0) & (earlier != sequence[:, None])
-        if unit is None:  # latest usable earlier click
-            score = np.where(usable, np.arange(window)[None, :], -1).astype(float)
-        else:
-            sims = (unit[np.maximum(earlier, 0)] @ unit[sequence][:, :, None]).squeeze(-1)
-            score = np.where(usable, sims.numpy(), -np.inf)
-        has = usable.any(axis=1)
-        best = score.argmax(axis=1)
-        pairs.append(np.stack([earlier[np.arange(len(sequence)), best][has], sequence[has]], 1))
-    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
-
 
 # --------------------------------------------------------------------------- B. alignment
 
@@ -387,71 +333,3 @@ def evaluate_ranker(model: QARMRanker, data: MultiModalData, rows: np.ndarray,
         scores[f"auc_{name}"] = (auc(labels[members], probs[members])
                                  if 0 < labels[members].sum() < members.sum() else float("nan"))
     return scores
-
-
-# --------------------------------------------------------------------------- the whole recipe
-
-# the rows of the paper's Table 1, and two more: name -> (ranker inputs, vectors used)
-VARIANTS = {
-    "base": ((), "aligned"),
-    "+ frozen raw vector": (("frozen",), "raw"),
-    "+ frozen aligned vector": (("frozen",), "aligned"),
-    "+ VQ code": (("vq",), "aligned"),
-    "+ RQ code": (("rq",), "aligned"),
-    "+ VQ & RQ codes": (("vq", "rq"), "aligned"),
-    "+ aligned vector & codes": (("frozen", "vq", "rq"), "aligned"),
-    "+ codes of raw vectors": (("vq", "rq"), "raw"),
-}
-
-
-def pretrained_vectors(content: torch.Tensor, d: int, seed: int = 0) -> torch.Tensor:
-    """[I, d] the cascade's frozen item vectors: a fixed random projection of the content,
-    an encoder trained for something else, which keeps whatever the content mostly shows."""
-    generator = torch.Generator().manual_seed(seed)
-    return content @ torch.randn(content.shape[1], d, generator=generator) / content.shape[1] ** 0.5
-
-
-@dataclass
-class Aligned:
-    """Stages A and B on one world: the raw and aligned vectors [I, d] and the pairs used."""
-
-    raw: torch.Tensor
-    aligned: torch.Tensor
-    pairs: np.ndarray
-    history: History
-
-
-def align_items(data: MultiModalData, d: int, window: int, epochs: int,
-                batch_size: int = 256, seed: int = 0, progress: bool = True,
-                device: str = "cpu") -> Aligned:
-    """Mine pairs from the training clicks with the U2I rule and align the content to them."""
-    train, _, _ = data.split()
-    users, items = clicks(data, train)
-    ids = id_embeddings(users, items, data.n_users, data.n_items, seed=seed)
-    pairs = mine_pairs(users, items, window, item_vectors=ids)
-    content = torch.from_numpy(data.content())
-    aligner = ItemAligner(content.shape[1], d)
-    history = fit_aligner(aligner, content, pairs, epochs, batch_size, seed=seed,
-                          progress=progress, device=device)
-    return Aligned(raw=pretrained_vectors(content, d, seed), aligned=encode_items(aligner, content),
-                   pairs=pairs, history=history)
-
-
-def rank_variants(data: MultiModalData, vectors: dict[str, torch.Tensor],
-                  codes: dict[str, ItemCodes], variants: Sequence[str], d_emb: int,
-                  hidden: Sequence[int], epochs: int, batch_size: int = 1_024,
-                  lr: float = 3e-3, patience: int | None = 1, seed: int = 0,
-                  progress: bool = True, device: str = "cpu") -> dict[str, dict[str, float]]:
-    """Train one ranker per variant (``VARIANTS``) on the same data and seed; return each
-    one's test scores (``evaluate_ranker``) and its best epoch."""
-    train, valid, test = data.split()
-    results = {}
-    for name in variants:
-        inputs, source = VARIANTS[name]
-        torch.manual_seed(seed)
-        model = QARMRanker(data.n_users, data.n_items, d_emb, hidden, use=inputs,
-                           frozen=vectors[source], codes=codes[source])
-        history = fit_ranker(model, data, train, valid, epochs, batch_size, lr, seed,
-                             patience, progress, desc=name, device=device)
-        results[name] = evaluate_ranker(model, data, test) | {"best_epoch": history.best_epoch}
-    return results

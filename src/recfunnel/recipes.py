@@ -1,0 +1,215 @@
+"""The chapters' experiments, written once: what a chapter and its benchmark both call.
+
+A recipe turns a chapter's run sizes (``profiles``) into model configurations and trained
+models, so that ``benchmarks/`` repeats a chapter's experiment over more seeds or epochs
+with exactly the chapter's settings; neither may copy them. ``study`` is the generic layer
+(runs, gaps, verdicts); this module is the chapter-specific one above the models.
+
+    from recfunnel.recipes import dimerec_config, fit_contender
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from recfunnel.data.multimodal import MultiModalData
+from recfunnel.data.multitask import Impressions
+from recfunnel.data.sequences import SequentialSplit
+from recfunnel.layers.moe import Activation, Norm
+from recfunnel.models import qarm
+from recfunnel.models.baselines import SASRec, SASRecConfig, fit_sasrec
+from recfunnel.models.dimerec import ComiRecSA, DimeRec, DimeRecConfig, ablation, fit_dimerec
+from recfunnel.models.elastic import ElasticConfig
+from recfunnel.models.home import HoMEConfig
+from recfunnel.models.multitask import (
+    MixerConfig,
+    MultiTaskRanker,
+    build_ranker,
+    count_parameters,
+    diagnose,
+    fit_multitask,
+    task_metrics,
+)
+from recfunnel.models.multitask_baselines import MMoEConfig, PLEConfig, SharedBottomConfig
+from recfunnel.models.qarm_pretrain import clicks, id_embeddings, mine_pairs, pretrained_vectors
+from recfunnel.profiles import DimeRecSize, ElasticSize, HoMESize
+from recfunnel.runtime import resolve_device, set_seed
+from recfunnel.train import History
+
+# --------------------------------------------------------------------------- chapter 3
+
+
+def elastic_config(size: ElasticSize, n_items: int, max_len: int, **changes) -> ElasticConfig:
+    """Chapter 3's ELASTIC at a profile's size (``changes``: a sweep's setting)."""
+    base = ElasticConfig(n_items=n_items, max_len=max_len, d_model=size.d_model,
+                         d_ffn=2 * size.d_model, n_experts=size.n_experts,
+                         memory_size=size.memory_size, top_c=size.top_c, p_dropout=0.1)
+    return dataclasses.replace(base, **changes)
+
+
+# --------------------------------------------------------------------------- chapter 4
+
+
+def dimerec_config(size: DimeRecSize, n_items: int, **changes) -> DimeRecConfig:
+    """Chapter 4's DimeRec (and ComiRec-SA, its extractor) at a profile's size."""
+    return DimeRecConfig(n_items=n_items, max_len=50, d_model=size.d_model,
+                         n_interests=size.n_interests, diffusion_steps=size.diffusion_steps,
+                         hidden=size.hidden, **changes)
+
+
+def dimerec_contenders(size: DimeRecSize, n_items: int) -> dict[str, DimeRecConfig | None]:
+    """Chapter 4's models by name: SASRec (None: RecBole's settings), ComiRec-SA, DimeRec
+    and "DimeRec, <variant>" for each of the profile's ablations."""
+    base = dimerec_config(size, n_items)
+    contenders: dict[str, DimeRecConfig | None] = {"SASRec": None, "ComiRec-SA": base,
+                                                   "DimeRec": base}
+    return contenders | {f"DimeRec, {v}": ablation(base, v) for v in size.ablations}
+
+
+def fit_contender(name: str, cfg: DimeRecConfig | None, split: SequentialSplit,
+                  size: DimeRecSize, seed: int, device: str = "auto",
+                  **fit_options: Any) -> tuple[nn.Module, History, float]:
+    """Train one of ``dimerec_contenders`` the way chapter 4 does; returns the model in
+    eval mode (DimeRec serving with the steps validation chose), its history and the
+    seconds it took. ``fit_options``: e.g. ``patience`` for a run to convergence."""
+    start = time.perf_counter()
+    if cfg is None:
+        model = SASRec(SASRecConfig(n_items=split.n_items))
+        history = fit_sasrec(model, split, size.sasrec_epochs, seed=seed, device=device,
+                             desc=f"{name}, seed {seed}", **fit_options)
+    else:
+        model = (ComiRecSA if name == "ComiRec-SA" else DimeRec)(cfg)
+        history = fit_dimerec(model, split, size.epochs, per_user=size.per_user,
+                              batch_size=size.batch_size, lr=size.lr, seed=seed,
+                              device=device, desc=f"{name}, seed {seed}", **fit_options)
+    return model.eval(), history, time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- chapter 5
+
+HOME_STEPS = {  # chapter 5 adds HoME's fixes in the paper's order, after BN + Swish
+    "+ hierarchy": {"feature_gate": False, "self_gate": False},
+    "+ feature-gate": {"self_gate": False},
+    "+ self-gate (HoME)": {},
+}
+HOME_ABLATIONS = {  # full HoME changed in one respect
+    "HoME-no-norm": {"expert_norm": None},
+    "HoME-layer-norm": {"expert_norm": Norm.LAYER},
+    "HoME-no-hierarchy": {"hierarchy": False},
+    "HoME-no-feature-gate": {"feature_gate": False},
+    "HoME-no-self-gate": {"self_gate": False},
+}
+
+
+def ranker_configs(size: HoMESize) -> dict[str, MixerConfig]:
+    """Chapter 5's rankers at a profile's sizes, by name: the references, HoME with its
+    fixes added one by one (``HOME_STEPS``) and with each taken away (``HOME_ABLATIONS``)."""
+    common = {"d_emb": size.d_emb, "tower_hidden": size.d_emb}
+    mmoe = MMoEConfig(n_experts=size.mmoe_experts, expert_hidden=size.expert_hidden, **common)
+    home = HoMEConfig(n_meta_shared=size.meta_experts[0], n_meta_group=size.meta_experts[1],
+                      n_task_group=size.task_experts[0], n_task_own=size.task_experts[1],
+                      meta_hidden=size.expert_hidden, task_hidden=size.task_hidden,
+                      lora_rank=size.lora_rank, **common)
+    configs: dict[str, MixerConfig] = {
+        "shared-bottom": SharedBottomConfig(hidden=(size.expert_hidden[0] * 2,
+                                                    *size.expert_hidden), **common),
+        "MMoE": mmoe,
+        "MMoE+norm": dataclasses.replace(mmoe, activation=Activation.SWISH, norm=Norm.BATCH),
+        "PLE": PLEConfig(n_shared=size.meta_experts[0], n_own=size.task_experts[1], levels=2,
+                         expert_hidden=size.expert_hidden, **common),
+        "HoME": home,
+    }
+    changes = HOME_STEPS | HOME_ABLATIONS
+    return configs | {name: dataclasses.replace(home, **change) for name, change in changes.items()}
+
+
+def fit_ranker(cfg: MixerConfig, data: Impressions, size: HoMESize, seed: int,
+               sparse: Sequence[str] = (), device: str = "auto", desc: str = "ranker",
+               progress: bool = True) -> tuple[MultiTaskRanker, dict[str, Any]]:
+    """Train one of chapter 5's rankers on ``data``'s training days, early-stopped on the
+    validation day; its test scores per task, its expert diagnostics (``sparse``: the tasks
+    whose own-expert share is read), its cost and its history. The model is returned on
+    the CPU."""
+    train, valid, test = data.split()
+    set_seed(seed)
+    model = build_ranker(cfg, data).to(resolve_device(device))
+    start = time.perf_counter()
+    history = fit_multitask(model, train, valid, epochs=size.epochs, batch_size=size.batch_size,
+                            lr=size.lr, seed=seed, patience=size.patience, progress=progress,
+                            desc=desc)
+    seconds = time.perf_counter() - start
+    model.cpu()
+    return model, {"seconds": seconds, "epochs_run": len(history.epochs),
+                   "best_epoch": history.best_epoch, "parameters": count_parameters(model),
+                   "tasks": task_metrics(model, test), "diagnostics": diagnose(model, test, sparse),
+                   "history": history}
+
+
+# --------------------------------------------------------------------------- chapter 7
+
+# the rows of the paper's Table 1, and two more: name -> (ranker inputs, vectors used)
+VARIANTS = {
+    "base": ((), "aligned"),
+    "+ frozen raw vector": (("frozen",), "raw"),
+    "+ frozen aligned vector": (("frozen",), "aligned"),
+    "+ VQ code": (("vq",), "aligned"),
+    "+ RQ code": (("rq",), "aligned"),
+    "+ VQ & RQ codes": (("vq", "rq"), "aligned"),
+    "+ aligned vector & codes": (("frozen", "vq", "rq"), "aligned"),
+    "+ codes of raw vectors": (("vq", "rq"), "raw"),
+}
+
+
+@dataclass
+class Aligned:
+    """Stages A and B on one world: the raw and aligned vectors [I, d] and the pairs used."""
+
+    raw: torch.Tensor
+    aligned: torch.Tensor
+    pairs: np.ndarray
+    history: History
+
+
+def align_items(data: MultiModalData, d: int, window: int, epochs: int,
+                batch_size: int = 256, seed: int = 0, progress: bool = True,
+                device: str = "cpu") -> Aligned:
+    """Mine pairs from the training clicks with the U2I rule and align the content to them."""
+    train, _, _ = data.split()
+    users, items = clicks(data, train)
+    ids = id_embeddings(users, items, data.n_users, data.n_items, seed=seed)
+    pairs = mine_pairs(users, items, window, item_vectors=ids)
+    content = torch.from_numpy(data.content())
+    aligner = qarm.ItemAligner(content.shape[1], d)
+    history = qarm.fit_aligner(aligner, content, pairs, epochs, batch_size, seed=seed,
+                               progress=progress, device=device)
+    return Aligned(raw=pretrained_vectors(content, d, seed),
+                   aligned=qarm.encode_items(aligner, content), pairs=pairs, history=history)
+
+
+def rank_variants(data: MultiModalData, vectors: dict[str, torch.Tensor],
+                  codes: dict[str, qarm.ItemCodes], variants: Sequence[str], d_emb: int,
+                  hidden: Sequence[int], epochs: int, batch_size: int = 1_024,
+                  lr: float = 3e-3, patience: int | None = 1, seed: int = 0,
+                  progress: bool = True, device: str = "cpu") -> dict[str, dict[str, float]]:
+    """Train one ranker per variant (``VARIANTS``) on the same data and seed; return each
+    one's test scores (``qarm.evaluate_ranker``) and its best epoch."""
+    train, valid, test = data.split()
+    results = {}
+    for name in variants:
+        inputs, source = VARIANTS[name]
+        torch.manual_seed(seed)
+        model = qarm.QARMRanker(data.n_users, data.n_items, d_emb, hidden, use=inputs,
+                                frozen=vectors[source], codes=codes[source])
+        history = qarm.fit_ranker(model, data, train, valid, epochs, batch_size, lr, seed,
+                                  patience, progress, desc=name, device=device)
+        results[name] = qarm.evaluate_ranker(model, data, test) | {
+            "best_epoch": history.best_epoch}
+    return results
