@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the world's conflict between tasks (kappa)")
     parser.add_argument("--out", type=Path, default=RESULTS / "home_seeds.json")
     args = parser.parse_args(argv)
+    provenance = {"command": " ".join(["python", *sys.argv]), "version": package_version(),
+                  "commit": git_commit()}  # the code as it was when the runs started
     size = profile_for("home", args.profile)
     if args.epochs is not None:
         size = dataclasses.replace(size, epochs=args.epochs)
@@ -71,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             sparse_auc = sum(runs[-1]["tasks"][t]["auc"] for t in SPARSE) / len(SPARSE)
             print(f"seed {seed} {label:22s} {seconds:5.1f} s  sparse AUC {sparse_auc:.4f}",
                   flush=True)
-    out = {"command": " ".join(["python", *sys.argv]), "version": package_version(),
-           "commit": git_commit(), "profile": args.profile, "size": dataclasses.asdict(size),
+    out = {**provenance, "profile": args.profile, "size": dataclasses.asdict(size),
            "sparse": SPARSE,
            "conflict": args.conflict,
            "test_positives": {t: int(p) for t, p in zip(data.tasks, test.labels.sum(0),
