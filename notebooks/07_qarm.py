@@ -440,7 +440,8 @@ for seed in seeds:
                                               size.rq_size, seed=seed)
                        for name, v in (("raw", run.raw), ("aligned", run.aligned))}
     _, world_valid, world_test = world.split()
-    world_held = qarm_pretrain.mine_pairs(*qarm_pretrain.clicks(world, world_valid | world_test), window=1)
+    world_held = qarm_pretrain.mine_pairs(
+        *qarm_pretrain.clicks(world, world_valid | world_test), window=1)
     recalls.append({"seed": seed, "raw": qarm.pair_recall(run.raw, world_held),
                     "aligned": qarm.pair_recall(run.aligned, world_held)})
     scores = recipes.rank_variants(world, {"raw": run.raw, "aligned": run.aligned}, world_codes,
@@ -674,8 +675,9 @@ if movie_section:
         movies = movielens_text_items(movielens, "tfidf", size.text_dim, seed=SEED)
         encoder_used = "tfidf"
     movie_content = torch.from_numpy(movies.content)
-    movie_pairs = qarm_pretrain.mine_pairs(movies.users[movies.train], movies.items[movies.train], 1)
-    movie_held = qarm_pretrain.mine_pairs(movies.users[~movies.train], movies.items[~movies.train], 1)
+    train_rows, held_rows = movies.train, ~movies.train
+    movie_pairs = qarm_pretrain.mine_pairs(movies.users[train_rows], movies.items[train_rows], 1)
+    movie_held = qarm_pretrain.mine_pairs(movies.users[held_rows], movies.items[held_rows], 1)
     movie_aligner = qarm.ItemAligner(movie_content.shape[1], size.d_align)
     qarm.fit_aligner(movie_aligner, movie_content, movie_pairs, epochs=size.text_align_epochs,
                      batch_size=size.align_batch, seed=SEED, device=DEVICE)

@@ -9,7 +9,7 @@ import torch
 
 from recfunnel import recipes
 from recfunnel.data.movielens import MovieLens
-from recfunnel.data.multimodal import MultiModalConfig, make_multimodal
+from recfunnel.data.multimodal import MultiModalConfig, make_multimodal, rank_batch
 from recfunnel.data.text import TextEncoderUnavailableError, encode_texts, movielens_text_items
 from recfunnel.layers.features import masked_mean
 from recfunnel.layers.quantize import (
@@ -222,20 +222,18 @@ def test_ranker_code_embeddings_train_end_to_end(world):
     codes = qarm.build_codes(torch.from_numpy(world.content()[:, :16]), ~world.is_cold, 3, 2, 8)
     model = qarm.QARMRanker(world.n_users, world.n_items, 8, (16,), use=("vq", "rq"),
                             codes=codes)
-    rows = np.arange(64)
-    batch = (torch.from_numpy(world.users[rows]), torch.from_numpy(world.items[rows]),
-             torch.from_numpy(world.history[rows]))
-    labels = torch.from_numpy(world.labels[rows]).float()
-    before = model(*batch).detach()
+    batch = rank_batch(world, np.arange(64))
+    labels = batch.labels[:, 0]
+    before = model(batch).detach()
     with torch.no_grad():  # the codes are read: other code embeddings, other scores
         model.vq_emb.weight.add_(1.0)
-        assert (model(*batch) - before).abs().max() > 1e-4
+        assert (model(batch) - before).abs().max() > 1e-4
         model.vq_emb.weight.sub_(1.0)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = None
     for _ in range(30):
         optimiser.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(*batch), labels)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch), labels)
         loss.backward()
         first = loss.item() if first is None else first
         assert model.vq_emb.weight.grad.abs().sum() > 0
@@ -251,16 +249,26 @@ def test_ranker_code_embeddings_train_end_to_end(world):
 def test_matched_history_uses_only_items_with_the_candidates_first_code(world):
     codes = qarm.build_codes(torch.from_numpy(world.content()[:, :16]), ~world.is_cold, 3, 2, 8)
     model = qarm.QARMRanker(world.n_users, world.n_items, 8, (16,), use=("rq",), codes=codes)
-    # history of three items whose first-level codes are known; the candidate matches one
+    # a history of padding and three items whose first-level codes are known; the candidate
+    # matches item 0 only (ranker ids are item ids + 1, 0 pads)
     first = codes.rq[:, 0]
     candidate = int(torch.nonzero(first == first[0])[1])
     others = torch.nonzero(first != first[0]).flatten()[:2]
-    history = torch.tensor([[world.pad, 0, int(others[0]), int(others[1])]])
-    vectors = model._rq_vectors(history)
-    matched = (model.rq_codes[history][..., 0] == model.rq_codes[candidate, 0]) & (
-        history != world.pad)
+    history = torch.tensor([[0, 0 + 1, int(others[0]) + 1, int(others[1]) + 1]])
+    matched = model.matched(history, torch.tensor([candidate + 1]))
     assert matched.tolist() == [[False, True, False, False]]
+    vectors = model._rq_vectors(history)
     torch.testing.assert_close(masked_mean(vectors, matched), vectors[:, 1])
+    # a candidate whose own code is the padding row's would still never match the padding
+    assert not model.matched(torch.zeros(1, 3, dtype=torch.long), torch.tensor([1])).any()
+
+
+def test_the_ranker_batch_pads_with_zero_and_shifts_item_ids(world):
+    batch = rank_batch(world, np.arange(200))
+    assert torch.equal(batch.features[:, 1], torch.from_numpy(world.items[:200]) + 1)
+    padded = torch.from_numpy(world.history[:200]) == world.pad
+    assert padded.any() and torch.equal(batch.history == 0, padded)
+    assert torch.equal(batch.history[~padded], torch.from_numpy(world.history[:200])[~padded] + 1)
 
 
 def test_rankers_learn_and_codes_reach_cold_items(world):

@@ -10,7 +10,7 @@ import torch
 from recfunnel.data.sequences import SequentialSplit
 from recfunnel.metrics import ranking_metrics
 from recfunnel.models.baselines import Popularity, SASRec, SASRecConfig, fit_sasrec
-from recfunnel.models.dimerec import ComiRecSA, DimeRec, DimeRecConfig, fit_dimerec
+from recfunnel.models.dimerec import ComiRecSA, Denoiser, DimeRec, DimeRecConfig, fit_dimerec
 from recfunnel.models.elastic import Elastic, ElasticConfig, fit_elastic
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig, fit_kuaiformer
 
@@ -92,3 +92,19 @@ def test_comirec_alone_cannot_map_an_item_to_the_next_one(cyclic):
                 device="cpu", progress=False)
     ndcg = ndcg_at_10(model.eval(), cyclic)
     assert popularity_ndcg(cyclic) + 0.2 < ndcg < 0.9
+
+
+def test_dimerec_blind_to_its_guidance_cannot_learn_the_cycle(cyclic):
+    """The mechanism, broken on purpose: a denoiser that never sees the interests generates
+    the same vector for every user, so DimeRec falls to a popularity-like ranking."""
+
+    class BlindDenoiser(Denoiser):
+        def forward(self, x_t, t, guidance):
+            return super().forward(x_t, t, torch.zeros_like(guidance))
+
+    torch.manual_seed(0)
+    model = DimeRec(dimerec_config(cyclic))
+    model.denoiser = BlindDenoiser(model.cfg)
+    fit_dimerec(model, cyclic, epochs=30, batch_size=32, lr=1e-2, patience=None,
+                device="cpu", progress=False)
+    assert ndcg_at_10(model.eval(), cyclic) < 0.5

@@ -23,8 +23,9 @@ a world with that gap and with its answer known:
   test day they take a fixed share of the traffic, as new items do under a fresh-item boost.
 
 Impressions carry the user's last ``history`` clicked items before them (most recent
-last, padded with the id ``n_items``), and split by day: the last day is the test set and
-the day before it validation.
+last, padded with the id ``n_items``: item ids start at 0 here), and split by day: the last
+day is the test set and the day before it validation. ``rank_batch`` gives the rankers
+their batch, with item ids shifted by one so that 0 pads, as in every ranker batch.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recfunnel.data.ranking import RankBatch
 from recfunnel.data.world import calibrate_intercept, sigmoid
 
 
@@ -256,9 +258,13 @@ def _click_histories(users: np.ndarray, items: np.ndarray, labels: np.ndarray, l
     return history
 
 
-def impression_tensors(data: MultiModalData, mask: np.ndarray) -> dict[str, torch.Tensor]:
-    """The rows of ``mask`` as tensors: users, items [n], history [n, L], labels [n]."""
-    return {"users": torch.from_numpy(data.users[mask]),
-            "items": torch.from_numpy(data.items[mask]),
-            "history": torch.from_numpy(data.history[mask]),
-            "labels": torch.from_numpy(data.labels[mask]).float()}
+def rank_batch(data: MultiModalData, rows: np.ndarray) -> RankBatch:
+    """The impressions ``rows`` (a mask or indices) as the rankers' batch: features [n, 2]
+    (user id, item id + 1), history [n, L] (item ids + 1, 0 = padding, as in every ranker
+    batch of the course) and labels [n, 1] (clicked)."""
+    items = torch.from_numpy(data.items[rows]) + 1
+    history = torch.from_numpy(data.history[rows]) + 1
+    history[history == data.pad + 1] = 0
+    return RankBatch(features=torch.stack([torch.from_numpy(data.users[rows]), items], dim=1),
+                     labels=torch.from_numpy(data.labels[rows]).float()[:, None],
+                     history=history)

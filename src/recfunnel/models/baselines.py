@@ -136,11 +136,19 @@ class SASRec(nn.Module):
         logits = hidden @ self.item_emb.weight.T
         return logits.index_fill(-1, torch.tensor([0], device=logits.device), float("-inf"))
 
+    def item_vectors(self) -> torch.Tensor:
+        """[V, D] the item table an index holds (row 0 is padding)."""
+        return self.item_emb.weight
+
+    def query_vectors(self, batch: SeqBatch) -> torch.Tensor:
+        """[B, D] the last position's state after each user's newest max_len items."""
+        batch = batch.newest(self.cfg.max_len)
+        return self.encode(batch.user_seq, batch.is_pad)[:, -1]
+
     def score_all(self, batch: SeqBatch) -> torch.Tensor:
         """[B, V]: the next-item scores after each user's history (its newest max_len
         items)."""
-        batch = batch.newest(self.cfg.max_len)
-        return self.item_logits(self.encode(batch.user_seq, batch.is_pad)[:, -1])
+        return self.item_logits(self.query_vectors(batch))
 
     def forward(self, batch: WindowBatch) -> torch.Tensor:
         """Cross-entropy over all items at every position that has a target."""

@@ -140,11 +140,18 @@ class ComiRecSA(nn.Module):
         g_u = interests[torch.arange(len(chosen), device=chosen.device), chosen]  # [B, d]
         return F.cross_entropy(self.space.logits(g_u, items), target_ids), chosen
 
+    def item_vectors(self) -> torch.Tensor:
+        """[V, d] the item table an index holds (row 0 is padding)."""
+        return self.items()
+
+    def query_vectors(self, batch: SeqBatch) -> torch.Tensor:
+        """[B, K, d] the K interests of each user's newest max_len items."""
+        batch = batch.newest(self.cfg.max_len)
+        return self.interests(batch.user_seq, batch.is_pad)
+
     def score_all(self, batch: SeqBatch) -> torch.Tensor:
         """[B, V]: each item's best score over the K interests."""
-        batch = batch.newest(self.cfg.max_len)
-        g = self.interests(batch.user_seq, batch.is_pad)
-        return self.space.logits(g, self.items()).amax(dim=1)
+        return self.space.logits(self.query_vectors(batch), self.items()).amax(dim=1)
 
     def forward(self, batch: SeqBatch) -> tuple[torch.Tensor, dict[str, float]]:
         g = self.interests(batch.user_seq, batch.is_pad)
@@ -222,9 +229,17 @@ class DimeRec(nn.Module):
                       project=self.space.project, generator=generator, device=g.device,
                       trajectory=trajectory)
 
+    def item_vectors(self) -> torch.Tensor:
+        """[V, d] the item table an index holds (row 0 is padding): the extractor's."""
+        return self.gem.items()
+
+    def query_vectors(self, batch: SeqBatch) -> torch.Tensor:
+        """[B, d] the generated next interest (``generate`` with the served steps)."""
+        return self.generate(batch)
+
     def score_all(self, batch: SeqBatch) -> torch.Tensor:
         """[B, V]: the generated vector's score for every item (one ANN query per user)."""
-        return self.space.logits(self.generate(batch), self.gem.items())
+        return self.space.logits(self.query_vectors(batch), self.item_vectors())
 
     def forward(self, batch: SeqBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """L = w_gem L_gem + lambda L_recon + mu L_ssm (Section 3.5), one noised step per

@@ -195,10 +195,18 @@ class Elastic(nn.Module):
         logits = user @ self.item_emb.weight.T
         return logits.index_fill(-1, torch.tensor([0], device=logits.device), float("-inf"))
 
+    def item_vectors(self) -> torch.Tensor:
+        """[V, D] the item table an index holds (row 0 is padding)."""
+        return self.item_emb.weight
+
+    def query_vectors(self, batch: SeqBatch) -> torch.Tensor:
+        """[B, D] the user vector after each user's newest max_len items."""
+        batch = batch.newest(self.cfg.max_len)
+        return self.encode(batch.user_seq, batch.is_pad).user
+
     def score_all(self, batch: SeqBatch) -> torch.Tensor:
         """[B, V]: next-item scores after each user's history (its newest max_len items)."""
-        batch = batch.newest(self.cfg.max_len)
-        return self.item_logits(self.encode(batch.user_seq, batch.is_pad).user)
+        return self.item_logits(self.query_vectors(batch))
 
     def forward(self, batch: SeqBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """Softmax cross-entropy over all items for the next item, plus the optional

@@ -208,9 +208,13 @@ class KuaiFormer(nn.Module):
         """[V, D] the item table that serving searches (row 0 is padding)."""
         return self.embedding.item_emb.weight
 
+    def query_vectors(self, batch: SeqBatch) -> torch.Tensor:
+        """[B, K, D] the K interests, one index query each (Eq. 9 takes the best)."""
+        return self.interests(batch.user_seq, batch.is_pad, batch.seq_feats)
+
     def score_all(self, batch: SeqBatch) -> torch.Tensor:
         """[B, V] best-interest score of every item (Eq. 9); padding can never win."""
-        interests = self.interests(batch.user_seq, batch.is_pad, batch.seq_feats)
+        interests = self.query_vectors(batch)
         scores = torch.einsum("bkd,vd->bkv", interests, self.item_vectors()).amax(dim=1)
         return scores.index_fill(1, torch.tensor([0], device=scores.device), float("-inf"))
 

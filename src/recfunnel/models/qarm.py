@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recfunnel.data.multimodal import MultiModalData
+from recfunnel.data.multimodal import MultiModalData, rank_batch
+from recfunnel.data.ranking import RankBatch
 from recfunnel.layers.features import masked_mean
 from recfunnel.layers.quantize import NearestItemCode, ResidualKMeans
 from recfunnel.metrics import auc, gauc
@@ -198,18 +199,17 @@ class QARMRanker(nn.Module):
             raise ValueError("'frozen' needs the frozen item vectors [I, d]")
         if {"vq", "rq"} & set(self.use) and codes is None:
             raise ValueError("'vq' and 'rq' need the items' codes (build_codes)")
-        self.pad = n_items  # the history's padding id
         self.user_emb = nn.Embedding(n_users, d_emb)
-        self.item_emb = nn.Embedding(n_items + 1, d_emb)
+        self.item_emb = nn.Embedding(n_items + 1, d_emb)  # row 0: padding, row i + 1: item i
         n_user_side, n_item_side = 2, 1
         if "frozen" in self.use:
             vectors = torch.as_tensor(frozen).float()
             vectors = (vectors - vectors.mean(0)) / vectors.std(0).clamp(min=1e-8)  # z-scores
-            padded = torch.cat([vectors, vectors.new_zeros(1, vectors.shape[1])])  # [I + 1, d]
+            padded = torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors])  # [I + 1, d]
             self.register_buffer("frozen", padded)
             self.frozen_proj = nn.Linear(vectors.shape[1], d_emb)
             n_user_side, n_item_side = n_user_side + 1, n_item_side + 1
-        if "vq" in self.use:  # pool ids, padded with one more id
+        if "vq" in self.use:  # pool ids; the padding item's codes are one more id
             self.register_buffer("vq_codes", _with_pad_row(codes.vq, len(codes.pool)))
             self.vq_emb = nn.Embedding(len(codes.pool) + 1, d_emb)
             n_user_side, n_item_side = n_user_side + 1, n_item_side + 1
@@ -230,14 +230,20 @@ class QARMRanker(nn.Module):
         self.mlp = nn.Sequential(*layers, nn.Linear(width, 1))
 
     def _rq_vectors(self, ids: torch.Tensor) -> torch.Tensor:
-        """item ids [...] -> [..., e]: the sum of the R level embeddings of their RQ codes."""
+        """item ids + 1 [...] -> [..., e]: the sum of the R level embeddings of their RQ codes."""
         codes = self.rq_codes[ids]  # [..., R]
         return sum(table(codes[..., level]) for level, table in enumerate(self.rq_emb))
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor, history: torch.Tensor
-                ) -> torch.Tensor:
-        """users [B], items [B], history [B, L] (pad = n_items) -> logits [B]."""
-        valid = history != self.pad  # [B, L]
+    def matched(self, history: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """[B, L] True where a history item's first RQ level equals the candidate's (the
+        code-keyed hard search); never at padding (id 0)."""
+        return (history != 0) & (self.rq_codes[history][..., 0] == self.rq_codes[items][:, None, 0])
+
+    def forward(self, batch: RankBatch) -> torch.Tensor:
+        """batch.features [B, 2] (user, item + 1), batch.history [B, L] (0 = padding)
+        -> logits [B]."""
+        users, items, history = batch.features[:, 0], batch.features[:, 1], batch.history
+        valid = history != 0  # [B, L]
         user_side = [self.user_emb(users), masked_mean(self.item_emb(history), valid)]
         item_side = [self.item_emb(items)]
         extra = []
@@ -251,7 +257,7 @@ class QARMRanker(nn.Module):
             history_codes = self._rq_vectors(history)  # [B, L, e]
             item_side.append(self._rq_vectors(items))
             user_side.append(masked_mean(history_codes, valid))
-            matched = valid & (self.rq_codes[history][..., 0] == self.rq_codes[items][:, None, 0])
+            matched = self.matched(history, items)
             user_side.append(masked_mean(history_codes, matched))
             extra.append(torch.log1p(matched.sum(1, keepdim=True).float()))
         u = torch.stack(user_side, dim=1)  # [B, P_u, e]
@@ -261,7 +267,8 @@ class QARMRanker(nn.Module):
 
 
 def _with_pad_row(codes: torch.Tensor, pad_id: int) -> torch.Tensor:
-    return torch.cat([codes, torch.full((1, codes.shape[1]), pad_id, dtype=codes.dtype)])
+    """[I, n] codes -> [I + 1, n], row 0 (the padding item) all ``pad_id``."""
+    return torch.cat([torch.full((1, codes.shape[1]), pad_id, dtype=codes.dtype), codes])
 
 
 # --------------------------------------------------------------------------- train, evaluate
@@ -273,9 +280,9 @@ def predict(model: QARMRanker, data: MultiModalData, rows: np.ndarray,
     """Click probabilities [n] of the impressions in ``rows``, in eval mode."""
     model.eval()
     device = next(model.parameters()).device
-    inputs = [torch.from_numpy(x[rows]) for x in (data.users, data.items, data.history)]
-    out = [torch.sigmoid(model(*(x[s:s + batch_size].to(device) for x in inputs))).cpu()
-           for s in range(0, len(inputs[0]), batch_size)]
+    batch = rank_batch(data, rows)
+    out = [torch.sigmoid(model(batch[s:s + batch_size].to(device))).cpu()
+           for s in range(0, len(batch), batch_size)]
     model.train()
     return torch.cat(out).numpy() if out else np.zeros(0)
 
@@ -285,20 +292,16 @@ def fit_ranker(model: QARMRanker, data: MultiModalData, train: np.ndarray, valid
                patience: int | None = 1, progress: bool = True, desc: str = "ranker",
                device: str = "cpu") -> History:
     """Adam on the click BCE; validation AUC after each epoch picks the weights kept."""
-    users, items = torch.from_numpy(data.users[train]), torch.from_numpy(data.items[train])
-    history = torch.from_numpy(data.history[train])
-    labels = torch.from_numpy(data.labels[train]).float()
+    rows = rank_batch(data, train)
 
     def batches(epoch: int):
-        order = torch.randperm(len(users), generator=torch.Generator().manual_seed(
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(
             seed * 1_000 + epoch))
         for s in range(0, len(order), batch_size):
-            index = order[s:s + batch_size]
-            yield users[index], items[index], history[index], labels[index]
+            yield rows[order[s:s + batch_size]]
 
-    def step(m: nn.Module, batch) -> torch.Tensor:
-        *inputs, y = batch
-        return F.binary_cross_entropy_with_logits(m(*inputs), y)
+    def step(m: nn.Module, batch: RankBatch) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(m(batch), batch.labels[:, 0])
 
     def evaluate(m: nn.Module) -> dict[str, float]:
         return {"valid_auc": auc(data.labels[valid], predict(m, data, valid))}
