@@ -34,7 +34,7 @@ from recfunnel.models.dimerec import DimeRec
 from recfunnel.profiles import profile_for
 from recfunnel.recipes import dimerec_contenders, fit_contender
 from recfunnel.runtime import set_seed
-from recfunnel.study import git_commit, package_version
+from recfunnel.study import provenance
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="early-stopping patience of every model (default: each fit's)")
     parser.add_argument("--out", type=Path, default=RESULTS / "dimerec_seeds.json")
     args = parser.parse_args(argv)
-    provenance = {"command": " ".join(["python", *sys.argv]), "version": package_version(),
-                  "commit": git_commit()}  # the code as it was when the runs started
+    source = provenance()  # the code as it was when the runs started
     size = profile_for("dimerec", args.profile)
     size = dataclasses.replace(size, epochs=args.epochs or size.epochs,
                                sasrec_epochs=args.sasrec_epochs or size.sasrec_epochs)
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                          "train_seconds": round(seconds, 1)})
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "rank_top50"}),
                   flush=True)
-    report = {"benchmark": "dimerec_seeds", **provenance, "profile": args.profile,
+    report = {"benchmark": "dimerec_seeds", **source, "profile": args.profile,
               "seeds": args.seeds, "patience": args.patience,
               "size": dataclasses.asdict(size), "threads": torch.get_num_threads(),
               "rows": rows}

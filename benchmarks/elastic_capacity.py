@@ -31,6 +31,7 @@ from recfunnel.models.elastic import Elastic, encoder_gflop, fit_elastic
 from recfunnel.profiles import profile_for
 from recfunnel.recipes import elastic_config
 from recfunnel.runtime import set_seed
+from recfunnel.study import provenance, write_report
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=RESULTS / "elastic_capacity.json")
     args = parser.parse_args(argv)
+    source = provenance()  # the code as it was when the runs started
     size = profile_for("elastic", args.profile)
     world = World.build(planted_world(size.long_users, size.long_items, size.long_topics,
                                       seed=args.data_seed))
@@ -76,13 +78,11 @@ def main(argv: list[str] | None = None) -> int:
                          "train_seconds": round(seconds, 1)})
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_user_ndcg@10"}),
                   flush=True)
-    report = {"benchmark": "elastic_capacity", "profile": args.profile,
+    report = {"benchmark": "elastic_capacity", **source, "profile": args.profile,
               "data_seed": args.data_seed, "seeds": args.seeds,
               "size": dataclasses.asdict(size), "threads": torch.get_num_threads(),
               "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_report(args.out, report)}")
     return 0
 
 

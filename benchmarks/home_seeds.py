@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 from recfunnel.data.multitask import ImpressionConfig, make_impressions
 from recfunnel.profiles import profile_for
 from recfunnel.recipes import HOME_ABLATIONS, fit_ranker, ranker_configs
-from recfunnel.study import git_commit, package_version
+from recfunnel.study import provenance, write_report
 
 RESULTS = Path(__file__).parent / "results"
 SPARSE = ("follow", "comment", "forward", "collect")
@@ -51,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the world's conflict between tasks (kappa)")
     parser.add_argument("--out", type=Path, default=RESULTS / "home_seeds.json")
     args = parser.parse_args(argv)
-    provenance = {"command": " ".join(["python", *sys.argv]), "version": package_version(),
-                  "commit": git_commit()}  # the code as it was when the runs started
+    source = provenance()  # the code as it was when the runs started
     size = profile_for("home", args.profile)
     if args.epochs is not None:
         size = dataclasses.replace(size, epochs=args.epochs)
@@ -73,15 +71,13 @@ def main(argv: list[str] | None = None) -> int:
             sparse_auc = sum(runs[-1]["tasks"][t]["auc"] for t in SPARSE) / len(SPARSE)
             print(f"seed {seed} {label:22s} {seconds:5.1f} s  sparse AUC {sparse_auc:.4f}",
                   flush=True)
-    out = {**provenance, "profile": args.profile, "size": dataclasses.asdict(size),
+    out = {**source, "profile": args.profile, "size": dataclasses.asdict(size),
            "sparse": SPARSE,
            "conflict": args.conflict,
            "test_positives": {t: int(p) for t, p in zip(data.tasks, test.labels.sum(0),
                                                           strict=True)},
            "runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_report(args.out, out)}")
     return 0
 
 

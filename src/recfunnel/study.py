@@ -43,6 +43,7 @@ import enum
 import json
 import math
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,10 +83,29 @@ def git_commit(root: str | Path | None = None) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
+def provenance() -> dict[str, str]:
+    """Where a result comes from: the command line, the package version and the git commit
+    (take it when the runs start, so that later edits do not mark the result dirty)."""
+    return {"command": " ".join(["python", *sys.argv]), "version": package_version(),
+            "commit": git_commit()}
+
+
+def write_report(path: str | Path, report: Mapping[str, Any]) -> Path:
+    """Write a benchmark's JSON report by way of a temporary file (never half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(_plain(report), indent=1) + "\n")
+    partial.replace(path)
+    return path
+
+
 def _plain(value: Any) -> Any:
     """A JSON-ready copy: dataclasses to dicts, tuples to lists, NumPy to Python."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _plain(dataclasses.asdict(value))
+    if isinstance(value, enum.Enum):
+        return value.value
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -153,14 +173,8 @@ class Run:
 def save_runs(path: str | Path, runs: Iterable[Run], **header: Any) -> Path:
     """Write runs (and a header: the command, the profile, ...) as one JSON file, by way of
     a temporary file, so that an interrupted save never leaves half a file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {**_plain(header), "version": package_version(), "commit": git_commit(),
-                "runs": [run.to_dict() for run in runs]}
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(document, indent=1) + "\n")
-    partial.replace(path)
-    return path
+    return write_report(path, {**_plain(header), "version": package_version(),
+                               "commit": git_commit(), "runs": [run.to_dict() for run in runs]})
 
 
 def load_runs(path: str | Path) -> list[Run]:
