@@ -81,7 +81,6 @@ from recfunnel.metrics import (
     category_coverage,
     intra_list_diversity,
     linear_probe,
-    metrics_from_ranks,
     ranking_metrics,
 )
 from recfunnel.models.baselines import Popularity
@@ -91,10 +90,10 @@ from recfunnel.models.dimerec import (
     interest_selection,
 )
 from recfunnel.notebook import glue, setup, show_source
-from recfunnel.recipes import dimerec_config, dimerec_contenders, fit_contender
+from recfunnel.recipes import dimerec_config, dimerec_contenders, dimerec_runs, fit_contender
 from recfunnel.retrieval import build_index
 from recfunnel.runtime import set_seed
-from recfunnel.study import Verdict, claims_table, paired_gap
+from recfunnel.study import Verdict, claims_table, judge_better, paired_gap
 
 device, size = setup("dimerec", PROFILE, SEED, DEVICE)
 
@@ -882,40 +881,27 @@ for variant in names:
 
 # %%
 def seed_report(name: str):
-    """A committed benchmark's runs as a frame, each user's metric per seed, and the commit
-    the runs came from."""
+    """A committed benchmark's runs: a frame of its metrics, its ``study.Run`` records (with
+    per-user metrics from the stored ranks) and the commit it ran at."""
     path = Path("../benchmarks/results") / name
     if not path.exists():
-        return None, None, "n/a"
+        return None, [], "n/a"
     report = json.loads(path.read_text())
-    commit = report.get("commit", "not recorded")
     frame = pd.DataFrame([{k: v for k, v in row.items() if k != "rank_top50"}
                           for row in report["rows"]])
-
-    def seed_users(model: str, metric: str) -> np.ndarray:
-        """The model's per-user metric on each seed, in seed order: [S, U]."""
-        k = int(metric.split("@")[1])
-        rows = sorted((row for row in report["rows"] if row["model"] == model),
-                      key=lambda row: row["seed"])
-        return np.stack([metrics_from_ranks(row["rank_top50"], ks=(k,))[metric] for row in rows])
-
-    return frame, seed_users, commit[:12]
+    return frame, dimerec_runs(report), report.get("commit", "not recorded")[:12]
 
 
-def seed_verdicts(seed_users, comparisons: dict, prefix: str, ran: set) -> pd.DataFrame:
-    """Each comparison paired per user and seed, judged, and glued as ``prefix + key``
-    (untested where the benchmark did not run one of the two models)."""
+def seed_verdicts(runs, comparisons: dict, prefix: str) -> pd.DataFrame:
+    """Each comparison paired per user and seed (``study.compare``), judged, and glued as
+    ``prefix + key``; untested where the benchmark did not run one of the two models."""
     rows = []
     for key, (a, b, metric) in comparisons.items():
-        if not {a, b} <= ran:
-            glue(f"{prefix}{key}", "not run", display=False)
-            glue(f"{prefix}{key}_verdict", Verdict.untested("", "not run").text, display=False)
-            continue
-        gap = paired_gap(seed_users(a, metric), seed_users(b, metric), a=a, b=b, metric=metric)
-        judged = Verdict.better(f"{a} beats {b} on {metric}", gap)
-        rows.append({"comparison": f"{a} minus {b}", "metric": metric, "gap": str(gap),
-                     "noise": gap.noise, "verdict": judged.text})
-        glue(f"{prefix}{key}", str(gap), display=False)
+        judged = judge_better(runs, f"{a} beats {b} on {metric}", a, b, metric)
+        measured = judged.gap.summary if judged.gap else "not run"
+        rows.append({"comparison": f"{a} minus {b}", "metric": metric, "gap": measured,
+                     "verdict": judged.text})
+        glue(f"{prefix}{key}", str(judged.gap) if judged.gap else "not run", display=False)
         glue(f"{prefix}{key}_verdict", judged.text, display=False)
     return pd.DataFrame(rows).set_index("comparison")
 
@@ -929,12 +915,12 @@ seed_keys = {
     "comirec_recall50": ("DimeRec", "ComiRec-SA", "recall@50"),
 } | {f"abl_{v}": ("DimeRec", f"DimeRec, {v}", "recall@20")
      for v in names}
-frame, seeds_users, commit = seed_report("dimerec_seeds.json")
+frame, bench_runs, commit = seed_report("dimerec_seeds.json")
 glue("dr_seeds_commit", commit, display=False)
 if frame is not None:
     summary = frame.groupby("model", sort=False)[columns].agg(["mean", "std"])
     display(summary.style.format("{:.4f}"))
-    display(seed_verdicts(seeds_users, seed_keys, "dr_seeds_", set(frame.model)))
+    display(seed_verdicts(bench_runs, seed_keys, "dr_seeds_"))
     cov = summary["genres_top50"]["mean"]
     glue("dr_seeds_cov", f"DimeRec {cov['DimeRec']:.2f}, SASRec {cov['SASRec']:.2f}",
          display=False)
@@ -961,13 +947,13 @@ else:
 
 # %%
 conv_keys = {k: seed_keys[k] for k in ("sasrec_ndcg10", "sasrec_ndcg50", "comirec_ndcg50")}
-frame, conv_users, commit = seed_report("dimerec_converged.json")
+frame, conv_runs, commit = seed_report("dimerec_converged.json")
 glue("dr_conv_commit", commit, display=False)
 if frame is not None:
     conv = frame.groupby("model", sort=False)[columns + ["epochs_run", "train_seconds"]].agg(
         ["mean", "std"])
     display(conv.style.format("{:.4f}"))
-    display(seed_verdicts(conv_users, conv_keys, "dr_conv_", set(frame.model)))
+    display(seed_verdicts(conv_runs, conv_keys, "dr_conv_"))
     means = conv["ndcg@10"]["mean"]
     glue("dr_conv_ndcg10", f"DimeRec {means['DimeRec']:.4f}, SASRec {means['SASRec']:.4f}, "
          f"ComiRec-SA {means['ComiRec-SA']:.4f}", display=False)

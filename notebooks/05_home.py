@@ -92,8 +92,8 @@ from recfunnel.layers.moe import FeatureGate, Gate, SelfGate, gate_mass
 from recfunnel.metrics import auc
 from recfunnel.models.multitask import build_ranker, count_parameters, task_metrics, trace
 from recfunnel.notebook import glue, setup, show_source
-from recfunnel.recipes import fit_ranker, ranker_configs
-from recfunnel.study import Run, Verdict, claims_table, compare, seed_gap
+from recfunnel.recipes import fit_ranker, ranker_configs, ranker_row, ranker_runs, ranker_summary
+from recfunnel.study import Verdict, claims_table, compare, judge_better, seed_gap
 
 device, size = setup("home", PROFILE, SEED, DEVICE)
 
@@ -477,17 +477,11 @@ glue("hm_overfit_mmoe", float(overfit.loc["MMoE", "gap"]), display=False)
 # seeds (the data stay the same; the initialisation and the batch order change).
 
 # %%
-def as_row(name: str, seed: int, run: dict) -> dict:
-    """One run as the benchmark stores it."""
-    return {"model": name, "seed": seed} | {
-        key: run[key] for key in ("tasks", "diagnostics", "parameters", "seconds", "best_epoch")}
-
-
-own_rows = [as_row("MMoE", SEED, runs["MMoE"]),
-            as_row("HoME", SEED, runs["+ self-gate (HoME)"])]
+own_rows = [ranker_row("MMoE", SEED, runs["MMoE"]),
+            ranker_row("HoME", SEED, runs["+ self-gate (HoME)"])]
 for seed in range(SEED + 1, SEED + size.seeds):
     for name in ("MMoE", "HoME"):
-        own_rows.append(as_row(name, seed, train_ranker(name, seed=seed)[1]))
+        own_rows.append(ranker_row(name, seed, train_ranker(name, seed=seed)[1]))
 
 report_path = Path("../benchmarks/results/home_seeds.json")
 report = json.loads(report_path.read_text()) if report_path.exists() else None
@@ -524,31 +518,15 @@ plt.show()
 # the expert diagnostics, for every model the seeds cover:
 
 # %%
-def summary_row(r: dict) -> dict:
-    tasks = r["tasks"]
-    return {"model": r["model"],
-            "sparse AUC": np.mean([tasks[t]["auc"] for t in SPARSE]),
-            "dense AUC": np.mean([tasks[t]["auc"] for t in DENSE]),
-            "mean GAUC": np.mean([tasks[t]["gauc"] for t in data.tasks]),
-            **r["diagnostics"], "best epoch": r.get("best_epoch") or np.nan}
-
-
-seeds_frame = pd.DataFrame([summary_row(r) for r in seed_rows])
+seeds_frame = pd.DataFrame([ranker_summary(r, SPARSE) for r in seed_rows])
 seeds_summary = seeds_frame.groupby("model", sort=False).agg(["mean", "std"])
 display(seeds_summary.style.format("{:.4f}", na_rep="-"))
 means = seeds_summary.xs("mean", axis=1, level=1)
 
 
-def as_runs(rows: list[dict], source: dict | None) -> list[Run]:
-    """Stored rows as ``study.Run`` records, for paired comparisons seed by seed."""
-    provenance = {k: source.get(k, "unknown") for k in ("version", "commit")} if source else {}
-    return [Run(model="multi-task ranker", variant=r["model"], seed=r["seed"], profile=PROFILE,
-                config={}, metrics={k: float(v) for k, v in summary_row(r).items()
-                                    if k != "model" and not pd.isna(v)}, **provenance)
-            for r in rows]
-
-
-seed_runs = as_runs(seed_rows, report if seed_rows is not own_rows else None)
+from_report = seed_rows is not own_rows
+seed_runs = ranker_runs(seed_rows, SPARSE, report["profile"] if from_report else PROFILE,
+                        report if from_report else None)
 for key, metric in (("sparse", "sparse AUC"), ("dense", "dense AUC"), ("gauc", "mean GAUC")):
     gap = compare(seed_runs, "HoME", "MMoE", metric)
     glue(f"hm_seed_gap_{key}", f"{gap.mean:+.4f}", display=False)
@@ -597,12 +575,12 @@ glue("hm_claim_ablations", "; ".join(f"{v}: {verdict.text}" for v, verdict in fi
 # %%
 budget_path = Path("../benchmarks/results/home_seeds_3epochs.json")
 if budget_path.exists():
-    budget = pd.DataFrame([summary_row(r) for r in json.loads(budget_path.read_text())["runs"]])
+    budget = pd.DataFrame([ranker_summary(r, SPARSE) for r in json.loads(budget_path.read_text())["runs"]])
     budget_summary = budget.groupby("model", sort=False)[
         ["sparse AUC", "dense AUC", "mean GAUC"]].agg(["mean", "std"])
     display(budget_summary.style.format("{:.4f}"))
     budget_report = json.loads(budget_path.read_text())
-    b_gap = compare(as_runs(budget_report["runs"], budget_report), "HoME", "MMoE",
+    b_gap = compare(ranker_runs(budget_report["runs"], SPARSE, budget_report["profile"], budget_report), "HoME", "MMoE",
                     "sparse AUC")
     claims["2'"] = Verdict.better("the same at an equal budget of three epochs", b_gap)
     glue("hm_budget_gap", str(b_gap), display=False)
@@ -639,7 +617,7 @@ else:
 # %%
 aligned_path = Path("../benchmarks/results/home_seeds_aligned.json")
 if aligned_path.exists():
-    aligned = pd.DataFrame([summary_row(r)
+    aligned = pd.DataFrame([ranker_summary(r, SPARSE)
                             for r in json.loads(aligned_path.read_text())["runs"]])
     aligned_summary = aligned.groupby("model", sort=False)[
         ["sparse AUC", "dense AUC", "mean GAUC", "dead_units", "degradation"]].agg(
@@ -750,26 +728,20 @@ if real is not None:
 # | 5 | each fix helps (mean GAUC, full minus without it, paired by seed) | the ablation sentence above | {glue:text}`hm_claim_ablations` |
 
 # %%
-def seeds_beat(claim: str, a: str, b: str, metric: str) -> Verdict:
-    """a's diagnostic above b's, paired by seed; untested when the seeds lack a model."""
-    missing = [m for m in (a, b) if m not in {run.variant for run in seed_runs}]
-    if missing:
-        return Verdict.untested(claim, f"the seeds do not cover {missing[0]}")
-    return Verdict.better(claim, compare(seed_runs, a, b, metric))
-
-
 norm_dead = [run.metrics["dead_units"] for run in seed_runs if run.variant == "MMoE+norm"]
 claims["1"] = Verdict.all_of("ReLU experts collapse; BN + Swish removes it", [
-    seeds_beat("ReLU experts have more dead units", "MMoE", "MMoE+norm", "dead_units"),
+    judge_better(seed_runs, "ReLU experts have more dead units", "MMoE", "MMoE+norm",
+                 "dead_units"),
     Verdict.better("under 1 % dead units with BN + Swish", seed_gap(
         np.full(len(norm_dead), 0.01), norm_dead, a="1 %", b="MMoE+norm",
         metric="dead_units")) if norm_dead else Verdict.untested("", "no MMoE+norm seeds")])
 claims["3"] = Verdict.all_of("less degradation than MMoE and PLE", [
-    seeds_beat(f"{other} degrades more", other, "HoME", "degradation")
+    judge_better(seed_runs, f"{other} degrades more", other, "HoME", "degradation")
     for other in ("MMoE", "PLE")])
 claims["4"] = Verdict.all_of("sparse tasks use their own experts more with the gates, and "
                              "more than in PLE", [
-    seeds_beat(f"own-expert share above {other}'s", "HoME", other, "own_share")
+    judge_better(seed_runs, f"own-expert share above {other}'s", "HoME", other,
+                 "own_share")
     for other in ("HoME-no-feature-gate", "HoME-no-self-gate", "PLE")])
 glue("hm_claim_collapse", claims["1"].text, display=False)
 glue("hm_claim_degradation", claims["3"].text, display=False)

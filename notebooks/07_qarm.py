@@ -82,9 +82,10 @@ from recfunnel.data.movielens import load_ml100k
 from recfunnel.data.multimodal import make_multimodal
 from recfunnel.data.text import TextEncoderUnavailableError, movielens_text_items
 from recfunnel.layers.quantize import ResidualKMeans, collision_rate
-from recfunnel.metrics import linear_probe
+from recfunnel.metrics import cluster_purity, linear_probe, neighbour_agreement
 from recfunnel.models import qarm, qarm_pretrain
 from recfunnel.notebook import glue, setup, show_source
+from recfunnel.retrieval import ExactIndex
 from recfunnel.study import Verdict, claims_table, exact_gap, seed_gap
 
 device, size = setup("qarm", PROFILE, SEED, DEVICE)
@@ -115,12 +116,7 @@ device, size = setup("qarm", PROFILE, SEED, DEVICE)
 # user's last $S$ clicks before it. The last day is the test set, the day before validation.
 
 # %%
-def make_world(seed: int):
-    return make_multimodal(n_users=size.users, n_items=size.items,
-                           n_impressions=size.impressions, history=size.history, seed=seed)
-
-
-data = make_world(SEED)
+data = recipes.qarm_world(size, SEED)
 train, valid, test = data.split()
 cfg = data.cfg
 facts = {
@@ -160,16 +156,9 @@ content = torch.from_numpy(data.content())
 behaviour = torch.from_numpy(data.item_behaviour)
 
 
-def neighbour_agreement(vectors: torch.Tensor) -> dict[str, float]:
-    """Share of items whose nearest other item (cosine) has the same style / topic."""
-    unit = torch.nn.functional.normalize(vectors.float(), dim=1)
-    nearest = (unit @ unit.T).fill_diagonal_(-2).argmax(1).numpy()
-    return {"same style": float((data.item_style[nearest] == data.item_style).mean()),
-            "same topic": float((data.item_topic[nearest] == data.item_topic).mean())}
-
-
-agreement = {"content": neighbour_agreement(content),
-             "true behaviour factor": neighbour_agreement(behaviour)}
+agreement = {name: {"same style": neighbour_agreement(v, data.item_style),
+                    "same topic": neighbour_agreement(v, data.item_topic)}
+             for name, v in (("content", content), ("true behaviour factor", behaviour))}
 display(pd.DataFrame(agreement).T.style.format("{:.1%}"))
 glue("qa_content_same_style", agreement["content"]["same style"], display=False)
 glue("qa_content_same_topic", agreement["content"]["same topic"], display=False)
@@ -249,7 +238,8 @@ candidates = {"content": content, "frozen (raw) vector": raw, "aligned vector": 
 retrieval = pd.DataFrame({
     name: {"Recall@10, held-out co-clicks": qarm.pair_recall(v, held_out),
            "Recall@10, cold targets": qarm.pair_recall(v, cold_pairs),
-           **neighbour_agreement(v),
+           "same style": neighbour_agreement(v, data.item_style),
+           "same topic": neighbour_agreement(v, data.item_topic),
            "topic probe accuracy": linear_probe(v, torch.from_numpy(data.item_topic))}
     for name, v in candidates.items()}).T
 display(retrieval.style.format("{:.3f}"))
@@ -281,22 +271,18 @@ plt.show()
 # A look-alike shows what changed:
 
 # %%
-def neighbours(vectors: torch.Tensor, item: int, k: int = 5) -> pd.DataFrame:
-    unit = torch.nn.functional.normalize(vectors.float(), dim=1)
-    sims = unit @ unit[item]
-    sims[item] = -2
-    top = sims.topk(k).indices.numpy()
-    return pd.DataFrame({"item": top, "topic": data.item_topic[top],
-                         "style": data.item_style[top], "cosine": sims[top].numpy()})
-
-
 lookalike = int(np.flatnonzero(data.lookalike_of >= 0)[0])
 print(f"item {lookalike}: topic {data.item_topic[lookalike]}, style "
       f"{data.item_style[lookalike]} (copies the look of item {data.lookalike_of[lookalike]}, "
       f"topic {data.item_topic[data.lookalike_of[lookalike]]})")
-display(pd.concat({"frozen vector": neighbours(raw, lookalike),
-                   "aligned vector": neighbours(aligned, lookalike)}, axis=1)
-        .style.format(precision=3))
+itself = torch.arange(data.n_items)[None] == lookalike  # [1, I]: never its own neighbour
+tables = {}
+for name, vectors in (("frozen vector", raw), ("aligned vector", aligned)):
+    sims, top = ExactIndex(vectors, metric="cosine").search(vectors[[lookalike]], 5, itself)
+    top = top[0].numpy()
+    tables[name] = pd.DataFrame({"item": top, "topic": data.item_topic[top],
+                                 "style": data.item_style[top], "cosine": sims[0].numpy()})
+display(pd.concat(tables, axis=1).style.format(precision=3))
 
 # %% [markdown]
 # ## Stage C: codes
@@ -356,15 +342,10 @@ glue("qa_collision", collision_rate(codes["aligned"].rq), display=False)
 level_one = codes["aligned"].rq[:, 0].numpy()
 
 
-def purity(first_level: np.ndarray) -> float:
-    """Share of items whose level-1 cluster's most common topic is theirs."""
-    majority = {c: np.bincount(data.item_topic[first_level == c]).argmax()
-                for c in np.unique(first_level)}
-    return float(np.mean([data.item_topic[i] == majority[c] for i, c in enumerate(first_level)]))
-
-
-glue("qa_purity_aligned", purity(level_one), display=False)
-glue("qa_purity_raw", purity(codes["raw"].rq[:, 0].numpy()), display=False)
+# purity: the share of items whose level-1 cluster's most common topic is their own
+glue("qa_purity_aligned", cluster_purity(level_one, data.item_topic), display=False)
+glue("qa_purity_raw", cluster_purity(codes["raw"].rq[:, 0].numpy(), data.item_topic),
+     display=False)
 
 # %% [markdown]
 # The codes the ranker gets collide for {glue:text}`qa_collision:.1%` of items, so a code is
@@ -433,7 +414,7 @@ for seed in seeds:
     if seed == SEED:
         world, run, world_codes = data, aligned_run, codes
     else:
-        world = make_world(seed)
+        world = recipes.qarm_world(size, seed)
         run = recipes.align_items(world, size.d_align, size.window, size.align_epochs,
                                size.align_batch, seed=seed, progress=False, device=DEVICE)
         world_codes = {name: qarm.build_codes(v, ~world.is_cold, size.vq_k, size.rq_levels,
@@ -529,11 +510,6 @@ recall_gap = seed_gap(recalls["aligned"], recalls["raw"], a="aligned", b="raw",
                       metric="recall@10")
 
 
-def describe(gap) -> str:
-    """A seed-paired gap with its standard error."""
-    return f"{gap} (over {gap.n_seeds} seeds)"
-
-
 claims = {"C1": Verdict.better("aligned vectors retrieve co-clicked items better", recall_gap),
           "C2": Verdict.better("trainable codes beat the frozen aligned vector", gap_codes),
           "C3": Verdict.better("VQ and RQ codes are complementary", both_gap),
@@ -541,29 +517,29 @@ claims = {"C1": Verdict.better("aligned vectors retrieve co-clicked items better
           "C6": Verdict.better("codes of aligned vectors beat codes of raw vectors",
                                raw_codes_gap),
           "—": Verdict.better("codes add to the aligned vector", on_top_gap)}
-glue("qa_recall_seeds", describe(recall_gap), display=False)
+glue("qa_recall_seeds", recall_gap.summary, display=False)
 glue("qa_claim_recall", claims["C1"].text, display=False)
 glue("qa_recall_gap_mean", recall_gap.mean, display=False)
-glue("qa_codes_vs_frozen", describe(gap_codes), display=False)
+glue("qa_codes_vs_frozen", gap_codes.summary, display=False)
 glue("qa_claim_codes", claims["C2"].text, display=False)
 glue("qa_codes_vs_frozen_mean", gap_codes.mean, display=False)
-glue("qa_both_gap", describe(both_gap), display=False)
+glue("qa_both_gap", both_gap.summary, display=False)
 glue("qa_claim_both", claims["C3"].text, display=False)
-glue("qa_cold_vs_head", describe(cold_vs_head), display=False)
+glue("qa_cold_vs_head", cold_vs_head.summary, display=False)
 glue("qa_claim_cold", claims["C4"].text, display=False)
 glue("qa_cold_gain_mean", float(cold_gain.mean()), display=False)
 glue("qa_head_gain_mean", float(head_gain.mean()), display=False)
-glue("qa_raw_codes_gap", describe(raw_codes_gap), display=False)
+glue("qa_raw_codes_gap", raw_codes_gap.summary, display=False)
 glue("qa_claim_raw_codes", claims["C6"].text, display=False)
-glue("qa_on_top_gap", describe(on_top_gap), display=False)
+glue("qa_on_top_gap", on_top_gap.summary, display=False)
 glue("qa_claim_on_top", claims["—"].text, display=False)
 change = results.groupby("variant", sort=False)["AUC change %"].mean()
 for name, key in (("base", "base"), ("+ frozen raw vector", "frozen_raw"),
                   ("+ frozen aligned vector", "frozen_aligned"), (codes_best, "codes")):
     glue(f"qa_auc_{key}", float(means.loc[name, "auc"]), display=False)
     glue(f"qa_change_{key}", f"{change[name]:+.2f}", display=False)
-print("codes minus frozen aligned vector:", describe(gap_codes))
-print("cold gain minus head gain (codes over base):", describe(cold_vs_head))
+print("codes minus frozen aligned vector:", gap_codes.summary)
+print("cold gain minus head gain (codes over base):", cold_vs_head.summary)
 
 # %% [markdown]
 # ## What the results say
@@ -710,19 +686,15 @@ glue("qa_ml_ran", movie_section, display=False)
 # titles, by text and after alignment:
 
 # %%
-def movie_neighbours(vectors: torch.Tensor, item: int, k: int = 4) -> list[str]:
-    unit = torch.nn.functional.normalize(vectors.float(), dim=1)
-    sims = unit @ unit[item]
-    sims[item] = -2
-    return [movies.texts[j].split(". Genres")[0] for j in sims.topk(k).indices.tolist()]
-
-
 if movie_section:
     for title in ("Star Wars (1977)", "Toy Story (1995)", "Fargo (1996)"):
         item = next(i for i, text in enumerate(movies.texts) if text.startswith(title))
         print(f"{title}  RQ code {movie_codes.rq[item].tolist()}")
-        print("   by text:     ", "; ".join(movie_neighbours(movie_content, item)))
-        print("   after align: ", "; ".join(movie_neighbours(movie_aligned, item)))
+        itself = torch.arange(len(movies.texts))[None] == item
+        for label, vectors in (("by text:     ", movie_content), ("after align: ", movie_aligned)):
+            _, top = ExactIndex(vectors, metric="cosine").search(vectors[[item]], 4, itself)
+            print("  ", label, "; ".join(movies.texts[j].split(". Genres")[0]
+                                        for j in top[0].tolist()))
 
 # %% [markdown]
 # The text vectors can only find movies whose titles share words or whose genres agree;

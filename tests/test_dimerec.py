@@ -267,3 +267,21 @@ def test_metrics_from_stored_ranks_equal_the_full_ranking_metrics():
         assert torch.allclose(torch.as_tensor(values, dtype=torch.float32), full[name])
     with pytest.raises(ValueError, match="ranks"):
         metrics_from_ranks([1, -2], ks=(5,))
+
+
+def test_a_benchmark_report_becomes_runs_paired_by_user_and_seed():
+    from recfunnel.recipes import dimerec_runs
+    from recfunnel.study import compare
+
+    def row(model, seed, ranks):
+        return {"model": model, "seed": seed, "ndcg@10": 0.0, "epochs_run": 3,
+                "best_epoch": 2, "train_seconds": 1.0, "rank_top50": ranks}
+
+    report = {"profile": "cpu", "commit": "abc", "rows": [
+        row("DimeRec", 0, [1, 1, 0, 2]), row("SASRec", 0, [0, 1, 0, 0]),
+        row("DimeRec", 1, [1, 3, 0, 2]), row("SASRec", 1, [2, 1, 0, 0])]}
+    runs = dimerec_runs(report, ks=(10,))
+    assert runs[0].commit == "abc" and runs[0].per_user["recall@10"].tolist() == [1, 1, 0, 1]
+    gap = compare(runs, "DimeRec", "SASRec", "recall@10")
+    assert gap.n_seeds == 2 and gap.n_users == 4
+    assert gap.mean == pytest.approx((2 / 4 + 1 / 4) / 2)

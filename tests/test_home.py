@@ -257,3 +257,16 @@ def test_models_learn_the_dense_tasks_beyond_chance(small):
         watch = [scores[t]["auc"] for t in TASK_GROUPS["watch"]]
         assert np.mean(watch) > 0.6 and scores["long_view"]["gauc"] > 0.6, cls.__name__
         assert history.best_epoch is not None
+
+
+def test_chapter_five_variants_change_only_what_they_name():
+    from recfunnel.profiles import profile_for
+    from recfunnel.recipes import HOME_ABLATIONS, HOME_STEPS, ranker_configs
+
+    configs = ranker_configs(profile_for("home", "cpu"))
+    home = configs["HoME"]
+    for name, change in (HOME_STEPS | HOME_ABLATIONS).items():
+        differ = {f for f in home.__dataclass_fields__
+                  if getattr(configs[name], f) != getattr(home, f)}
+        assert differ == set(change), name
+    assert configs["MMoE+norm"].norm is Norm.BATCH and configs["MMoE"].norm is None

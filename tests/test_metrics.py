@@ -110,3 +110,14 @@ def test_paired_difference():
     assert gap == pytest.approx(0.75) and se == pytest.approx(0.25)
     with pytest.raises(ValueError, match="1-D"):
         paired_difference([1.0], [2.0])
+
+
+def test_neighbour_agreement_and_cluster_purity_on_known_layouts():
+    from recfunnel.metrics import cluster_purity, neighbour_agreement
+
+    # two tight pairs far apart: each point's nearest other shares its label
+    vectors = torch.tensor([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99]])
+    assert neighbour_agreement(vectors, [0, 0, 1, 1]) == 1.0
+    assert neighbour_agreement(vectors, [0, 1, 0, 1]) == 0.0  # never itself
+    assert cluster_purity([0, 0, 0, 1], [2, 2, 3, 3]) == 0.75
+    assert cluster_purity([5, 5, 7, 7], [1, 1, 0, 0]) == 1.0

@@ -19,6 +19,7 @@ from recfunnel.study import (
     claims_table,
     compare,
     exact_gap,
+    judge_better,
     load_runs,
     paired_gap,
     run_variants,
@@ -205,3 +206,11 @@ def test_an_untested_claim_says_why():
     v = Verdict.untested("a beats b", "MovieLens-100K unavailable")
     assert v.outcome is Outcome.NOT_RESOLVED
     assert v.text == "not resolved (MovieLens-100K unavailable)"
+
+
+def test_judge_better_says_which_variant_the_runs_lack():
+    runs = [make_run("new", s, auc=0.8) for s in range(2)] + [make_run("old", s, auc=0.7)
+                                                              for s in range(2)]
+    assert judge_better(runs, "new beats old", "new", "old", "auc").outcome is Outcome.HELD
+    missing = judge_better(runs, "new beats other", "new", "other", "auc")
+    assert missing.text == "not resolved (the runs do not cover other)"

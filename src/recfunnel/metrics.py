@@ -171,6 +171,23 @@ def intra_list_diversity(top_ids: torch.Tensor, item_features: torch.Tensor) -> 
     return 1 - off_diagonal / (k * (k - 1))
 
 
+def neighbour_agreement(vectors: torch.Tensor, labels) -> float:
+    """Share of rows whose most cosine-similar *other* row carries the same label:
+    vectors [n, d], labels [n] (how much of the label a nearest-neighbour lookup keeps)."""
+    labels = np.asarray(labels)
+    unit = torch.nn.functional.normalize(torch.as_tensor(vectors).float(), dim=1)
+    nearest = (unit @ unit.T).fill_diagonal_(-2).argmax(1).numpy()
+    return float((labels[nearest] == labels).mean())
+
+
+def cluster_purity(clusters, labels) -> float:
+    """Share of rows whose cluster's most common label is their own: clusters [n] and
+    labels [n] non-negative integers."""
+    clusters, labels = np.asarray(clusters), np.asarray(labels)
+    majority = {c: np.bincount(labels[clusters == c]).argmax() for c in np.unique(clusters)}
+    return float(np.mean([labels[i] == majority[c] for i, c in enumerate(clusters)]))
+
+
 def _fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression by L-BFGS: x [n, d], y [n] -> weight [d, C], bias [C]."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from recfunnel.data.multimodal import MultiModalData
+from recfunnel.data.multimodal import MultiModalData, make_multimodal
 from recfunnel.data.multitask import Impressions
 from recfunnel.data.sequences import SequentialSplit
 from recfunnel.layers.moe import Activation, Norm
+from recfunnel.metrics import metrics_from_ranks
 from recfunnel.models import qarm
 from recfunnel.models.baselines import SASRec, SASRecConfig, fit_sasrec
 from recfunnel.models.dimerec import ComiRecSA, DimeRec, DimeRecConfig, ablation, fit_dimerec
@@ -40,8 +41,9 @@ from recfunnel.models.multitask import (
 )
 from recfunnel.models.multitask_baselines import MMoEConfig, PLEConfig, SharedBottomConfig
 from recfunnel.models.qarm_pretrain import clicks, id_embeddings, mine_pairs, pretrained_vectors
-from recfunnel.profiles import DimeRecSize, ElasticSize, HoMESize
+from recfunnel.profiles import DimeRecSize, ElasticSize, HoMESize, QARMSize
 from recfunnel.runtime import resolve_device, set_seed
+from recfunnel.study import Run
 from recfunnel.train import History
 
 # --------------------------------------------------------------------------- chapter 3
@@ -72,6 +74,25 @@ def dimerec_contenders(size: DimeRecSize, n_items: int) -> dict[str, DimeRecConf
     contenders: dict[str, DimeRecConfig | None] = {"SASRec": None, "ComiRec-SA": base,
                                                    "DimeRec": base}
     return contenders | {f"DimeRec, {v}": ablation(base, v) for v in size.ablations}
+
+
+def dimerec_runs(report: Mapping[str, Any], ks: Sequence[int] = (10, 20, 50)) -> list[Run]:
+    """A ``benchmarks/dimerec_seeds.py`` report as ``study.Run`` records: each run's
+    aggregate metrics, and per-user Recall@K and NDCG@K rebuilt from its stored top-50
+    ranks (``metrics.metrics_from_ranks``), so ``study.compare`` pairs users and seeds."""
+    recorded = {k: report[k] for k in ("version", "commit") if k in report}
+    runs = []
+    for row in report["rows"]:
+        metrics = {k: float(v) for k, v in row.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and k not in ("seed", "epochs_run", "best_epoch", "train_seconds",
+                                 "sample_steps")}
+        runs.append(Run(model="chapter 4", variant=row["model"], seed=row["seed"],
+                        profile=report["profile"], config={"sample_steps": row.get("sample_steps")},
+                        metrics=metrics, per_user=metrics_from_ranks(row["rank_top50"], ks),
+                        epochs=row["epochs_run"], best_epoch=row["best_epoch"],
+                        seconds=row["train_seconds"], **recorded))
+    return runs
 
 
 def fit_contender(name: str, cfg: DimeRecConfig | None, split: SequentialSplit,
@@ -153,7 +174,46 @@ def fit_ranker(cfg: MixerConfig, data: Impressions, size: HoMESize, seed: int,
                    "history": history}
 
 
+def ranker_row(name: str, seed: int, run: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``fit_ranker`` record in the form ``benchmarks/home_seeds.py`` stores it."""
+    return {"model": name, "seed": seed} | {
+        key: run[key] for key in ("tasks", "diagnostics", "parameters", "seconds", "best_epoch")}
+
+
+def ranker_summary(row: Mapping[str, Any], sparse: Sequence[str]) -> dict[str, Any]:
+    """Chapter 5's summary of one stored run (``ranker_row``): mean test AUC over the
+    ``sparse`` tasks and over the others, mean GAUC over all, the expert diagnostics and the
+    best epoch."""
+    tasks = row["tasks"]
+    dense = [t for t in tasks if t not in sparse]
+    return {"model": row["model"],
+            "sparse AUC": float(np.mean([tasks[t]["auc"] for t in sparse])),
+            "dense AUC": float(np.mean([tasks[t]["auc"] for t in dense])),
+            "mean GAUC": float(np.mean([tasks[t]["gauc"] for t in tasks])),
+            **row["diagnostics"], "best epoch": row.get("best_epoch") or float("nan")}
+
+
+def ranker_runs(rows: Sequence[Mapping[str, Any]], sparse: Sequence[str], profile: str,
+                source: Mapping[str, Any] | None = None) -> list[Run]:
+    """Stored rows as ``study.Run`` records (their summary as the metrics), for comparisons
+    paired seed by seed; ``source``: the report they come from (its version and commit)."""
+    recorded = {k: source.get(k, "unknown") for k in ("version", "commit")} if source else {}
+    runs = []
+    for row in rows:
+        summary = ranker_summary(row, sparse)
+        metrics = {k: float(v) for k, v in summary.items() if k != "model" and not np.isnan(v)}
+        runs.append(Run(model="multi-task ranker", variant=row["model"], seed=row["seed"],
+                        profile=profile, config={}, metrics=metrics, **recorded))
+    return runs
+
+
 # --------------------------------------------------------------------------- chapter 7
+
+def qarm_world(size: QARMSize, seed: int) -> MultiModalData:
+    """Chapter 7's multi-modal world at a profile's size, drawn from ``seed``."""
+    return make_multimodal(n_users=size.users, n_items=size.items,
+                           n_impressions=size.impressions, history=size.history, seed=seed)
+
 
 # the rows of the paper's Table 1, and two more: name -> (ranker inputs, vectors used)
 VARIANTS = {

@@ -248,6 +248,11 @@ class Gap:
         """The gap as a fraction of b's mean."""
         return self.mean / self.mean_b if self.mean_b else math.nan
 
+    @property
+    def summary(self) -> str:
+        """The gap, its standard error and its noise, e.g. "+0.0120 ± 0.0040 (3 seeds)"."""
+        return f"{self} ({self.noise})"
+
     def interval(self) -> tuple[float, float]:
         return self.mean - Z * self.se, self.mean + Z * self.se
 
@@ -445,6 +450,16 @@ class Verdict:
 
     def __str__(self) -> str:
         return self.text
+
+
+def judge_better(runs: Sequence[Run], claim: str, a: str, b: str, metric: str,
+                 threshold: float = 0.0) -> Verdict:
+    """``Verdict.better`` on ``compare(runs, a, b, metric)``, or untested (saying which)
+    when the runs do not cover one of the two variants."""
+    missing = [v for v in (a, b) if v not in {run.variant for run in runs}]
+    if missing:
+        return Verdict.untested(claim, f"the runs do not cover {missing[0]}")
+    return Verdict.better(claim, compare(runs, a, b, metric), threshold)
 
 
 def claims_table(verdicts: Mapping[str, Verdict]):
