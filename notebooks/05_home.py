@@ -575,13 +575,14 @@ glue("hm_claim_ablations", "; ".join(f"{v}: {verdict.text}" for v, verdict in fi
 # %%
 budget_path = Path("../benchmarks/results/home_seeds_3epochs.json")
 if budget_path.exists():
-    budget = pd.DataFrame([ranker_summary(r, SPARSE) for r in json.loads(budget_path.read_text())["runs"]])
+    budget_report = json.loads(budget_path.read_text())
+    budget = pd.DataFrame([ranker_summary(r, SPARSE) for r in budget_report["runs"]])
     budget_summary = budget.groupby("model", sort=False)[
         ["sparse AUC", "dense AUC", "mean GAUC"]].agg(["mean", "std"])
     display(budget_summary.style.format("{:.4f}"))
-    budget_report = json.loads(budget_path.read_text())
-    b_gap = compare(ranker_runs(budget_report["runs"], SPARSE, budget_report["profile"], budget_report), "HoME", "MMoE",
-                    "sparse AUC")
+    budget_runs = ranker_runs(budget_report["runs"], SPARSE, budget_report["profile"],
+                              budget_report)
+    b_gap = compare(budget_runs, "HoME", "MMoE", "sparse AUC")
     claims["2'"] = Verdict.better("the same at an equal budget of three epochs", b_gap)
     glue("hm_budget_gap", str(b_gap), display=False)
     glue("hm_budget_verdict", claims["2'"].text, display=False)
