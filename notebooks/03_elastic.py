@@ -270,6 +270,8 @@ glue("el_flop_slope_lda", round(lda_slope, 2), display=False)
 glue("el_flop_slope_sas", round(sas_slope, 2), display=False)
 glue("el_flop_ratio_4096", round(float(flop_table.loc[4_096, "SASRec / dispatcher"]), 1),
      display=False)
+
+# %%
 # claim 1 from the exact counts: the dispatcher grows (at most) linearly, exponent <= 1.1,
 # and self-attention's exponent exceeds it by more than 0.5, half the way to quadratic
 claims = {"1": Verdict.all_of("LDA's cost grows linearly in L, self-attention's faster", [

@@ -574,7 +574,10 @@ glue("qa_n_items", f"{data.n_items:,}", display=False)
 # frozen vector as the same catalogue gets more traffic. `benchmarks/qarm_scale.py` runs
 # this chapter's recipe at the `cpu` sizes with more and more impressions, three seeds each
 # (about 45 minutes on two CPU cores in all, so the chapter reads its committed results,
-# every `qarm_scale*.json`):
+# every `qarm_scale*.json`). These results come from an earlier version of the ranker,
+# which padded histories with the id $I$ instead of 0; the model was the same, but its
+# embedding rows were drawn in another order, so each number may differ from a rerun by
+# about the seed-to-seed spread of the table above:
 
 # %%
 scale_paths = sorted(Path("../benchmarks/results").glob("qarm_scale*.json"))
