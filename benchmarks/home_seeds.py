@@ -27,7 +27,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from recfunnel.data.multitask import ImpressionConfig, make_impressions
+from recfunnel.data.impressions import ImpressionConfig, make_impressions
 from recfunnel.profiles import profile_for
 from recfunnel.recipes import HOME_ABLATIONS, fit_ranker, ranker_configs
 from recfunnel.study import provenance, write_report

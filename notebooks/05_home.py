@@ -80,14 +80,14 @@ from IPython.display import display
 
 from recfunnel import plots
 from recfunnel.data.download import DataUnavailableError
-from recfunnel.data.kuairand import load_kuairand
-from recfunnel.data.multitask import (
+from recfunnel.data.impressions import (
     CLICKBAIT,
     FACTOR_WEIGHTS,
     TASK_GROUPS,
     ImpressionConfig,
     make_impressions,
 )
+from recfunnel.data.kuairand import load_kuairand
 from recfunnel.layers.moe import FeatureGate, Gate, SelfGate, gate_mass
 from recfunnel.metrics import auc
 from recfunnel.models.multitask import build_ranker, count_parameters, task_metrics, trace
@@ -108,7 +108,7 @@ device, size = setup("home", PROFILE, SEED, DEVICE)
 # ranking happens within a user's request, so GAUC is the closer offline proxy.
 #
 # Kuaishou's logs are not public. We draw the impressions from the course's synthetic world
-# (`recfunnel.data.multitask`), which makes the structure between tasks explicit. Task $t$'s
+# (`recfunnel.data.impressions`), which makes the structure between tasks explicit. Task $t$'s
 # label is a coin flip with probability $\sigma(\text{logit}_t)$, where
 #
 # $$\text{logit}_t = a_t\, s(u, i) + b_t\, c_{g(t)}(u, i) + e_t\, \tau_t(u, i)

@@ -10,7 +10,7 @@ import torch
 
 from recfunnel.data import kuairand
 from recfunnel.data.download import DataUnavailableError
-from recfunnel.data.multitask import TASK_GROUPS, TASK_RATES, ImpressionConfig, make_impressions
+from recfunnel.data.impressions import TASK_GROUPS, TASK_RATES, ImpressionConfig, make_impressions
 from recfunnel.data.ranking import RankBatch
 from recfunnel.layers.moe import Norm, degradation
 from recfunnel.models.home import HoMEConfig

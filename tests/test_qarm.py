@@ -220,8 +220,8 @@ def test_codes_index_the_pool_and_cold_items_never_see_themselves(world):
 
 def test_ranker_code_embeddings_train_end_to_end(world):
     codes = qarm.build_codes(torch.from_numpy(world.content()[:, :16]), ~world.is_cold, 3, 2, 8)
-    model = qarm.QARMRanker(world.n_users, world.n_items, 8, (16,), use=("vq", "rq"),
-                            codes=codes)
+    model = qarm.QARMRanker(world.n_users, world.n_items, 8, (16,),
+                            inputs=qarm.RankerInputs(vq=True, rq=True), codes=codes)
     batch = rank_batch(world, np.arange(64))
     labels = batch.labels[:, 0]
     before = model(batch).detach()
@@ -240,15 +240,16 @@ def test_ranker_code_embeddings_train_end_to_end(world):
         assert all(table.weight.grad.abs().sum() > 0 for table in model.rq_emb)
         optimiser.step()
     assert loss.item() < 0.7 * first
-    with pytest.raises(ValueError, match="unknown inputs"):
-        qarm.QARMRanker(10, 10, 4, (4,), use=("image",))
     with pytest.raises(ValueError, match="frozen item vectors"):
-        qarm.QARMRanker(10, 10, 4, (4,), use=("frozen",))
+        qarm.QARMRanker(10, 10, 4, (4,), inputs=qarm.RankerInputs(frozen=True))
+    with pytest.raises(ValueError, match="codes"):
+        qarm.QARMRanker(10, 10, 4, (4,), inputs=qarm.RankerInputs(rq=True))
 
 
 def test_matched_history_uses_only_items_with_the_candidates_first_code(world):
     codes = qarm.build_codes(torch.from_numpy(world.content()[:, :16]), ~world.is_cold, 3, 2, 8)
-    model = qarm.QARMRanker(world.n_users, world.n_items, 8, (16,), use=("rq",), codes=codes)
+    model = qarm.QARMRanker(world.n_users, world.n_items, 8, (16,),
+                            inputs=qarm.RankerInputs(rq=True), codes=codes)
     # a history of padding and three items whose first-level codes are known; the candidate
     # matches item 0 only (ranker ids are item ids + 1, 0 pads)
     first = codes.rq[:, 0]

@@ -28,8 +28,8 @@ Every file of a paper, by chapter:
                     (returning interests); recipes.elastic_config
     4 DimeRec       models/dimerec.py; layers/diffusion.py; recipes.dimerec_*
     5 HoME          models/home.py; models/multitask.py (the shared ranker parts);
-                    models/baselines.py (shared-bottom, MMoE, PLE); layers/moe.py;
-                    data/multitask.py (eight-task impressions); data/kuairand.py
+                    models/multitask_baselines.py (shared-bottom, MMoE, PLE); layers/moe.py;
+                    data/impressions.py (eight-task impressions); data/kuairand.py
     7 QARM          models/qarm.py (aligner, codes, ranker); models/qarm_pretrain.py
                     (pair mining, frozen vectors); layers/quantize.py;
                     data/multimodal.py, data/text.py; recipes.align_items, rank_variants

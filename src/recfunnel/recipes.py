@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from recfunnel.data.impressions import Impressions
 from recfunnel.data.multimodal import MultiModalData, make_multimodal
-from recfunnel.data.multitask import Impressions
 from recfunnel.data.sequences import SequentialSplit
 from recfunnel.layers.moe import Activation, Norm
 from recfunnel.metrics import metrics_from_ranks
@@ -217,14 +217,14 @@ def qarm_world(size: QARMSize, seed: int) -> MultiModalData:
 
 # the rows of the paper's Table 1, and two more: name -> (ranker inputs, vectors used)
 VARIANTS = {
-    "base": ((), "aligned"),
-    "+ frozen raw vector": (("frozen",), "raw"),
-    "+ frozen aligned vector": (("frozen",), "aligned"),
-    "+ VQ code": (("vq",), "aligned"),
-    "+ RQ code": (("rq",), "aligned"),
-    "+ VQ & RQ codes": (("vq", "rq"), "aligned"),
-    "+ aligned vector & codes": (("frozen", "vq", "rq"), "aligned"),
-    "+ codes of raw vectors": (("vq", "rq"), "raw"),
+    "base": (qarm.RankerInputs(), "aligned"),
+    "+ frozen raw vector": (qarm.RankerInputs(frozen=True), "raw"),
+    "+ frozen aligned vector": (qarm.RankerInputs(frozen=True), "aligned"),
+    "+ VQ code": (qarm.RankerInputs(vq=True), "aligned"),
+    "+ RQ code": (qarm.RankerInputs(rq=True), "aligned"),
+    "+ VQ & RQ codes": (qarm.RankerInputs(vq=True, rq=True), "aligned"),
+    "+ aligned vector & codes": (qarm.RankerInputs(frozen=True, vq=True, rq=True), "aligned"),
+    "+ codes of raw vectors": (qarm.RankerInputs(vq=True, rq=True), "raw"),
 }
 
 
@@ -266,7 +266,7 @@ def rank_variants(data: MultiModalData, vectors: dict[str, torch.Tensor],
     for name in variants:
         inputs, source = VARIANTS[name]
         torch.manual_seed(seed)
-        model = qarm.QARMRanker(data.n_users, data.n_items, d_emb, hidden, use=inputs,
+        model = qarm.QARMRanker(data.n_users, data.n_items, d_emb, hidden, inputs=inputs,
                                 frozen=vectors[source], codes=codes[source])
         history = qarm.fit_ranker(model, data, train, valid, epochs, batch_size, lr, seed,
                                   patience, progress, desc=name, device=device)

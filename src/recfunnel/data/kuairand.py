@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from recfunnel.data.download import download, extract
+from recfunnel.data.impressions import Impressions
 from recfunnel.data.movielens import data_home
-from recfunnel.data.multitask import Impressions
 
 KUAIRAND_URL = "https://zenodo.org/records/10439422/files/KuaiRand-Pure.tar.gz"
 LOG_FILES = ("log_standard_4_08_to_4_21_pure.csv", "log_standard_4_22_to_5_08_pure.csv")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recfunnel.data.multitask import Impressions
+from recfunnel.data.impressions import Impressions
 from recfunnel.data.ranking import RankBatch
 from recfunnel.layers.features import FieldEmbedding
 from recfunnel.layers.moe import (

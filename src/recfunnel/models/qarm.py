@@ -18,7 +18,7 @@ C. ``build_codes``: the aligned vectors of the item pool become a VQ code (the i
 D. ``QARMRanker``: a ranking model that looks the codes up in its own embedding tables,
    trained end to end with the click loss: the candidate's codes, the codes of the user's
    recent clicks, and the sub-sequence of recent clicks whose first RQ level matches the
-   candidate's (a code-keyed "hard search"). ``use`` switches each input on, so the rows
+   candidate's (a code-keyed "hard search"). ``RankerInputs`` switches each input on, so the rows
    of the paper's Table 1 (base, + frozen vector, + VQ, + RQ, + both) are one class.
 
 Chapter 7's experiment (the variant table, stages A and B on one world, one ranker per
@@ -166,18 +166,27 @@ def build_codes(vectors: torch.Tensor, pool: np.ndarray, k: int, levels: int,
 # --------------------------------------------------------------------------- D. ranking
 
 
+@dataclass(frozen=True)
+class RankerInputs:
+    """Which item inputs ``QARMRanker`` reads besides the ids (the rows of Table 1)."""
+
+    frozen: bool = False  # a fixed item vector, standardised, through a learned Linear
+    vq: bool = False  # the VQ code's embeddings
+    rq: bool = False  # the RQ levels' embeddings and the matched history
+
+
 class QARMRanker(nn.Module):
     """A click model in the shape of QARM's stage D (a DLRM-style ranker).
 
     Every input becomes one [B, e] vector, on the user side or the item side:
 
     * base: user id, candidate item id (item side), mean of the history's item ids;
-    * ``"frozen"``: a fixed item vector (raw or aligned), standardised per dimension, through
+    * ``frozen``: a fixed item vector (raw or aligned), standardised per dimension, through
       a learned Linear, for the candidate and averaged over the history (the cascade QARM
       starts from);
-    * ``"vq"``: mean of the candidate's K VQ-code embeddings; the same for each history item,
+    * ``vq``: mean of the candidate's K VQ-code embeddings; the same for each history item,
       averaged;
-    * ``"rq"``: sum of the candidate's R level embeddings (one table per level); the same
+    * ``rq``: sum of the candidate's R level embeddings (one table per level); the same
       for the history; and the *matched* sub-sequence: the mean over history items whose
       first RQ level equals the candidate's, with log(1 + their count).
 
@@ -185,35 +194,30 @@ class QARMRanker(nn.Module):
     vector, and the match count: logit = MLP([vectors ; dots ; count]).
     """
 
-    INPUTS = ("frozen", "vq", "rq")
-
     def __init__(self, n_users: int, n_items: int, d_emb: int, hidden: Sequence[int],
-                 use: Sequence[str] = (), frozen: torch.Tensor | None = None,
+                 inputs: RankerInputs = RankerInputs(), frozen: torch.Tensor | None = None,
                  codes: ItemCodes | None = None):
         super().__init__()
-        self.use = tuple(use)
-        unknown = set(self.use) - set(self.INPUTS)
-        if unknown:
-            raise ValueError(f"unknown inputs {sorted(unknown)}; choose from {self.INPUTS}")
-        if "frozen" in self.use and frozen is None:
-            raise ValueError("'frozen' needs the frozen item vectors [I, d]")
-        if {"vq", "rq"} & set(self.use) and codes is None:
-            raise ValueError("'vq' and 'rq' need the items' codes (build_codes)")
+        self.inputs = inputs
+        if inputs.frozen and frozen is None:
+            raise ValueError("the frozen input needs the frozen item vectors [I, d]")
+        if (inputs.vq or inputs.rq) and codes is None:
+            raise ValueError("the vq and rq inputs need the items' codes (build_codes)")
         self.user_emb = nn.Embedding(n_users, d_emb)
         self.item_emb = nn.Embedding(n_items + 1, d_emb)  # row 0: padding, row i + 1: item i
         n_user_side, n_item_side = 2, 1
-        if "frozen" in self.use:
+        if self.inputs.frozen:
             vectors = torch.as_tensor(frozen).float()
             vectors = (vectors - vectors.mean(0)) / vectors.std(0).clamp(min=1e-8)  # z-scores
             padded = torch.cat([vectors.new_zeros(1, vectors.shape[1]), vectors])  # [I + 1, d]
             self.register_buffer("frozen", padded)
             self.frozen_proj = nn.Linear(vectors.shape[1], d_emb)
             n_user_side, n_item_side = n_user_side + 1, n_item_side + 1
-        if "vq" in self.use:  # pool ids; the padding item's codes are one more id
+        if self.inputs.vq:  # pool ids; the padding item's codes are one more id
             self.register_buffer("vq_codes", _with_pad_row(codes.vq, len(codes.pool)))
             self.vq_emb = nn.Embedding(len(codes.pool) + 1, d_emb)
             n_user_side, n_item_side = n_user_side + 1, n_item_side + 1
-        if "rq" in self.use:
+        if self.inputs.rq:
             self.register_buffer("rq_codes", _with_pad_row(codes.rq, codes.codebook_size))
             self.rq_emb = nn.ModuleList(nn.Embedding(codes.codebook_size + 1, d_emb)
                                         for _ in range(codes.rq.shape[1]))
@@ -222,7 +226,7 @@ class QARMRanker(nn.Module):
             if isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=0.05)
         n_vectors = n_user_side + n_item_side
-        d_in = n_vectors * d_emb + n_user_side * n_item_side + ("rq" in self.use)
+        d_in = n_vectors * d_emb + n_user_side * n_item_side + self.inputs.rq
         layers, width = [], d_in
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
@@ -247,13 +251,13 @@ class QARMRanker(nn.Module):
         user_side = [self.user_emb(users), masked_mean(self.item_emb(history), valid)]
         item_side = [self.item_emb(items)]
         extra = []
-        if "frozen" in self.use:
+        if self.inputs.frozen:
             item_side.append(self.frozen_proj(self.frozen[items]))
             user_side.append(masked_mean(self.frozen_proj(self.frozen[history]), valid))
-        if "vq" in self.use:
+        if self.inputs.vq:
             item_side.append(self.vq_emb(self.vq_codes[items]).mean(1))  # [B, K, e] -> [B, e]
             user_side.append(masked_mean(self.vq_emb(self.vq_codes[history]).mean(2), valid))
-        if "rq" in self.use:
+        if self.inputs.rq:
             history_codes = self._rq_vectors(history)  # [B, L, e]
             item_side.append(self._rq_vectors(items))
             user_side.append(masked_mean(history_codes, valid))
