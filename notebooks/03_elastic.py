@@ -526,7 +526,7 @@ else:
 # "Parity" is a non-inferiority claim: ELASTIC may fall below SASRec by at most a margin
 # declared before the runs, {glue:text}`el_margin_pct` % of SASRec's NDCG@10. Its verdict,
 # {glue:text}`el_claim2_held`, is "not worse" when the whole interval of two standard errors
-# stays above minus that margin; it is never "held", since it shows a small difference, not
+# stays above minus that margin; it is never called held, since it shows a small difference, not
 # none.
 
 # %% [markdown]
