@@ -32,7 +32,7 @@ from recfunnel.data.sequences import SequentialSplit
 from recfunnel.metrics import category_coverage, ranking_metrics
 from recfunnel.models.dimerec import DimeRec
 from recfunnel.profiles import profile_for
-from recfunnel.recipes import dimerec_contenders, fit_contender
+from recfunnel.recipes.dimerec import dimerec_contenders, fit_contender
 from recfunnel.runtime import set_seed
 from recfunnel.study import provenance
 

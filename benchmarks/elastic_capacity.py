@@ -19,17 +19,15 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from recfunnel.data.planted import plant_returning_interests, planted_world
 from recfunnel.data.world import World
-from recfunnel.metrics import ranking_metrics
-from recfunnel.models.elastic import Elastic, encoder_gflop, fit_elastic
+from recfunnel.models.elastic import Elastic, encoder_gflop
 from recfunnel.profiles import profile_for
-from recfunnel.recipes import elastic_config
+from recfunnel.recipes.elastic import elastic_config, long_run
 from recfunnel.runtime import set_seed
 from recfunnel.study import provenance, write_report
 
@@ -53,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
                                       seed=args.data_seed))
     returns = plant_returning_interests(world, size.long_len, size.long_gap, old_share=0.9,
                                         seed=args.data_seed)
-    train, valid, test = returns.split()
     base = elastic_config(size, returns.n_items, size.long_len)
     configs = [base] + [dataclasses.replace(base, memory_size=bank or None)
                         for bank in args.banks]
@@ -62,20 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for cfg in configs:
             set_seed(seed)
-            model = Elastic(cfg)
-            start = time.perf_counter()
-            fit_elastic(model, train, valid, size.long_epochs, batch_size=size.batch_size,
-                        lr=size.long_lr, patience=None, seed=seed,
-                        desc=f"N={cfg.memory_size}, k={cfg.n_experts}, seed {seed}")
-            seconds = time.perf_counter() - start
-            scores = test.scores(model.eval().score_all, chunk=256)
-            per_user = ranking_metrics(scores, test.target_ids, ks=(10,),
-                                       reduce=False)["ndcg@10"]
+            run = long_run(f"N={cfg.memory_size}, k={cfg.n_experts}, seed {seed}", Elastic(cfg),
+                           returns, size, seed)
+            per_user = run.per_user["ndcg@10"]
             rows.append({"memory_size": cfg.memory_size or 0, "n_experts": cfg.n_experts,
                          "seed": seed, "ndcg@10": float(per_user.mean()),
                          "per_user_ndcg@10": [round(float(v), 5) for v in per_user],
                          "encoder_gflop": encoder_gflop(cfg),
-                         "train_seconds": round(seconds, 1)})
+                         "train_seconds": round(run.seconds, 1)})
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_user_ndcg@10"}),
                   flush=True)
     report = {"benchmark": "elastic_capacity", **source, "profile": args.profile,

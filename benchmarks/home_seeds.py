@@ -29,7 +29,7 @@ from pathlib import Path
 
 from recfunnel.data.impressions import ImpressionConfig, make_impressions
 from recfunnel.profiles import profile_for
-from recfunnel.recipes import HOME_ABLATIONS, fit_ranker, ranker_configs
+from recfunnel.recipes.home import HOME_ABLATIONS, fit_ranker, ranker_configs
 from recfunnel.study import provenance, write_report
 
 RESULTS = Path(__file__).parent / "results"

@@ -36,8 +36,8 @@ os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # RecBole's chec
 from recfunnel.data.movielens import load_ml100k, side_features  # noqa: E402
 from recfunnel.data.sequences import (  # noqa: E402
     SequentialSplit,
-    TrainSamples,
-    WindowBatch,
+    cut_points,
+    every_window,
     next_item_metrics,
 )
 from recfunnel.models.baselines import SASRec, SASRecConfig  # noqa: E402
@@ -121,16 +121,9 @@ def run_ours(name: str, model: torch.nn.Module, batches, valid, test, epochs: in
 
 def sasrec_run(split: SequentialSplit, seed: int, epochs: int) -> dict:
     set_seed(seed)
-    windows = split.train_windows()
-
-    def batches(epoch):
-        order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(
-            seed * 100_003 + epoch))
-        return [WindowBatch(windows.user_seq[i], windows.is_pad[i], windows.target_seq[i])
-                for i in order.split(128)]
-
     model = SASRec(SASRecConfig(n_items=split.n_items))
-    return run_ours("recfunnel SASRec", model, batches, split.eval_batch("valid"),
+    return run_ours("recfunnel SASRec", model, every_window(split, 128, seed),
+                    split.eval_batch("valid"),
                     split.eval_batch("test"), epochs, lr=1e-3, seed=seed)
 
 
@@ -145,11 +138,10 @@ def kuaiformer_run(data, seed: int, epochs: int, n_interests: int) -> dict:
         d_model=32, d_ffn=64, n_interests=n_interests, compression=((1, 32), (2, 8)),
         n_raw=16, aux_weight=1.0)
     split = SequentialSplit(frame, max_len=cfg.max_len, feature_columns=columns)
-    samples = TrainSamples(split)
     model = KuaiFormer(cfg)
     model.set_item_frequencies(torch.as_tensor(split.train_item_counts()))
     result = run_ours(f"recfunnel KuaiFormer k={n_interests}", model,
-                      lambda epoch: samples.cut_points(epoch, 8, 256, seed),
+                      cut_points(split, 8, 256, seed),
                       split.eval_batch("valid"), split.eval_batch("test"), epochs, lr=2e-3,
                       seed=seed)
     return {**result, "config": dataclasses.asdict(cfg)}

@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from recfunnel import recipes
 from recfunnel.data.multimodal import make_multimodal
 from recfunnel.models import qarm
 from recfunnel.profiles import profile_for
+from recfunnel.recipes import qarm as recipe
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = ("base", "+ frozen aligned vector", "+ VQ & RQ codes", "+ aligned vector & codes")
@@ -46,13 +46,13 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.perf_counter()
             data = make_multimodal(n_users=size.users, n_items=size.items,
                                    n_impressions=impressions, history=size.history, seed=seed)
-            aligned = recipes.align_items(data, size.d_align, size.window, size.align_epochs,
+            aligned = recipe.align_items(data, size.d_align, size.window, size.align_epochs,
                                        size.align_batch, seed=seed, progress=False)
             vectors = {"raw": aligned.raw, "aligned": aligned.aligned}
             codes = {name: qarm.build_codes(v, ~data.is_cold, size.vq_k, size.rq_levels,
                                             size.rq_size, seed=seed)
                      for name, v in vectors.items()}
-            scores = recipes.rank_variants(data, vectors, codes, args.variants, size.d_emb,
+            scores = recipe.rank_variants(data, vectors, codes, args.variants, size.d_emb,
                                         size.hidden, size.epochs, size.batch_size, size.lr,
                                         size.patience, seed=seed, progress=False)
             runs += [{"impressions": impressions, "seed": seed, "variant": name, **score}

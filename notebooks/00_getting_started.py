@@ -145,8 +145,8 @@ def plant_implicit_feedback(n_users, n_items, rank, n_positives, seed,
 picks, truth = plant_implicit_feedback(size.n_users, size.n_items, size.true_rank,
                                        size.positives_per_user, SEED)
 train_items, valid_items, test_items = picks[:, :-2], picks[:, -2], picks[:, -1]
-glue("gs_true_rank", size.true_rank, display=False)
-glue("gs_positives", size.positives_per_user, display=False)
+glue("gs_true_rank", size.true_rank)
+glue("gs_positives", size.positives_per_user)
 
 # %% [markdown]
 # The statistics of the data are checked by the tests on every change (nbval compares this
@@ -168,7 +168,7 @@ print(f"first user's training items {sorted(train_items[0][:5].tolist())}")
 # baseline worth beating.
 
 # %%
-glue("gs_top_share", float(top_share), display=False)
+glue("gs_top_share", float(top_share))
 fig, ax = plt.subplots(figsize=(6, 3))
 ax.plot(np.sort(counts)[::-1], color=plots.PALETTE[0])
 ax.set(xlabel="item (most popular first)", ylabel="interactions", yscale="log",
@@ -253,8 +253,8 @@ train_cfg = TrainConfig(epochs=size.epochs, lr=size.lr, weight_decay=1e-4, devic
 started = time.perf_counter()
 history = fit(model, loader, cfg=train_cfg, evaluate=validate)
 train_seconds = time.perf_counter() - started
-glue("gs_train_seconds", round(train_seconds, 1), display=False)
-glue("gs_best_epoch", history.best_epoch, display=False)
+glue("gs_train_seconds", round(train_seconds, 1))
+glue("gs_best_epoch", history.best_epoch)
 
 # %%
 fig = history.plot(metrics=["ndcg@10"], title="matrix factorisation on the planted data")
@@ -287,7 +287,7 @@ for name, row in results.items():
                                       if k.startswith(("recall", "ndcg"))))
 for key, row in (("pop", pop_test), ("mf", mf_test), ("oracle", oracle_test)):
     for metric in ("recall@10", "ndcg@10"):
-        glue(f"gs_{key}_{metric.replace('@', '')}", round(row[metric], 4), display=False)
+        glue(f"gs_{key}_{metric.replace('@', '')}", round(row[metric], 4))
 
 # %%
 fig = plots.metric_bars(results, metrics=["recall@10", "ndcg@10", "recall@20", "ndcg@20"],
@@ -322,7 +322,7 @@ agreement = (exact_ids == by_score).float().mean().item()
 print(f"exact index agrees with score_all on {agreement:.1%} of the top-10 slots")
 print(f"index '{backend}' agrees with the exact one on "
       f"{(auto_ids == exact_ids).float().mean().item():.1%}")
-glue("gs_index_agreement", agreement, display=False)
+glue("gs_index_agreement", agreement)
 
 # %% [markdown]
 # ## Summary

@@ -168,13 +168,13 @@ show_source(RecFlow.iter_rows)
 # ```
 
 # %%
-glue("recflow_stage_noise", ", ".join(f"{s:g}" for s in world_cfg.stage_noise), display=False)
+glue("recflow_stage_noise", ", ".join(f"{s:g}" for s in world_cfg.stage_noise))
 for name, key in (("effective_view", "ev"), ("long_view", "lv"), ("like", "like")):
-    glue(f"recflow_target_{key}", f"{dict(world_cfg.rates)[name]:.0%}", display=False)
+    glue(f"recflow_target_{key}", f"{dict(world_cfg.rates)[name]:.0%}")
 started = time.perf_counter()
 world = World.build(world_cfg)
 log = simulate(world)
-glue("recflow_world_seconds", round(time.perf_counter() - started, 1), display=False)
+glue("recflow_world_seconds", round(time.perf_counter() - started, 1))
 n_requests = sum(frame["request_id"].nunique() for frame in log.rows.values())
 n_rows = sum(len(frame) for frame in log.rows.values())
 print(f"{world_cfg.n_users:,} users, {world_cfg.n_items:,} items "
@@ -194,7 +194,7 @@ problems = recflow.validate(root)
 print(f"validate: {len(problems)} problems")
 data = RecFlow(root)
 print("days:", data.days("all_stage"))
-glue("recflow_validate_problems", len(problems), display=False)
+glue("recflow_validate_problems", len(problems))
 
 # %% [markdown]
 # Everything from here on reads the files back through the reader, the same code that reads
@@ -226,7 +226,7 @@ day_rows.loc[day_rows["request_id"] == request, columns].head(12)
 per_request = day_rows.groupby("request_id")[list(recflow.STAGE_FLAGS)].sum()
 shown_per_request = rows[rows["realshow"] == 1].groupby("request_id").size().mean()
 print(per_request.mean().round(2).to_string())
-glue("recflow_shown_per_request", round(float(shown_per_request), 2), display=False)
+glue("recflow_shown_per_request", round(float(shown_per_request), 2))
 fig = plots.funnel_chart([*world_cfg.funnel, shown_per_request],
                          title=f"items surviving each stage per request (world '{size.world}')")
 
@@ -250,7 +250,7 @@ ax.set(xlabel="true relevance r (units of its std)", ylabel="density",
 ax.legend(fontsize=8)
 fig.tight_layout()
 means = [float(values.mean()) for values in relevance_by_stage.values()]
-glue("recflow_stage_means_increase", bool(means == sorted(means)), display=False)
+glue("recflow_stage_means_increase", bool(means == sorted(means)))
 
 # %% [markdown]
 # How hard is each cut? The AUC of the true relevance between two adjacent stages' samples
@@ -265,7 +265,7 @@ for low, high in pairs:
     a, b = relevance_by_stage[low], relevance_by_stage[high]
     separation[f"{low} < {high}"] = auc(np.r_[np.zeros(len(a)), np.ones(len(b))], np.r_[a, b])
 print(pd.Series(separation).round(3).to_string())
-glue("recflow_auc_pre_coarse", round(separation["prerank_neg < coarse_neg"], 3), display=False)
+glue("recflow_auc_pre_coarse", round(separation["prerank_neg < coarse_neg"], 3))
 
 # %% [markdown]
 # And the labels: on exposures only, since nothing else was shown. The world also knows
@@ -285,10 +285,10 @@ axes[1].bar(range(len(rates)), list(rates.values()), color=plots.PALETTE[1])
 axes[1].set_xticks(range(len(rates)), list(rates), rotation=45, ha="right")
 axes[1].set(yscale="log", ylabel="rate per exposure", title="feedback on exposures")
 fig.tight_layout()
-glue("recflow_ev_rate", round(rates["effective_view"], 4), display=False)
-glue("recflow_like_rate", round(rates["like"], 4), display=False)
+glue("recflow_ev_rate", round(rates["effective_view"], 4))
+glue("recflow_like_rate", round(rates["like"], 4))
 oracle_auc = auc(shown["effective_view"], shown["relevance"])
-glue("recflow_oracle_auc", round(oracle_auc, 3), display=False)
+glue("recflow_oracle_auc", round(oracle_auc, 3))
 print(f"AUC of the true relevance for effective views: {oracle_auc:.3f}")
 
 # %% [markdown]
@@ -315,7 +315,7 @@ axes[1].set(xlabel="user (most active first)", ylabel="effective views",
 fig.tight_layout()
 cumulative = np.cumsum(exposures_per_item[::-1]) / exposures_per_item.sum()
 gini = float(1 - 2 * cumulative.mean() + 1 / len(cumulative))
-glue("recflow_exposure_gini", round(gini, 3), display=False)
+glue("recflow_exposure_gini", round(gini, 3))
 print(f"Gini coefficient of exposures per item: {gini:.3f}; "
       f"{rows['video_id'].nunique():,} items logged, {shown['video_id'].nunique():,} exposed")
 
@@ -338,15 +338,15 @@ print(f"Gini coefficient of exposures per item: {gini:.3f}; "
 # keeping {glue:text}`recflow_gpu_retrieved` per request against the paper's 8,000).
 
 # %%
-glue("recflow_users", f"{world_cfg.n_users:,}", display=False)
-glue("recflow_items", f"{world_cfg.n_items:,}", display=False)
-glue("recflow_days", world_cfg.n_days, display=False)
-glue("recflow_requests", f"{n_requests:,}", display=False)
-glue("recflow_rows_per_request", round(len(rows) / n_requests, 1), display=False)
+glue("recflow_users", f"{world_cfg.n_users:,}")
+glue("recflow_items", f"{world_cfg.n_items:,}")
+glue("recflow_days", world_cfg.n_days)
+glue("recflow_requests", f"{n_requests:,}")
+glue("recflow_rows_per_request", round(len(rows) / n_requests, 1))
 gpu_world = WORLD_PRESETS["gpu"]
-glue("recflow_gpu_users", f"{gpu_world.n_users:,}", display=False)
-glue("recflow_gpu_items", f"{gpu_world.n_items:,}", display=False)
-glue("recflow_gpu_retrieved", f"{gpu_world.funnel[0]:,}", display=False)
+glue("recflow_gpu_users", f"{gpu_world.n_users:,}")
+glue("recflow_gpu_items", f"{gpu_world.n_items:,}")
+glue("recflow_gpu_retrieved", f"{gpu_world.funnel[0]:,}")
 
 # %% [markdown]
 # ## MovieLens-100K, the real data of the retrieval chapters
@@ -381,10 +381,10 @@ else:
 
 # %%
 if movielens is not None:
-    glue("ml100k_users", movielens.n_users, display=False)
-    glue("ml100k_items", movielens.n_items, display=False)
-    glue("ml100k_interactions", len(movielens.interactions), display=False)
-    glue("ml100k_train_samples", n_train, display=False)
+    glue("ml100k_users", movielens.n_users)
+    glue("ml100k_items", movielens.n_items)
+    glue("ml100k_interactions", len(movielens.interactions))
+    glue("ml100k_train_samples", n_train)
     lengths = movielens.interactions.groupby("user_id").size()
     genres = movielens.items.explode("genres")["genres"].value_counts()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))

@@ -79,18 +79,18 @@ import numpy as np
 import pandas as pd
 import torch
 from IPython.display import display
-from torch.utils.flop_counter import FlopCounterMode
 
 from recfunnel import plots
+from recfunnel.cost import attention_map_gib, count_flops, scaling_exponent
 from recfunnel.data.download import DataUnavailableError
 from recfunnel.data.movielens import load_ml100k, side_features
 from recfunnel.data.planted import plant_returning_interests, planted_world
-from recfunnel.data.sequences import SequentialSplit, next_item_metrics
+from recfunnel.data.sequences import SequentialSplit
 from recfunnel.data.world import World
 from recfunnel.layers.attention import PreNormBlock
 from recfunnel.layers.memory import ProductKeyMemory, slot_usage
 from recfunnel.metrics import ranking_metrics
-from recfunnel.models.baselines import Popularity, SASRec, SASRecConfig, fit_sasrec
+from recfunnel.models.baselines import Popularity, SASRec, SASRecConfig
 from recfunnel.models.elastic import (
     DispatcherLayer,
     Elastic,
@@ -98,13 +98,20 @@ from recfunnel.models.elastic import (
     encode_batches,
     encoder_gflop,
     expert_similarity,
-    fit_elastic,
 )
-from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig, fit_kuaiformer
+from recfunnel.models.kuaiformer import KuaiFormerConfig
 from recfunnel.notebook import glue, setup, show_source
-from recfunnel.recipes import elastic_config
+from recfunnel.recipes.elastic import (
+    LongRun,
+    bench_frame,
+    elastic_config,
+    long_run,
+    movielens_runs,
+    ratios_at,
+    readout,
+)
 from recfunnel.runtime import set_seed
-from recfunnel.study import Verdict, claims_table, exact_gap, paired_gap
+from recfunnel.study import Verdict, claims_table, exact_gap, paired_gap, report_commit
 
 device, size = setup("elastic", PROFILE, SEED, DEVICE)
 
@@ -119,13 +126,9 @@ device, size = setup("elastic", PROFILE, SEED, DEVICE)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-def map_gib(scores_per_head: float, users: int = 256, heads: int = 2, layers: int = 2) -> float:
-    return 4 * scores_per_head * users * heads * layers / 2**30
-
-
 cost_table = pd.DataFrame([
-    {"L": L, "self-attention map (GiB)": map_gib(L * L),
-     "dispatcher maps, k=32 (GiB)": map_gib(2 * 32 * L), "ratio": L / 64}
+    {"L": L, "self-attention map (GiB)": attention_map_gib(L * L),
+     "dispatcher maps, k=32 (GiB)": attention_map_gib(2 * 32 * L), "ratio": L / 64}
     for L in (50, 256, 1_024, 4_096, 10_000)]).set_index("L")
 print(cost_table.round(3).to_string())
 
@@ -181,16 +184,12 @@ experts0, read = tiny.imr(x0, is_pad)  # I0 [B, k, D]
 print("X0", tuple(x0.shape), "| slots", read.slots.tolist(), "| I0", tuple(experts0.shape))
 
 
-def heads(t: torch.Tensor, n_heads: int = 2) -> torch.Tensor:
-    """[B, n, D] -> [B, H, n, D / H]."""
-    return t.view(t.shape[0], t.shape[1], n_heads, -1).transpose(1, 2)
-
-
 def cross_attention(attn, queries, context, context_pad=None):
-    """softmax(Q K^T / sqrt(D_h)) V, written out; returns the output and the map."""
+    """softmax(Q K^T / sqrt(D_h)) V with two heads, written out; the output and the map."""
     D = queries.shape[-1]
-    q = heads(attn.query(queries))
-    k, v = (heads(t) for t in attn.key_value(context).split(D, dim=-1))
+    q = attn.query(queries).unflatten(-1, (2, -1)).transpose(1, 2)  # [B, H, n_q, D / H]
+    k, v = (t.unflatten(-1, (2, -1)).transpose(1, 2)
+            for t in attn.key_value(context).split(D, dim=-1))
     scores = q @ k.transpose(-2, -1) / math.sqrt(D // 2)  # [B, H, n_q, n_k]
     if context_pad is not None:
         scores = scores.masked_fill(context_pad[:, None, None, :], float("-inf"))
@@ -235,17 +234,6 @@ show_source(DispatcherLayer.forward)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-def count_flops(module, *inputs) -> int:
-    with FlopCounterMode(display=False) as counter:
-        module(*inputs)
-    return counter.get_total_flops()
-
-
-def slope(lengths, values) -> float:
-    """Exponent a of values ~ lengths^a, least squares on log-log."""
-    return float(np.polyfit(np.log(lengths), np.log(values), 1)[0])
-
-
 d_count, k_count = 64, 32
 meta_layer = DispatcherLayer(dataclasses.replace(tiny_cfg, d_model=d_count, d_ffn=256,
                                                  n_experts=k_count)).to("meta")
@@ -263,8 +251,8 @@ flop_table = pd.DataFrame(flop_rows).set_index("L")
 flop_table["SASRec / dispatcher"] = (flop_table["SASRec block (GFLOP)"]
                                      / flop_table["dispatcher layer (GFLOP)"])
 print(flop_table.round(3).to_string())
-lda_slope = slope(lengths, flop_table["dispatcher layer (GFLOP)"])
-sas_slope = slope(lengths, flop_table["SASRec block (GFLOP)"])
+lda_slope = scaling_exponent(lengths, flop_table["dispatcher layer (GFLOP)"])
+sas_slope = scaling_exponent(lengths, flop_table["SASRec block (GFLOP)"])
 print(f"slopes: dispatcher {lda_slope:.2f}, SASRec block {sas_slope:.2f}")
 glue("el_flop_slope_lda", round(lda_slope, 2), display=False)
 glue("el_flop_slope_sas", round(sas_slope, 2), display=False)
@@ -280,7 +268,7 @@ claims = {"1": Verdict.all_of("LDA's cost grows linearly in L, self-attention's 
     Verdict.better("SASRec exponent above the dispatcher's by 0.5",
                    exact_gap(sas_slope - lda_slope, a="SASRec", b="dispatcher",
                              metric="exponent"), threshold=0.5)])}
-glue("el_claim1_held", claims["1"].text, display=False)
+glue("el_claim1_held", claims["1"].text)
 
 # %% [markdown]
 # The dispatcher layer's count grows with slope {glue:text}`el_flop_slope_lda`, that is
@@ -343,10 +331,6 @@ for path in sorted(results_dir.glob("long_sequence_*.json")):
           f"torch {report['torch']}")
 
 
-def bench_frame(report: dict) -> pd.DataFrame:
-    return pd.DataFrame(report["rows"]).set_index(["model", "length"])
-
-
 if bench:
     fig, axes = plt.subplots(len(bench), 2, figsize=(10, 3.6 * len(bench)), squeeze=False)
     for row, (device_type, report) in enumerate(bench.items()):
@@ -357,7 +341,7 @@ if bench:
             for color, model in zip(plots.PALETTE, frame.index.levels[0], strict=False):
                 series = frame.loc[model][key].dropna()
                 series = series[series > 0]
-                fit = slope(series.index[-3:], series.values[-3:])
+                fit = scaling_exponent(series.index[-3:], series.values[-3:])
                 ax.loglog(series.index, series.values, marker="o", ms=3, color=color,
                           label=f"{model} (slope {fit:.1f})")
             ax.set(xlabel="sequence length L", ylabel=label,
@@ -367,35 +351,17 @@ if bench:
 
 
 # %%
-def ratios_at(report: dict, length: int = 4_096) -> pd.DataFrame:
-    """How many times ELASTIC is faster / lighter than each SASRec at ``length``."""
-    frame = bench_frame(report).xs(length, level="length")
-    rows = {}
-    for baseline in ("SASRec (eager)", "SASRec (SDPA)"):
-        rows[baseline] = {
-            "inference speed-up": frame.loc[baseline, "inference_ms"]
-            / frame.loc["ELASTIC", "inference_ms"],
-            "training-step speed-up": frame.loc[baseline, "train_ms"]
-            / frame.loc["ELASTIC", "train_ms"],
-            "ELASTIC inference memory (% of it)": 100 * frame.loc["ELASTIC", "inference_peak_mib"]
-            / frame.loc[baseline, "inference_peak_mib"],
-            "ELASTIC training memory (% of it)": 100 * frame.loc["ELASTIC", "train_peak_mib"]
-            / frame.loc[baseline, "train_peak_mib"]}
-    return pd.DataFrame(rows).T
-
-
 for device_type, report in bench.items():
     table = ratios_at(report)
     print(f"{report['device_name']} ({device_type}), L = 4,096:")
     display(table.style.format("{:.1f}"))
     for baseline, key in (("SASRec (eager)", "eager"), ("SASRec (SDPA)", "sdpa")):
         glue(f"el_bench_{device_type}_{key}_speedup",
-             round(float(table.loc[baseline, "inference speed-up"]), 1), display=False)
+             round(float(table.loc[baseline, "inference speed-up"]), 1))
         glue(f"el_bench_{device_type}_{key}_memory_pct",
-             round(float(table.loc[baseline, "ELASTIC inference memory (% of it)"]), 1),
-             display=False)
+             round(float(table.loc[baseline, "ELASTIC inference memory (% of it)"]), 1))
 main_device = "cuda" if "cuda" in bench else "cpu"
-glue("el_bench_device", bench[main_device]["device_name"] if bench else "n/a", display=False)
+glue("el_bench_device", bench[main_device]["device_name"] if bench else "n/a")
 
 # %% [markdown]
 # How to read the ratios. Against **eager** SASRec, ELASTIC's savings are what the paper's
@@ -428,87 +394,66 @@ except DataUnavailableError as error:  # offline: say so and skip the real-data 
     print(f"MovieLens-100K is not available here, its sections are skipped: {error}")
 
 
-ml_results, ml_models, ml_per_user = {}, {}, {}
 MARGIN = 0.05  # the non-inferiority margins of claims 2 and 5, declared before the runs
-glue("el_margin_pct", round(100 * MARGIN), display=False)
+glue("el_margin_pct", round(100 * MARGIN))
 if movielens is not None:
     ml_frame = side_features(movielens)
     ml_columns = ("rating_bucket", "genre_bucket", "decade_bucket")
-    sas_split = SequentialSplit(movielens.interactions, max_len=50)
-    el_split = SequentialSplit(movielens.interactions, max_len=size.ml_max_len)
     kf_cfg = KuaiFormerConfig(
         n_items=movielens.n_items + 1,
         side_buckets=tuple(int(ml_frame[c].max()) + 1 for c in ml_columns),
         d_model=size.d_model, d_ffn=2 * size.d_model, n_interests=1,
         compression=((1, 32), (2, 8)), n_raw=16, aux_weight=1.0)
-    kf_split = SequentialSplit(ml_frame, max_len=kf_cfg.max_len, feature_columns=ml_columns)
-    assert sas_split.checksum() == el_split.checksum() == kf_split.checksum()
+    ml_splits = {
+        "SASRec": SequentialSplit(movielens.interactions, max_len=50),
+        "KuaiFormer": SequentialSplit(ml_frame, max_len=kf_cfg.max_len,
+                                      feature_columns=ml_columns),
+        "ELASTIC": SequentialSplit(movielens.interactions, max_len=size.ml_max_len)}
+    assert len({split.checksum() for split in ml_splits.values()}) == 1  # the same targets
+    ml = movielens_runs(ml_splits, kf_cfg, size, SEED, DEVICE)
+    sas_split = ml_splits["SASRec"]
     test_batch = sas_split.eval_batch("test")
     counts = torch.as_tensor(sas_split.train_item_counts())
     popularity = Popularity(sas_split.n_items).fit(
         torch.repeat_interleave(torch.arange(sas_split.n_items), counts))
-    ml_results["popularity"] = [ranking_metrics(popularity.score_all(test_batch.user_ids),
+    ml.results["popularity"] = [ranking_metrics(popularity.score_all(test_batch.user_ids),
                                                 test_batch.target_ids, ks=(10, 20, 50))]
-    for seed in range(SEED, SEED + size.seeds):
-        for name in ("SASRec", "KuaiFormer", "ELASTIC"):
-            set_seed(seed)
-            desc = f"{name}, seed {seed}"
-            if name == "SASRec":
-                model, split = SASRec(SASRecConfig(n_items=sas_split.n_items)), sas_split
-                fit_sasrec(model, split, size.ml_epochs, seed=seed, device=DEVICE, desc=desc)
-            elif name == "KuaiFormer":
-                model, split = KuaiFormer(kf_cfg), kf_split
-                fit_kuaiformer(model, split, size.ml_epochs, lr=size.lr, seed=seed,
-                               device=DEVICE, desc=desc)
-            else:
-                model = Elastic(elastic_config(size, el_split.n_items, size.ml_max_len))
-                split = el_split
-                fit_elastic(model, split, split.eval_batch("valid"), size.ml_epochs,
-                            per_user=size.per_user, batch_size=size.batch_size,
-                            lr=size.elastic_lr,
-                            seed=seed, device=DEVICE, desc=desc)
-            per_user = next_item_metrics(model.eval(), split.eval_batch("test"),
-                                         ks=(10, 20, 50), reduce=False)
-            ml_results.setdefault(name, []).append({k: float(v.mean())
-                                                    for k, v in per_user.items()})
-            ml_per_user.setdefault(name, []).append(per_user["ndcg@10"].numpy())
-            ml_models[name] = model
 
 # %%
 if movielens is not None:
-    ml_table = pd.DataFrame({name: pd.DataFrame(runs).mean() for name, runs in
-                             ml_results.items()}).T[["ndcg@10", "hr@10", "ndcg@20", "hr@50"]]
+    ml_table = pd.DataFrame({name: pd.DataFrame(ml.results[name]).mean() for name in
+                             ("popularity", *ml.models)}).T[["ndcg@10", "hr@10", "ndcg@20",
+                                                             "hr@50"]]
     if size.seeds > 1:
-        ml_table["ndcg@10 std"] = [np.std([r["ndcg@10"] for r in runs])
-                                   for runs in ml_results.values()]
+        ml_table["ndcg@10 std"] = [np.std([r["ndcg@10"] for r in ml.results[name]])
+                                   for name in ml_table.index]
     display(ml_table.style.format("{:.4f}"))
     for name, key in (("popularity", "pop"), ("SASRec", "sasrec"), ("KuaiFormer", "kf"),
                       ("ELASTIC", "elastic")):
-        glue(f"el_ml_{key}_ndcg10", round(float(ml_table.loc[name, "ndcg@10"]), 4),
-             display=False)
+        glue(f"el_ml_{key}_ndcg10", round(float(ml_table.loc[name, "ndcg@10"]), 4))
     gap_pct = 100 * (ml_table.loc["ELASTIC", "ndcg@10"] / ml_table.loc["SASRec", "ndcg@10"] - 1)
-    glue("el_ml_gap_pct", f"{gap_pct:+.1f}", display=False)
-    glue("el_ml_epochs", size.ml_epochs, display=False)
-    glue("el_ml_seeds", size.seeds, display=False)
+    glue("el_ml_gap_pct", f"{gap_pct:+.1f}")
+    glue("el_ml_epochs", size.ml_epochs)
+    glue("el_ml_seeds", size.seeds)
 
     # parity is a non-inferiority claim: ELASTIC may fall below SASRec by at most the
     # margin declared above, 5 % of SASRec's NDCG@10; each user paired seed by seed
-    gap2 = paired_gap(ml_per_user["ELASTIC"], ml_per_user["SASRec"], a="ELASTIC",
+    gap2 = paired_gap(ml.per_user["ELASTIC"], ml.per_user["SASRec"], a="ELASTIC",
                       b="SASRec", metric="ndcg@10")
     claims["2"] = Verdict.not_worse("accuracy parity with SASRec on short sequences", gap2,
                                     MARGIN * gap2.mean_b)
-    glue("el_claim2_gap", str(gap2), display=False)
-    glue("el_claim2_held", claims["2"].text, display=False)
+    glue("el_claim2_gap", str(gap2))
+    glue("el_claim2_held", claims["2"].text)
 else:
     for key in ("pop", "sasrec", "kf", "elastic"):
-        glue(f"el_ml_{key}_ndcg10", float("nan"), display=False)
-    glue("el_ml_gap_pct", "n/a", display=False)
-    glue("el_claim2_gap", "not measured (MovieLens-100K unavailable)", display=False)
+        glue(f"el_ml_{key}_ndcg10", float("nan"))
+    glue("el_ml_gap_pct", "n/a")
+    glue("el_claim2_gap", "not measured (MovieLens-100K unavailable)")
     claims["2"] = Verdict.untested("accuracy parity with SASRec on short sequences",
                                    "MovieLens-100K unavailable")
-    glue("el_claim2_held", claims["2"].text, display=False)
-    glue("el_ml_epochs", size.ml_epochs, display=False)
-    glue("el_ml_seeds", size.seeds, display=False)
+    glue("el_claim2_held", claims["2"].text)
+    glue("el_ml_epochs", size.ml_epochs)
+    glue("el_ml_seeds", size.seeds)
 
 # %% [markdown]
 # ELASTIC's test NDCG@10 differs from SASRec's by {glue:text}`el_ml_gap_pct` % after
@@ -555,8 +500,8 @@ print(f"{len(long_train)} / {len(long_valid)} / {len(long_test)} users, "
       f"{int((returns.histories > 0).sum(1).min())}-{size.long_len} watches")
 print(f"the returning interest was last watched {int(returns.last_seen.min())} to "
       f"{int(returns.last_seen.max())} positions before the target")
-glue("el_long_gap", size.long_gap, display=False)
-glue("el_long_len", size.long_len, display=False)
+glue("el_long_gap", size.long_gap)
+glue("el_long_len", size.long_len)
 
 user = 0
 history = returns.histories[user]
@@ -582,83 +527,55 @@ ax.legend(fontsize=8, loc="lower left")
 
 
 # %%
-def long_run(name: str, build) -> dict:
-    """Build (after seeding) and train one model on the returning-interest histories; keep
-    per-user test readouts."""
+def trained(name: str, build) -> LongRun:
+    """Seed, build and train one model on the returning-interest histories
+    (``recipes.elastic.long_run``)."""
     set_seed(SEED)
-    model = build()
-    if isinstance(model, Elastic):
-        history = fit_elastic(model, long_train, long_valid, size.long_epochs,
-                              batch_size=size.batch_size, lr=size.long_lr, patience=None,
-                              seed=SEED, device=DEVICE, desc=name)
-    else:
-        history = fit_sasrec(model, long_train, size.long_epochs, batch_size=size.batch_size,
-                             lr=size.long_lr, patience=None, seed=SEED, device=DEVICE, desc=name,
-                             valid=long_valid)
-    model.eval()
-    on = next(model.parameters()).device
-    scores = long_test.scores(lambda batch: model.score_all(batch.to(on)), chunk=256)
-    per_user = ranking_metrics(scores, long_test.target_ids, ks=(10, 50), reduce=False)
-    top10_topic = torch.as_tensor(returns.item_topic)[scores.topk(10, dim=1).indices]
-    right_topic = (top10_topic == torch.as_tensor(returns.return_topic[-len(long_test):])[:, None])
-    return {"model": model, "history": history,
-            "per_user": {key: per_user[key].numpy() for key in ("ndcg@10", "hr@10", "hr@50")}
-            | {"returning topic in top-10": right_topic.float().mean(1).numpy()}}
+    return long_run(name, build(), returns, size, SEED, DEVICE)
 
 
-long_runs = {f"ELASTIC, L={size.long_len}": long_run(
-    f"ELASTIC, L={size.long_len}",
-    lambda: Elastic(elastic_config(size, returns.n_items, size.long_len)))}
+elastic_name = f"ELASTIC, L={size.long_len}"
+long_runs = {elastic_name: trained(
+    elastic_name, lambda: Elastic(elastic_config(size, returns.n_items, size.long_len)))}
 for window in size.truncations:
     sasrec_cfg = SASRecConfig(n_items=returns.n_items, max_len=window, d_model=size.d_model,
                               d_ffn=2 * size.d_model, p_dropout=0.2, attn_dropout=0.0)
-    long_runs[f"SASRec, L={window}"] = long_run(f"SASRec, L={window}",
-                                                lambda cfg=sasrec_cfg: SASRec(cfg))
+    long_runs[f"SASRec, L={window}"] = trained(f"SASRec, L={window}",
+                                               lambda cfg=sasrec_cfg: SASRec(cfg))
 
 pop_scores = Popularity(returns.n_items).fit(long_train.target_ids).score_all(long_test.user_ids)
 pop_per_user = ranking_metrics(pop_scores, long_test.target_ids, ks=(10, 50), reduce=False)
 
 
 # %%
-def readout(runs: dict) -> pd.DataFrame:
-    """Mean readouts per run, with the standard error of NDCG@10 over users."""
-    table = pd.DataFrame({name: {key: float(v.mean()) for key, v in run["per_user"].items()}
-                          for name, run in runs.items()}).T
-    table.insert(1, "± se", [float(run["per_user"]["ndcg@10"].std(ddof=1)
-                                   / np.sqrt(len(long_test))) for run in runs.values()])
-    return table
-
-
 long_table = readout(long_runs)
 long_table.loc["popularity"] = {"ndcg@10": float(pop_per_user["ndcg@10"].mean()),
                                 "hr@10": float(pop_per_user["hr@10"].mean()),
                                 "hr@50": float(pop_per_user["hr@50"].mean())}
 display(long_table.style.format("{:.4f}", na_rep="-"))
 
-elastic_name = f"ELASTIC, L={size.long_len}"
 best_short = max((f"SASRec, L={w}" for w in size.truncations if w < size.long_len),
                  key=lambda name: long_table.loc[name, "ndcg@10"])
 # claim 3 against every truncation at once (no baseline picked on the test users): ELASTIC
 # must beat each, so the verdict is that of the hardest comparison
 claim3_parts = [Verdict.better(f"ELASTIC beats {name}", paired_gap(
-    long_runs[elastic_name]["per_user"]["ndcg@10"], long_runs[name]["per_user"]["ndcg@10"],
+    long_runs[elastic_name].per_user["ndcg@10"], long_runs[name].per_user["ndcg@10"],
     a=elastic_name, b=name, metric="ndcg@10"))
     for name in long_runs if name.startswith("SASRec") and int(name.split("=")[1]) < size.long_len]
 claims["3"] = Verdict.all_of("a long history pays: ELASTIC beats every truncated SASRec",
                              claim3_parts)
 gap3 = next(part.gap for part in claim3_parts if part.gap.b == best_short)
-glue("el_long_elastic_ndcg10", round(long_table.loc[elastic_name, "ndcg@10"], 4), display=False)
-glue("el_long_elastic_hr10", round(long_table.loc[elastic_name, "hr@10"], 4), display=False)
-glue("el_long_best_short", best_short, display=False)
-glue("el_long_best_short_ndcg10", round(long_table.loc[best_short, "ndcg@10"], 4),
-     display=False)
-glue("el_long_pop_ndcg10", round(long_table.loc["popularity", "ndcg@10"], 4), display=False)
-glue("el_claim3_gap", str(gap3), display=False)
-glue("el_claim3_held", claims["3"].text, display=False)
+glue("el_long_elastic_ndcg10", round(long_table.loc[elastic_name, "ndcg@10"], 4))
+glue("el_long_elastic_hr10", round(long_table.loc[elastic_name, "hr@10"], 4))
+glue("el_long_best_short", best_short)
+glue("el_long_best_short_ndcg10", round(long_table.loc[best_short, "ndcg@10"], 4))
+glue("el_long_pop_ndcg10", round(long_table.loc["popularity", "ndcg@10"], 4))
+glue("el_claim3_gap", str(gap3))
+glue("el_claim3_held", claims["3"].text)
 
 fig, ax = plt.subplots(figsize=(6.5, 3.2))
 for color, (name, run) in zip(plots.PALETTE, long_runs.items(), strict=False):
-    ax.plot(run["history"].column("epoch"), run["history"].column("ndcg@10"), marker="o",
+    ax.plot(run.history.column("epoch"), run.history.column("ndcg@10"), marker="o",
             ms=3, color=color, label=name)
 ax.axhline(long_table.loc["popularity", "ndcg@10"], color="grey", ls="--", label="popularity")
 ax.set(xlabel="epoch", ylabel="validation NDCG@10", title="Returning interests: learning curves")
@@ -683,7 +600,7 @@ ax.legend(fontsize=8)
 # history. A ratio above 1 means the expert seeks that interest out.
 
 # %%
-elastic_long = long_runs[elastic_name]["model"]
+elastic_long = long_runs[elastic_name].model
 on = next(elastic_long.parameters()).device
 probe = long_test[:256].to(on)
 maps = elastic_long.expert_attention(probe.user_seq, probe.is_pad)  # per layer [B, H, k, L]
@@ -698,8 +615,8 @@ for attention in maps:
 focus = np.array(focus)  # [layers, k]
 print(f"watches of the returning interest: {float(share.mean()):.1%} of a history")
 print("attention on them / their share, layer 1, expert by expert:", focus[0].round(2))
-glue("el_focus_max", round(float(focus[0].max()), 1), display=False)
-glue("el_focus_share", f"{float(share.mean()):.0%}", display=False)
+glue("el_focus_max", round(float(focus[0].max()), 1))
+glue("el_focus_share", f"{float(share.mean()):.0%}")
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [3, 2]})
 example = maps[0][0].mean(0).cpu().numpy()  # [k, L] the first user's layer-1 map
@@ -732,7 +649,8 @@ fig.tight_layout()
 # %%
 diagnostic_models = {f"returning interests, L={size.long_len}": (elastic_long, long_test)}
 if movielens is not None:
-    diagnostic_models["MovieLens-100K"] = (ml_models["ELASTIC"], el_split.eval_batch("test"))
+    diagnostic_models["MovieLens-100K"] = (ml.models["ELASTIC"],
+                                           ml_splits["ELASTIC"].eval_batch("test"))
 usage_rows, similarities = {}, {}
 for label, (model, batch) in diagnostic_models.items():
     states = encode_batches(model, batch)
@@ -744,14 +662,13 @@ for label, (model, batch) in diagnostic_models.items():
 usage_table = pd.DataFrame(usage_rows).T
 display(usage_table.style.format("{:.3f}"))
 long_usage = usage_table.iloc[0]
-glue("el_slots_used", f"{long_usage['used']:.0%}", display=False)
-glue("el_slots_entropy", round(float(long_usage["entropy"]), 2), display=False)
-glue("el_expert_cosine", round(float(long_usage["expert cosine (off-diagonal)"]), 2),
-     display=False)
+glue("el_slots_used", f"{long_usage['used']:.0%}")
+glue("el_slots_entropy", round(float(long_usage["entropy"]), 2))
+glue("el_expert_cosine", round(float(long_usage["expert cosine (off-diagonal)"]), 2))
 glue("el_expert_reading", "they stay distinct"
      if long_usage["expert cosine (off-diagonal)"] < 0.5 else
      "they point in similar directions, a partial collapse that the slot embeddings alone "
-     "do not prevent", display=False)
+     "do not prevent")
 
 fig, axes = plt.subplots(1, len(similarities), figsize=(4.2 * len(similarities), 3.4),
                          squeeze=False)
@@ -796,20 +713,20 @@ if size.bank_sizes or size.expert_counts:  # run the sweeps here
                                                                             value)
         cfg = elastic_config(size, returns.n_items, size.long_len, memory_size=memory_size or None,
                              n_experts=k)
-        settings.append((memory_size, k, long_run(f"ELASTIC, N={memory_size}, k={k}",
-                                                  lambda cfg=cfg: Elastic(cfg))))
+        settings.append((memory_size, k, trained(f"ELASTIC, N={memory_size}, k={k}",
+                                                 lambda cfg=cfg: Elastic(cfg))))
     for memory_size, k, run in settings:
         cfg = elastic_config(size, returns.n_items, size.long_len, memory_size=memory_size or None,
                              n_experts=k)
         sweep_rows.append({"memory_size": memory_size, "n_experts": k,
-                           "ndcg@10": float(run["per_user"]["ndcg@10"].mean()),
-                           "per_user": run["per_user"]["ndcg@10"][None],  # [1 seed, U]
+                           "ndcg@10": float(run.per_user["ndcg@10"].mean()),
+                           "per_user": run.per_user["ndcg@10"][None],  # [1 seed, U]
                            "encoder_gflop": encoder_gflop(cfg)})
     base_memory, base_k = size.memory_size, size.n_experts
 elif (results_dir / "elastic_capacity.json").exists():
     capacity = json.loads((results_dir / "elastic_capacity.json").read_text())
     sweep_source = (f"benchmarks/results/elastic_capacity.json ({capacity['profile']} profile, "
-                    f"{len(capacity['seeds'])} seeds)")
+                    f"{len(capacity['seeds'])} seeds, commit {report_commit(capacity)})")
     by_setting = {}
     for row in capacity["rows"]:
         by_setting.setdefault((row["memory_size"], row["n_experts"]), []).append(row)
@@ -848,17 +765,16 @@ if len(banks) >= 2 and banks[0]["memory_size"] == 0:
                       a=f"N={banks[-1]['memory_size']}", b="no memory")
     claims["4"] = Verdict.better(claim4, gap4)
     gflops = [r["encoder_gflop"] for r in banks]
-    glue("el_claim4_gap", str(gap4), display=False)
-    glue("el_claim4_held", claims["4"].text, display=False)
-    glue("el_claim4_flops_change", f"{100 * (max(gflops) / min(gflops) - 1):.2f} %",
-         display=False)
-    glue("el_claim4_largest", banks[-1]["memory_size"], display=False)
+    glue("el_claim4_gap", str(gap4))
+    glue("el_claim4_held", claims["4"].text)
+    glue("el_claim4_flops_change", f"{100 * (max(gflops) / min(gflops) - 1):.2f} %")
+    glue("el_claim4_largest", banks[-1]["memory_size"])
 else:
     claims["4"] = Verdict.untested(claim4, "no memory sweep")
-    glue("el_claim4_gap", "not measured", display=False)
-    glue("el_claim4_held", claims["4"].text, display=False)
-    glue("el_claim4_flops_change", "not measured", display=False)
-    glue("el_claim4_largest", "n/a", display=False)
+    glue("el_claim4_gap", "not measured")
+    glue("el_claim4_held", claims["4"].text)
+    glue("el_claim4_flops_change", "not measured")
+    glue("el_claim4_largest", "n/a")
 if len(expert_curve) >= 3:
     # declared before reading the curve: the middle count of the sweep (not the best one)
     # must beat the smallest, and the largest may add at most MARGIN of its NDCG@10 on top
@@ -872,21 +788,21 @@ if len(expert_curve) >= 3:
         Verdict.better("the middle count beats the smallest", rise),
         Verdict.not_worse("the middle count is not worse than the largest", further,
                           MARGIN * further.mean_b)])
-    glue("el_claim5_held", claims["5"].text, display=False)
-    glue("el_claim5_rise", str(rise), display=False)
-    glue("el_claim5_further", str(further), display=False)
+    glue("el_claim5_held", claims["5"].text)
+    glue("el_claim5_rise", str(rise))
+    glue("el_claim5_further", str(further))
     glue("el_claim5_curve", ", ".join(f"k={r['n_experts']}: {r['ndcg@10']:.4f}"
-                                      for r in expert_curve), display=False)
+                                      for r in expert_curve))
 else:
     claims["5"] = Verdict.untested(claim5, "no expert sweep")
-    glue("el_claim5_held", claims["5"].text, display=False)
-    glue("el_claim5_curve", "not measured", display=False)
-    glue("el_claim5_rise", "not measured", display=False)
-    glue("el_claim5_further", "not measured", display=False)
-glue("el_sweep_source", sweep_source or "no sweep results", display=False)
+    glue("el_claim5_held", claims["5"].text)
+    glue("el_claim5_curve", "not measured")
+    glue("el_claim5_rise", "not measured")
+    glue("el_claim5_further", "not measured")
+glue("el_sweep_source", sweep_source or "no sweep results")
 base_row = [r for r in sweep_rows if (r["memory_size"], r["n_experts"]) == (base_memory, base_k)]
 glue("el_sweep_base_seeds", ", ".join(f"{v:.4f}" for v in base_row[0].get(
-    "ndcg@10 per seed", [base_row[0]["ndcg@10"]])) if base_row else "n/a", display=False)
+    "ndcg@10 per seed", [base_row[0]["ndcg@10"]])) if base_row else "n/a")
 
 # %% [markdown]
 # From {glue:text}`el_sweep_source`: the largest memory
@@ -938,18 +854,16 @@ main = bench.get(main_device)
 if main:
     table = ratios_at(main)
     glue("el_bench_speedup_eager", round(float(table.loc["SASRec (eager)",
-                                                         "inference speed-up"]), 1),
-         display=False)
+                                                         "inference speed-up"]), 1))
     glue("el_bench_memory_eager", round(float(table.loc[
-        "SASRec (eager)", "ELASTIC inference memory (% of it)"]), 1), display=False)
+        "SASRec (eager)", "ELASTIC inference memory (% of it)"]), 1))
     glue("el_bench_speedup_sdpa", round(float(table.loc["SASRec (SDPA)",
-                                                        "inference speed-up"]), 1),
-         display=False)
+                                                        "inference speed-up"]), 1))
     glue("el_bench_memory_sdpa", round(float(table.loc[
-        "SASRec (SDPA)", "ELASTIC inference memory (% of it)"]), 1), display=False)
+        "SASRec (SDPA)", "ELASTIC inference memory (% of it)"]), 1))
 else:
     for key in ("speedup_eager", "memory_eager", "speedup_sdpa", "memory_sdpa"):
-        glue(f"el_bench_{key}", "n/a", display=False)
+        glue(f"el_bench_{key}", "n/a")
 
 # %% [markdown]
 # ## The paper and this book

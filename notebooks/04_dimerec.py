@@ -60,9 +60,7 @@ DEVICE = "auto"  # "auto", "cpu", "cuda" or "mps"
 # %%
 # %matplotlib inline
 import dataclasses
-import json
 import math
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -75,7 +73,7 @@ from IPython.display import display
 from recfunnel import plots
 from recfunnel.data.download import DataUnavailableError
 from recfunnel.data.movielens import load_ml100k
-from recfunnel.data.sequences import SeqBatch, SequentialSplit, TrainSamples, next_item_metrics
+from recfunnel.data.sequences import SeqBatch, SequentialSplit, next_item_metrics
 from recfunnel.layers.diffusion import NoiseSchedule, q_sample, reverse_step
 from recfunnel.metrics import (
     category_coverage,
@@ -90,10 +88,22 @@ from recfunnel.models.dimerec import (
     interest_selection,
 )
 from recfunnel.notebook import glue, setup, show_source
-from recfunnel.recipes import dimerec_config, dimerec_contenders, dimerec_runs, fit_contender
+from recfunnel.recipes.dimerec import (
+    dimerec_config,
+    dimerec_contenders,
+    fit_contender,
+    norm_trajectory,
+    per_user,
+    probe_vectors,
+    sampled_scores,
+    seed_report,
+    seed_verdicts,
+    steps_sweep,
+    top50,
+)
 from recfunnel.retrieval import build_index
 from recfunnel.runtime import set_seed
-from recfunnel.study import Verdict, claims_table, judge_better, paired_gap
+from recfunnel.study import Verdict, claims_table, paired_gap
 
 device, size = setup("dimerec", PROFILE, SEED, DEVICE)
 
@@ -130,8 +140,8 @@ ax.set(xlabel="step t", ylabel=r"signal kept, $\sqrt{\bar\alpha_t}$",
 ax.legend()
 plt.show()
 raw_left = float(NoiseSchedule.linear(T, 1e-4, 0.02).alpha_bar[-1].sqrt())
-glue("dr_raw_signal_left", f"{raw_left:.2f}", display=False)
-glue("dr_T", T, display=False)
+glue("dr_raw_signal_left", f"{raw_left:.2f}")
+glue("dr_T", T)
 
 # %% [markdown]
 # With DDPM's raw betas, $\sqrt{\bar\alpha_T}$ = {glue:text}`dr_raw_signal_left` at
@@ -212,26 +222,7 @@ except DataUnavailableError as error:  # offline: say so and skip the real-data 
     print(f"MovieLens-100K is not available here, its sections are skipped: {error}")
 HAVE_DATA = movielens is not None
 MARGIN = 0.05  # every non-inferiority margin of the chapter, declared before the runs
-glue("dr_margin_pct", round(100 * MARGIN), display=False)
-
-
-def norm_trajectory(cfg: DimeRecConfig, split: SequentialSplit, steps: int) -> list[float]:
-    """Mean item-embedding norm over ``steps`` optimiser steps of ``cfg``'s losses."""
-    set_seed(SEED)
-    model = DimeRec(cfg).to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=size.lr)
-    samples, norms, epoch = TrainSamples(split), [], 0
-    while len(norms) < steps:
-        for batch in samples.cut_points(epoch, size.per_user, size.batch_size, SEED):
-            loss, logs = model(batch.to(device))
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            norms.append(logs["item_norm"])
-            if len(norms) == steps:
-                break
-        epoch += 1
-    return norms
+glue("dr_margin_pct", round(100 * MARGIN))
 
 
 if HAVE_DATA:
@@ -243,7 +234,7 @@ if HAVE_DATA:
         "softmax loss alone": dataclasses.replace(euclid, recon_weight=0.0),
         "both losses": euclid,
     }
-    norms = {name: norm_trajectory(cfg, split, size.norm_steps)
+    norms = {name: norm_trajectory(cfg, split, size, size.norm_steps, SEED, DEVICE)
              for name, cfg in norm_runs.items()}
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     for (name, values), color in zip(norms.items(), plots.PALETTE, strict=False):
@@ -255,11 +246,11 @@ if HAVE_DATA:
     plt.show()
     for name, key in (("reconstruction loss alone", "recon"), ("softmax loss alone", "ssm"),
                       ("both losses", "both")):
-        glue(f"dr_norm_{key}_end", round(norms[name][-1], 2), display=False)
-    glue("dr_norm_start", round(norms["both losses"][0], 2), display=False)
+        glue(f"dr_norm_{key}_end", round(norms[name][-1], 2))
+    glue("dr_norm_start", round(norms["both losses"][0], 2))
 else:
     for key in ("recon_end", "ssm_end", "both_end", "start"):
-        glue(f"dr_norm_{key}", float("nan"), display=False)
+        glue(f"dr_norm_{key}", float("nan"))
 
 # %% [markdown]
 # From a mean norm of {glue:text}`dr_norm_start`, the reconstruction loss alone drives the
@@ -387,15 +378,6 @@ print("same seed, same vector:", torch.equal(generated, tiny.generate(tiny_batch
 # (`choose_sample_steps`); the number of steps is studied below.
 
 # %%
-def per_user(model, split: SequentialSplit, ks=(10, 20, 50)) -> dict[str, np.ndarray]:
-    """Test metrics of every user, for paired comparisons."""
-    test = split.eval_batch("test")
-    on = next(model.parameters()).device
-    scores = test.scores(lambda rows: model.score_all(rows.to(on)))
-    return {k: v.numpy() for k, v in ranking_metrics(scores, test.target_ids, ks=ks,
-                                                     reduce=False).items()}
-
-
 if HAVE_DATA:
     test_batch = split.eval_batch("test")
     valid_batch = split.eval_batch("valid")
@@ -428,19 +410,17 @@ if HAVE_DATA:
                       ("DimeRec", "dimerec")):
         for metric in ("ndcg@10", "ndcg@50", "recall@50"):
             glue(f"dr_ml_{key}_{metric.replace('@', '')}",
-                 round(float(ml_table.loc[name, metric]), 4), display=False)
-    def seed_users(name: str, metric: str) -> np.ndarray:
-        """One model's per-user metric on each seed: [S, U]."""
-        return np.stack([run[metric] for run in seed_runs[name]])
-
-    gaps = {(other, metric): paired_gap(seed_users("DimeRec", metric),
-                                        seed_users(other, metric), a="DimeRec", b=other,
+                 round(float(ml_table.loc[name, metric]), 4))
+    seed_users = {name: {k: np.stack([run[k] for run in runs]) for k in runs[0]}
+                  for name, runs in seed_runs.items()}  # name -> metric -> [S, U]
+    gaps = {(other, metric): paired_gap(seed_users["DimeRec"][metric],
+                                        seed_users[other][metric], a="DimeRec", b=other,
                                         metric=metric)
             for other in ("SASRec", "ComiRec-SA") for metric in ("ndcg@10", "ndcg@50",
                                                                   "recall@50")}
     for (other, metric), gap in gaps.items():
         key = f"dr_gap_{'sasrec' if other == 'SASRec' else 'comirec'}_{metric.replace('@', '')}"
-        glue(key, str(gap), display=False)
+        glue(key, str(gap))
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     for name, color in zip(histories, plots.PALETTE, strict=False):
         ax.plot(histories[name].column("epoch"), histories[name].column("ndcg@10"),
@@ -451,30 +431,29 @@ if HAVE_DATA:
     ax.legend()
     plt.show()
     shares = interest_selection(models["ComiRec-SA"], test_batch)
-    glue("dr_seconds", ", ".join(f"{name} {sec:.0f} s" for name, sec in train_seconds.items()),
-         display=False)
+    glue("dr_seconds", ", ".join(f"{name} {sec:.0f} s" for name, sec in train_seconds.items()))
     last_epoch = {name: h.column("ndcg@10")[-1] >= max(h.column("ndcg@10")) - 1e-9
                   for name, h in histories.items()}
     rising = [name for name, best_last in last_epoch.items() if best_last]
-    glue("dr_still_rising", ", ".join(rising) if rising else "none of them", display=False)
-    glue("dr_interest_shares", ", ".join(f"{s:.0%}" for s in shares), display=False)
+    glue("dr_still_rising", ", ".join(rising) if rising else "none of them")
+    glue("dr_interest_shares", ", ".join(f"{s:.0%}" for s in shares))
     glue("dr_dead_interests", "none is dead" if shares.min() > 0.02 else
-         f"{int((shares <= 0.02).sum())} of them almost never win", display=False)
+         f"{int((shares <= 0.02).sum())} of them almost never win")
 else:
     for key in ("pop", "sasrec", "comirec", "dimerec"):
         for metric in ("ndcg10", "ndcg50", "recall50"):
-            glue(f"dr_ml_{key}_{metric}", float("nan"), display=False)
+            glue(f"dr_ml_{key}_{metric}", float("nan"))
     for other in ("sasrec", "comirec"):
         for metric in ("ndcg10", "ndcg50", "recall50"):
-            glue(f"dr_gap_{other}_{metric}", "n/a", display=False)
-    glue("dr_interest_shares", "n/a", display=False)
-    glue("dr_dead_interests", "not measured", display=False)
-    glue("dr_seconds", "n/a", display=False)
-    glue("dr_still_rising", "n/a", display=False)
-glue("dr_epochs", size.epochs, display=False)
-glue("dr_sasrec_epochs", size.sasrec_epochs, display=False)
-glue("dr_seeds", size.seeds, display=False)
-glue("dr_per_user", size.per_user, display=False)
+            glue(f"dr_gap_{other}_{metric}", "n/a")
+    glue("dr_interest_shares", "n/a")
+    glue("dr_dead_interests", "not measured")
+    glue("dr_seconds", "n/a")
+    glue("dr_still_rising", "n/a")
+glue("dr_epochs", size.epochs)
+glue("dr_sasrec_epochs", size.sasrec_epochs)
+glue("dr_seeds", size.seeds)
+glue("dr_per_user", size.per_user)
 
 # %% [markdown]
 # Per user, DimeRec minus SASRec is {glue:text}`dr_gap_sasrec_ndcg10` on NDCG@10 and
@@ -520,9 +499,9 @@ if HAVE_DATA:
     expected = test_batch.scores(lambda rows: dimerec.score_all(rows.to(device))).topk(50).indices
     agreement = (found + 1 == expected).float().mean().item()
     print(f"top-50 from the index equal to score_all's in {agreement:.1%} of positions")
-    glue("dr_index_agreement", agreement, display=False)
+    glue("dr_index_agreement", agreement)
 else:
-    glue("dr_index_agreement", float("nan"), display=False)
+    glue("dr_index_agreement", float("nan"))
 
 # %% [markdown]
 # ### How many reverse steps?
@@ -532,24 +511,8 @@ else:
 # trained model and 1 up to all $T$ deterministic steps.
 
 # %%
-def steps_sweep(model: DimeRec) -> pd.DataFrame:
-    """Validation and test metrics and serving time of one trained model by step count."""
-    rows, served = [], model.cfg
-    for steps in sorted({1, 2, 5, 10, model.cfg.diffusion_steps}):
-        model.cfg = dataclasses.replace(served, sample_steps=steps)
-        start = time.perf_counter()
-        test_metrics = next_item_metrics(model, test_batch, ks=(10, 50))
-        seconds = time.perf_counter() - start
-        rows.append({"steps": steps, "valid ndcg@10": next_item_metrics(
-            model, valid_batch, ks=(10,))["ndcg@10"], "test ndcg@10": test_metrics["ndcg@10"],
-            "test recall@50": test_metrics["recall@50"],
-            "ms per 1,000 users": 1000 * seconds / len(test_batch) * 1000})
-    model.cfg = served
-    return pd.DataFrame(rows).set_index("steps")
-
-
 if HAVE_DATA:
-    sweep = steps_sweep(dimerec)
+    sweep = steps_sweep(dimerec, valid_batch, test_batch)
     display(sweep.style.format("{:.4f}"))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     axes[0].plot(sweep.index, sweep["test ndcg@10"], marker="o", label="NDCG@10")
@@ -562,10 +525,9 @@ if HAVE_DATA:
                 title="Serving time grows linearly")
     plt.show()
     best_steps = served_steps = dimerec.cfg.sample_steps  # validation's choice, served above
-    glue("dr_best_steps", best_steps, display=False)
-    glue("dr_full_chain_ndcg10", round(float(sweep["test ndcg@10"].iloc[-1]), 4),
-         display=False)
-    glue("dr_one_step_ndcg10", round(float(sweep.loc[1, "test ndcg@10"]), 4), display=False)
+    glue("dr_best_steps", best_steps)
+    glue("dr_full_chain_ndcg10", round(float(sweep["test ndcg@10"].iloc[-1]), 4))
+    glue("dr_one_step_ndcg10", round(float(sweep.loc[1, "test ndcg@10"]), 4))
     # claim 6, "accuracy saturates": the whole chain is not worse than the number of steps
     # validation picked, by more than the declared margin, on the test users
     chain_users = {}
@@ -578,14 +540,14 @@ if HAVE_DATA:
                            a="whole chain", b=f"{best_steps} step(s)", metric="ndcg@10")
     claim6 = Verdict.not_worse("accuracy saturates: the whole chain is not worse than the "
                                "validated steps", steps_gap, MARGIN * steps_gap.mean_b)
-    glue("dr_steps_gap", str(steps_gap), display=False)
-    glue("dr_steps_trend", claim6.text, display=False)
+    glue("dr_steps_gap", str(steps_gap))
+    glue("dr_steps_trend", claim6.text)
     slope = np.polyfit(sweep.index, sweep["ms per 1,000 users"], 1)[0]
-    glue("dr_ms_per_step", f"{slope:.1f}", display=False)
+    glue("dr_ms_per_step", f"{slope:.1f}")
 else:
     for key in ("best_steps", "full_chain_ndcg10", "one_step_ndcg10", "ms_per_step",
                 "steps_trend", "steps_gap"):
-        glue(f"dr_{key}", "n/a", display=False)
+        glue(f"dr_{key}", "n/a")
 
 # %% [markdown]
 # Validation picks {glue:text}`dr_best_steps` step(s). Test NDCG@10 is
@@ -638,12 +600,12 @@ if HAVE_DATA:
                 title="Rank of the true next item")
     plt.show()
     glue("dr_rev_cos", f"{to_target[0]:.2f} at the first step to {to_target[-1]:.2f} at the "
-         "last", display=False)
-    glue("dr_rev_rank", f"{ranks[0]} to {ranks[-1]}", display=False)
-    glue("dr_rev_interest", int(to_interest[-1].argmax()) + 1, display=False)
+         "last")
+    glue("dr_rev_rank", f"{ranks[0]} to {ranks[-1]}")
+    glue("dr_rev_interest", int(to_interest[-1].argmax()) + 1)
 else:
     for key in ("cos", "rank", "interest"):
-        glue(f"dr_rev_{key}", "n/a", display=False)
+        glue(f"dr_rev_{key}", "n/a")
 
 # %% [markdown]
 # For this user, the cosine between $\hat x_0$ and the next film goes from
@@ -665,7 +627,7 @@ else:
 # score, the paper's suggested source of diversity.
 
 # %%
-glue("dr_samples", size.samples, display=False)
+glue("dr_samples", size.samples)
 if HAVE_DATA:
     genres = sorted({g for gs in movielens.items["genres"] for g in gs})
     genre_matrix = torch.zeros(split.n_items, len(genres), dtype=torch.bool)
@@ -673,19 +635,11 @@ if HAVE_DATA:
         for g in gs:
             genre_matrix[int(item_id), genres.index(g)] = True
 
-    def top_lists(score_fn) -> torch.Tensor:
-        return test_batch.scores(score_fn).topk(50, dim=1).indices
-
-    def sampled_scores(rows):
-        rows = rows.to(device)
-        draws = [dimerec.space.logits(dimerec.generate(rows, eta=1.0, seed=SEED + s),
-                                      dimerec.gem.items()) for s in range(size.samples)]
-        return torch.stack(draws).amax(0)
-
     lists = {"popularity": pop_scores.topk(50, dim=1).indices}
     for name in ("SASRec", "ComiRec-SA", "DimeRec"):
-        lists[name] = top_lists(lambda rows, m=models[name]: m.score_all(rows.to(device)))
-    lists[f"DimeRec, {size.samples} draws"] = top_lists(sampled_scores)
+        lists[name] = top50(test_batch, lambda rows, m=models[name]: m.score_all(rows.to(device)))
+    lists[f"DimeRec, {size.samples} draws"] = top50(
+        test_batch, sampled_scores(dimerec, size.samples, SEED))
     diversity = pd.DataFrame({
         name: {"genres in top-50": category_coverage(ids, genre_matrix).float().mean().item(),
                "ILD@50": intra_list_diversity(ids, genre_matrix.float()).mean().item(),
@@ -697,19 +651,17 @@ if HAVE_DATA:
     cov_gap = paired_gap(coverage["DimeRec"], coverage["SASRec"], a="DimeRec", b="SASRec",
                          metric="genres in top-50")
     cov_claim = Verdict.better("DimeRec's top 50 covers more genres than SASRec's", cov_gap)
-    glue("dr_cov_dimerec", round(float(coverage["DimeRec"].mean()), 2), display=False)
-    glue("dr_cov_sasrec", round(float(coverage["SASRec"].mean()), 2), display=False)
-    glue("dr_cov_comirec", round(float(coverage["ComiRec-SA"].mean()), 2), display=False)
-    glue("dr_cov_gap", f"{cov_gap.mean:+.2f} ± {cov_gap.se:.2f}", display=False)
-    glue("dr_cov_verdict", cov_claim.text, display=False)
-    glue("dr_cov_sampled", round(float(coverage[f"DimeRec, {size.samples} draws"].mean()), 2),
-         display=False)
+    glue("dr_cov_dimerec", round(float(coverage["DimeRec"].mean()), 2))
+    glue("dr_cov_sasrec", round(float(coverage["SASRec"].mean()), 2))
+    glue("dr_cov_comirec", round(float(coverage["ComiRec-SA"].mean()), 2))
+    glue("dr_cov_gap", f"{cov_gap.mean:+.2f} ± {cov_gap.se:.2f}")
+    glue("dr_cov_verdict", cov_claim.text)
+    glue("dr_cov_sampled", round(float(coverage[f"DimeRec, {size.samples} draws"].mean()), 2))
 else:
     for key in ("cov_dimerec", "cov_sasrec", "cov_comirec", "cov_sampled"):
-        glue(f"dr_{key}", float("nan"), display=False)
-    glue("dr_cov_gap", "n/a", display=False)
-    glue("dr_cov_verdict", Verdict.untested("", "MovieLens-100K unavailable").text,
-         display=False)
+        glue(f"dr_{key}", float("nan"))
+    glue("dr_cov_gap", "n/a")
+    glue("dr_cov_verdict", Verdict.untested("", "MovieLens-100K unavailable").text)
 
 # %% [markdown]
 # DimeRec's top 50 covers {glue:text}`dr_cov_dimerec` genres on average against SASRec's
@@ -738,15 +690,6 @@ if HAVE_DATA:
                                 movielens.items.sort_values("item_id")["genres"]])
     item_ids = torch.tensor(movielens.items.sort_values("item_id")["item_id"].to_numpy())
 
-    def user_vectors(name: str) -> torch.Tensor:
-        model, rows = models[name], test_batch.to(device)
-        with torch.no_grad():
-            if name == "SASRec":
-                return model.encode(rows.user_seq, rows.is_pad)[:, -1].cpu()
-            if name == "ComiRec-SA":
-                return model.interests(rows.user_seq, rows.is_pad).mean(1).cpu()
-            return model.generate(rows).cpu()
-
     tables = {"SASRec": models["SASRec"].item_emb.weight,
               "ComiRec-SA": models["ComiRec-SA"].items(), "DimeRec": dimerec.gem.items()}
     target_genre = first_genre[test_batch.target_ids - 1]
@@ -755,19 +698,19 @@ if HAVE_DATA:
     probe = pd.DataFrame({
         name: {"item embedding -> first genre": item_probe[name].mean(),
                "user vector -> next film's genre": linear_probe(
-                   user_vectors(name), target_genre, seed=SEED)}
+                   probe_vectors(models[name], test_batch), target_genre, seed=SEED)}
         for name in tables}).T
     majority = float(torch.bincount(first_genre).max() / len(first_genre))
     display(probe.style.format("{:.3f}"))
     print(f"majority-class accuracy for the item probe: {majority:.3f}")
     for name, key in (("SASRec", "sasrec"), ("ComiRec-SA", "comirec"), ("DimeRec", "dimerec")):
-        glue(f"dr_probe_{key}", round(float(probe.loc[name].iloc[0]), 3), display=False)
-        glue(f"dr_probe_user_{key}", round(float(probe.loc[name].iloc[1]), 3), display=False)
-    glue("dr_probe_majority", round(majority, 3), display=False)
+        glue(f"dr_probe_{key}", round(float(probe.loc[name].iloc[0]), 3))
+        glue(f"dr_probe_user_{key}", round(float(probe.loc[name].iloc[1]), 3))
+    glue("dr_probe_majority", round(majority, 3))
     glue("dr_probe_user_majority", round(float(torch.bincount(target_genre).max()
-                                                / len(target_genre)), 3), display=False)
+                                                / len(target_genre)), 3))
     probe_best = probe.iloc[:, 0].idxmax()
-    glue("dr_probe_best", probe_best, display=False)
+    glue("dr_probe_best", probe_best)
     # the probe part of claim 5, item by item on the same folds: DimeRec against each
     probe_claim = Verdict.all_of("DimeRec's item embeddings read genre better", [
         Verdict.better(f"DimeRec over {other}", paired_gap(
@@ -776,7 +719,7 @@ if HAVE_DATA:
 else:
     for key in ("sasrec", "comirec", "dimerec", "majority", "best", "user_sasrec",
                 "user_comirec", "user_dimerec", "user_majority"):
-        glue(f"dr_probe_{key}", "n/a", display=False)
+        glue(f"dr_probe_{key}", "n/a")
 
 # %% [markdown]
 # Item probe: DimeRec {glue:text}`dr_probe_dimerec`, SASRec {glue:text}`dr_probe_sasrec`,
@@ -822,27 +765,25 @@ if HAVE_DATA:
                              "ndcg@20": ml_users["DimeRec"]["ndcg@20"].mean(),
                              "gap in recall@20": "", "verdict": ""}}
     for variant, values in ablation_users.items():  # each seed paired with the full model's
-        gap = paired_gap(seed_users("DimeRec", "recall@20"), values["recall@20"],
+        gap = paired_gap(seed_users["DimeRec"]["recall@20"], values["recall@20"],
                          a="DimeRec", b=names[variant], metric="recall@20")
         ablation_claim = Verdict.better(f"{names[variant]} is worse than full DimeRec", gap)
         rows[names[variant]] = {"recall@20": values["recall@20"].mean(),
                                 "ndcg@20": values["ndcg@20"].mean(),
                                 "gap in recall@20": str(gap), "verdict": ablation_claim.text}
-        glue(f"dr_abl_{variant}_gap", str(gap), display=False)
-        glue(f"dr_abl_{variant}_verdict", ablation_claim.text, display=False)
-        glue(f"dr_abl_{variant}_recall20", round(float(values["recall@20"].mean()), 4),
-             display=False)
+        glue(f"dr_abl_{variant}_gap", str(gap))
+        glue(f"dr_abl_{variant}_verdict", ablation_claim.text)
+        glue(f"dr_abl_{variant}_recall20", round(float(values["recall@20"].mean()), 4))
     display(pd.DataFrame(rows).T)
-    glue("dr_full_recall20", round(float(ml_users["DimeRec"]["recall@20"].mean()), 4),
-         display=False)
+    glue("dr_full_recall20", round(float(ml_users["DimeRec"]["recall@20"].mean()), 4))
 else:
-    glue("dr_full_recall20", float("nan"), display=False)
+    glue("dr_full_recall20", float("nan"))
 for variant in names:
     if variant not in ablation_users:
         for suffix, value in (("gap", "not run"),
                               ("verdict", Verdict.untested("", "not run").text),
                               ("recall20", float("nan"))):
-            glue(f"dr_abl_{variant}_{suffix}", value, display=False)
+            glue(f"dr_abl_{variant}_{suffix}", value)
 
 # %% [markdown]
 # Full DimeRec's Recall@20 is {glue:text}`dr_full_recall20`. Full minus each variant, per
@@ -880,32 +821,6 @@ for variant in names:
 # {glue:text}`dr_seeds_commit`.
 
 # %%
-def seed_report(name: str):
-    """A committed benchmark's runs: a frame of its metrics, its ``study.Run`` records (with
-    per-user metrics from the stored ranks) and the commit it ran at."""
-    path = Path("../benchmarks/results") / name
-    if not path.exists():
-        return None, [], "n/a"
-    report = json.loads(path.read_text())
-    frame = pd.DataFrame([{k: v for k, v in row.items() if k != "rank_top50"}
-                          for row in report["rows"]])
-    return frame, dimerec_runs(report), report.get("commit", "not recorded")[:12]
-
-
-def seed_verdicts(runs, comparisons: dict, prefix: str) -> pd.DataFrame:
-    """Each comparison paired per user and seed (``study.compare``), judged, and glued as
-    ``prefix + key``; untested where the benchmark did not run one of the two models."""
-    rows = []
-    for key, (a, b, metric) in comparisons.items():
-        judged = judge_better(runs, f"{a} beats {b} on {metric}", a, b, metric)
-        measured = judged.gap.summary if judged.gap else "not run"
-        rows.append({"comparison": f"{a} minus {b}", "metric": metric, "gap": measured,
-                     "verdict": judged.text})
-        glue(f"{prefix}{key}", str(judged.gap) if judged.gap else "not run", display=False)
-        glue(f"{prefix}{key}_verdict", judged.text, display=False)
-    return pd.DataFrame(rows).set_index("comparison")
-
-
 columns = ["ndcg@10", "recall@20", "ndcg@50", "recall@50", "genres_top50"]
 seed_keys = {
     "sasrec_ndcg10": ("DimeRec", "SASRec", "ndcg@10"),
@@ -915,24 +830,27 @@ seed_keys = {
     "comirec_recall50": ("DimeRec", "ComiRec-SA", "recall@50"),
 } | {f"abl_{v}": ("DimeRec", f"DimeRec, {v}", "recall@20")
      for v in names}
-frame, bench_runs, commit = seed_report("dimerec_seeds.json")
-glue("dr_seeds_commit", commit, display=False)
+results = Path("../benchmarks/results")
+frame, bench_runs, commit = seed_report(results / "dimerec_seeds.json")
+glue("dr_seeds_commit", commit)
 if frame is not None:
     summary = frame.groupby("model", sort=False)[columns].agg(["mean", "std"])
     display(summary.style.format("{:.4f}"))
-    display(seed_verdicts(bench_runs, seed_keys, "dr_seeds_"))
+    table, judged = seed_verdicts(bench_runs, seed_keys)
+    display(table)
+    for key, (gap, verdict) in judged.items():
+        glue(f"dr_seeds_{key}", str(gap) if gap else "not run")
+        glue(f"dr_seeds_{key}_verdict", verdict.text)
     cov = summary["genres_top50"]["mean"]
-    glue("dr_seeds_cov", f"DimeRec {cov['DimeRec']:.2f}, SASRec {cov['SASRec']:.2f}",
-         display=False)
-    glue("dr_seeds_source", f"{len(frame.seed.unique())} seeds at the cpu sizes",
-         display=False)
+    glue("dr_seeds_cov", f"DimeRec {cov['DimeRec']:.2f}, SASRec {cov['SASRec']:.2f}")
+    glue("dr_seeds_source", f"{len(frame.seed.unique())} seeds at the cpu sizes")
 else:
     print("no committed results: run benchmarks/dimerec_seeds.py")
     for key in seed_keys:
-        glue(f"dr_seeds_{key}", "n/a", display=False)
-        glue(f"dr_seeds_{key}_verdict", "n/a", display=False)
-    glue("dr_seeds_cov", "n/a", display=False)
-    glue("dr_seeds_source", "no committed results", display=False)
+        glue(f"dr_seeds_{key}", "n/a")
+        glue(f"dr_seeds_{key}_verdict", "n/a")
+    glue("dr_seeds_cov", "n/a")
+    glue("dr_seeds_source", "no committed results")
 
 # %% [markdown]
 # ### Trained to convergence
@@ -941,33 +859,37 @@ else:
 # `benchmarks/dimerec_seeds.py --epochs 60 --sasrec-epochs 100 --patience 10` trains
 # SASRec, ComiRec-SA and DimeRec until validation NDCG@10 has not improved for 10 epochs, on
 # three seeds, and keeps each model's best epoch. Its commit: {glue:text}`dr_conv_commit`.
-# A run without a recorded commit predates two changes of this chapter, the serving steps
-# chosen on validation (its DimeRec served with the then fixed two steps) and the separated
-# sphere ablations; SASRec's and ComiRec-SA's code has not changed since.
+# A run without a recorded commit predates three changes: the serving steps chosen on
+# validation (its DimeRec served with the then fixed two steps), the separated sphere
+# ablations, and the package's one epoch shuffle (`train.shuffled`), which changed the order
+# in which SASRec sees its training windows. ComiRec-SA trains as it did then.
 
 # %%
 conv_keys = {k: seed_keys[k] for k in ("sasrec_ndcg10", "sasrec_ndcg50", "comirec_ndcg50")}
-frame, conv_runs, commit = seed_report("dimerec_converged.json")
-glue("dr_conv_commit", commit, display=False)
+frame, conv_runs, commit = seed_report(results / "dimerec_converged.json")
+glue("dr_conv_commit", commit)
 if frame is not None:
     conv = frame.groupby("model", sort=False)[columns + ["epochs_run", "train_seconds"]].agg(
         ["mean", "std"])
     display(conv.style.format("{:.4f}"))
-    display(seed_verdicts(conv_runs, conv_keys, "dr_conv_"))
+    table, judged = seed_verdicts(conv_runs, conv_keys)
+    display(table)
+    for key, (gap, verdict) in judged.items():
+        glue(f"dr_conv_{key}", str(gap) if gap else "not run")
+        glue(f"dr_conv_{key}_verdict", verdict.text)
     means = conv["ndcg@10"]["mean"]
     glue("dr_conv_ndcg10", f"DimeRec {means['DimeRec']:.4f}, SASRec {means['SASRec']:.4f}, "
-         f"ComiRec-SA {means['ComiRec-SA']:.4f}", display=False)
+         f"ComiRec-SA {means['ComiRec-SA']:.4f}")
     seconds, epochs_run = conv["train_seconds"]["mean"], conv["epochs_run"]["mean"]
     glue("dr_conv_seconds", ", ".join(f"{m} {seconds[m]:.0f} s ({epochs_run[m]:.0f} epochs)"
-                                      for m in ("SASRec", "ComiRec-SA", "DimeRec")),
-         display=False)
+                                      for m in ("SASRec", "ComiRec-SA", "DimeRec")))
 else:
-    glue("dr_conv_seconds", "n/a", display=False)
+    glue("dr_conv_seconds", "n/a")
     print("no committed results: run the converged benchmark")
     for key in conv_keys:
-        glue(f"dr_conv_{key}", "n/a", display=False)
-        glue(f"dr_conv_{key}_verdict", "n/a", display=False)
-    glue("dr_conv_ndcg10", "n/a", display=False)
+        glue(f"dr_conv_{key}", "n/a")
+        glue(f"dr_conv_{key}_verdict", "n/a")
+    glue("dr_conv_ndcg10", "n/a")
 
 # %% [markdown]
 # Converged, mean test NDCG@10 over the seeds: {glue:text}`dr_conv_ndcg10`. DimeRec minus
@@ -1014,14 +936,13 @@ if HAVE_DATA:
         "5": Verdict.all_of("more genres in the top 50 than SASRec; a better genre probe",
                             [cov_claim, probe_claim]),
         "6": claim6}
-    glue("dr_claim1", claims["1"].text, display=False)
-    glue("dr_claim1b", claims["1b"].text, display=False)
-    glue("dr_claim5_probe", probe_claim.text, display=False)
+    glue("dr_claim1", claims["1"].text)
+    glue("dr_claim1b", claims["1b"].text)
+    glue("dr_claim5_probe", probe_claim.text)
     display(claims_table(claims))
 else:
     for key in ("claim1", "claim1b", "claim5_probe"):
-        glue(f"dr_{key}", Verdict.untested("", "MovieLens-100K unavailable").text,
-             display=False)
+        glue(f"dr_{key}", Verdict.untested("", "MovieLens-100K unavailable").text)
 
 # %% [markdown]
 # Claim 1b is the course's acceptance bar, not the paper's, and a non-inferiority claim:
@@ -1171,8 +1092,8 @@ for K in (4, 32):
 # attention-weighted summaries of the whole window, so they keep the other interests in
 # view. When the next item can come from any of them, the extracted guidance should win,
 # the more so the longer the sessions. On MovieLens-100K the newest ratings are a strong
-# clue to the next film, which is why the raw items did well in the ablation. Run it with the
-# chapter's `fit_dimerec` and `ablation(cfg, "last_k")`; at the `cpu` sizes of chapter 2's
+# clue to the next film, which is why the raw items did well in the ablation. Run it with
+# `recipes.dimerec.fit_contender` and `ablation(cfg, "last_k")`; at the `cpu` sizes of chapter 2's
 # planted data it takes a few minutes.
 # ```
 

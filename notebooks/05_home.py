@@ -92,8 +92,14 @@ from recfunnel.layers.moe import FeatureGate, Gate, SelfGate, gate_mass
 from recfunnel.metrics import auc
 from recfunnel.models.multitask import build_ranker, count_parameters, task_metrics, trace
 from recfunnel.notebook import glue, setup, show_source
-from recfunnel.recipes import fit_ranker, ranker_configs, ranker_row, ranker_runs, ranker_summary
-from recfunnel.study import Verdict, claims_table, compare, judge_better, seed_gap
+from recfunnel.recipes.home import (
+    fit_ranker,
+    ranker_configs,
+    ranker_row,
+    ranker_runs,
+    ranker_summary,
+)
+from recfunnel.study import Verdict, claims_table, compare, judge_better, report_commit, seed_gap
 
 device, size = setup("home", PROFILE, SEED, DEVICE)
 
@@ -129,7 +135,7 @@ device, size = setup("home", PROFILE, SEED, DEVICE)
 # %%
 data = make_impressions(ImpressionConfig(n_users=size.users, n_items=size.items,
                                          n_impressions=size.impressions))
-glue("hm_conflict", ImpressionConfig().conflict, display=False)
+glue("hm_conflict", ImpressionConfig().conflict)
 train, valid, test = data.split()
 group_of = {t: g for g, members in TASK_GROUPS.items() for t in members}
 rates = data.positive_rates()
@@ -151,10 +157,10 @@ SPARSE = tuple(sorted(data.tasks, key=rates.get)[:4])
 DENSE = tuple(t for t in data.tasks if t not in SPARSE)
 print(f"{len(train):,} training, {len(valid):,} validation and {len(test):,} test impressions "
       f"(split by day); the four sparsest tasks: {', '.join(SPARSE)}")
-glue("hm_impressions", f"{len(data):,}", display=False)
-glue("hm_sparse_tasks", ", ".join(SPARSE), display=False)
-glue("hm_min_test_positives", int(test.labels.sum(0).min()), display=False)
-glue("hm_oracle_sparse", float(np.mean([oracle[t] for t in SPARSE])), display=False)
+glue("hm_impressions", f"{len(data):,}")
+glue("hm_sparse_tasks", ", ".join(SPARSE))
+glue("hm_min_test_positives", int(test.labels.sum(0).min()))
+glue("hm_oracle_sparse", float(np.mean([oracle[t] for t in SPARSE])))
 
 # %% [markdown]
 # The "best possible AUC" ranks the test impressions by the true probabilities the labels
@@ -174,8 +180,8 @@ within = np.mean([corr[a, b] for g in TASK_GROUPS.values() for a in range(8) for
                   if a < b and data.tasks[a] in g and data.tasks[b] in g])
 across = np.mean([corr[a, b] for a in range(8) for b in range(8)
                   if group_of[data.tasks[a]] != group_of[data.tasks[b]]])
-glue("hm_corr_within", float(within), display=False)
-glue("hm_corr_across", float(across), display=False)
+glue("hm_corr_within", float(within))
+glue("hm_corr_across", float(across))
 
 # %% [markdown]
 # Mean correlation within a group {glue:text}`hm_corr_within:.2f`, across groups
@@ -204,7 +210,7 @@ configs = ranker_configs(size)  # every ranker of the chapter, by name (recfunne
 
 
 def train_ranker(name: str, seed: int = SEED) -> tuple[torch.nn.Module, dict]:
-    """Train ``configs[name]`` as the benchmark does (``recipes.fit_ranker``); its record."""
+    """Train ``configs[name]`` as the benchmark does (``recipes.home.fit_ranker``); its record."""
     model, run = fit_ranker(configs[name], data, size, seed, SPARSE, device=DEVICE, desc=name)
     scores = run["tasks"]
     return model, run | run["diagnostics"] | {
@@ -270,8 +276,8 @@ left.legend()
 plt.tight_layout()
 plt.show()
 for name in ("MMoE", "MMoE+norm"):
-    glue(f"hm_dead_{name.replace('+', '_')}", runs[name]["dead_units"], display=False)
-    glue(f"hm_spread_{name.replace('+', '_')}", runs[name]["scale_spread"], display=False)
+    glue(f"hm_dead_{name.replace('+', '_')}", runs[name]["dead_units"])
+    glue(f"hm_spread_{name.replace('+', '_')}", runs[name]["scale_spread"])
 
 # %% [markdown]
 # With ReLU experts {glue:text}`hm_dead_MMoE:.1%` of the output units are dead and the
@@ -316,7 +322,7 @@ check_gate = FeatureGate(data.features.shape[1] * size.d_emb, size.lora_rank, n_
 v_check = torch.randn(4, data.features.shape[1] * size.d_emb)
 identity = torch.equal(check_gate(v_check), v_check[:, None].expand(4, 3, -1))
 print("feature-gates are the identity at the start:", identity)
-glue("hm_fg_identity", identity, display=False)
+glue("hm_fg_identity", identity)
 
 # %% [markdown]
 # A **self-gate** adds a gated residual over the experts a mixture's owner has to itself,
@@ -334,21 +340,21 @@ show_source(SelfGate)
 
 # %%
 models = {"MMoE": mmoe, "MMoE+norm": mmoe_norm}
-for label in ("+ hierarchy", "+ feature-gate", "+ self-gate (HoME)"):  # recipes.HOME_STEPS
+for label in ("+ hierarchy", "+ feature-gate", "+ self-gate (HoME)"):  # recipes.home.HOME_STEPS
     models[label], runs[label] = train_ranker(label)
 for name in ("PLE", "shared-bottom"):
     models[name], runs[name] = train_ranker(name)
 home = models["+ self-gate (HoME)"]
 glue("hm_params", ", ".join(f"{name} {runs[key]['parameters']:,}" for name, key in (
-    ("MMoE", "MMoE"), ("PLE", "PLE"), ("HoME", "+ self-gate (HoME)"))), display=False)
+    ("MMoE", "MMoE"), ("PLE", "PLE"), ("HoME", "+ self-gate (HoME)"))))
 
 columns = ["parameters", "seconds", "sparse_auc", "dense_auc", "mean_gauc", "dead_units",
            "scale_spread", "degradation", "own_share"]
 fixes = pd.DataFrame({name: {c: run[c] for c in columns} for name, run in runs.items()}).T
 fixes.index.name = f"seed {SEED}"
-glue("hm_seed", SEED, display=False)
-glue("hm_run_sparse_mmoe", float(runs["MMoE"]["sparse_auc"]), display=False)
-glue("hm_run_sparse_home", float(runs["+ self-gate (HoME)"]["sparse_auc"]), display=False)
+glue("hm_seed", SEED)
+glue("hm_run_sparse_mmoe", float(runs["MMoE"]["sparse_auc"]))
+glue("hm_run_sparse_home", float(runs["+ self-gate (HoME)"]["sparse_auc"]))
 display(fixes.style.format({"parameters": "{:,.0f}", "seconds": "{:.0f}",
                             "dead_units": "{:.1%}", "scale_spread": "{:.2f}"}
                            | {c: "{:.4f}" for c in ("sparse_auc", "dense_auc", "mean_gauc",
@@ -382,7 +388,7 @@ home_trace = trace(home, test)
 home_mass = gate_mass(home_trace.gates["task"]).numpy()
 allowed = torch.stack([gate.allowed for gate in home.mixer.task_gates]).numpy()
 print("largest gate mass on an expert a task may not read:", home_mass[~allowed].max())
-glue("hm_mask_leak", float(home_mass[~allowed].max()), display=False)
+glue("hm_mask_leak", float(home_mass[~allowed].max()))
 expert_names = [f"{g} {k}" for g in data.groups
                 for k in range(len(home.mixer.task_index[g]))] + [
     f"{t} own" for t in data.tasks for _ in home.mixer.task_index[t]]
@@ -397,8 +403,8 @@ plots.heatmap(meta_mass, list(home_trace.gates["meta"]), meta_names,
 plt.show()
 for name, key in (("MMoE", "mmoe"), ("PLE", "ple"), ("+ self-gate (HoME)", "home"),
                   ("+ hierarchy", "hier"), ("+ feature-gate", "fg")):
-    glue(f"hm_degr_{key}", runs[name]["degradation"], display=False)
-    glue(f"hm_own_{key}", runs[name]["own_share"], display=False)
+    glue(f"hm_degr_{key}", runs[name]["degradation"])
+    glue(f"hm_own_{key}", runs[name]["own_share"])
 
 # %% [markdown]
 # Degradation, seed {glue:text}`hm_seed`: MMoE {glue:text}`hm_degr_mmoe:.3f`, PLE
@@ -429,10 +435,9 @@ axes[1].set(title="four densest tasks", xlabel="epoch")
 axes[1].legend(fontsize=7)
 plt.tight_layout()
 plt.show()
-glue("hm_patience", size.patience, display=False)
+glue("hm_patience", size.patience)
 best_epochs = {name: run["history"].best_epoch for name, run in runs.items()}
-glue("hm_best_epochs", ", ".join(f"{name} {epoch}" for name, epoch in best_epochs.items()),
-     display=False)
+glue("hm_best_epochs", ", ".join(f"{name} {epoch}" for name, epoch in best_epochs.items()))
 
 # %% [markdown]
 # Best epochs: {glue:text}`hm_best_epochs`. Does an early peak mean that a model has begun
@@ -458,9 +463,9 @@ glue("hm_overfit_sentence",
      f"{overfit.loc[normalised, 'best epoch'].mean():.1f} epochs on average and the ReLU "
      f"ones after {overfit.loc[plain, 'best epoch'].mean():.1f}, with mean "
      f"training-minus-test gaps of {overfit.loc[normalised, 'gap'].mean():.4f} and "
-     f"{overfit.loc[plain, 'gap'].mean():.4f}.", display=False)
-glue("hm_overfit_home", float(overfit.loc["+ self-gate (HoME)", "gap"]), display=False)
-glue("hm_overfit_mmoe", float(overfit.loc["MMoE", "gap"]), display=False)
+     f"{overfit.loc[plain, 'gap'].mean():.4f}.")
+glue("hm_overfit_home", float(overfit.loc["+ self-gate (HoME)", "gap"]))
+glue("hm_overfit_mmoe", float(overfit.loc["MMoE", "gap"]))
 
 # %% [markdown]
 # Training-minus-test gap on the sparse tasks: HoME {glue:text}`hm_overfit_home:.4f`, MMoE
@@ -491,7 +496,8 @@ else:
     seed_rows = report["runs"]
     seed_source = f"benchmarks/home_seeds.py, {len({r['seed'] for r in seed_rows})} seeds"
 print("seeds from:", seed_source)
-glue("hm_seed_source", seed_source, display=False)
+glue("hm_seed_source", seed_source)
+glue("hm_seed_commit", report_commit(report) if seed_rows is not own_rows else "this run")
 
 
 def per_task(rows: list[dict], model: str, metric: str) -> pd.DataFrame:
@@ -529,20 +535,20 @@ seed_runs = ranker_runs(seed_rows, SPARSE, report["profile"] if from_report else
                         report if from_report else None)
 for key, metric in (("sparse", "sparse AUC"), ("dense", "dense AUC"), ("gauc", "mean GAUC")):
     gap = compare(seed_runs, "HoME", "MMoE", metric)
-    glue(f"hm_seed_gap_{key}", f"{gap.mean:+.4f}", display=False)
-    glue(f"hm_seed_se_{key}", f"{gap.se:.4f}", display=False)
+    glue(f"hm_seed_gap_{key}", f"{gap.mean:+.4f}")
+    glue(f"hm_seed_se_{key}", f"{gap.se:.4f}")
 # claim 2b is a non-inferiority claim; its margin, declared before the runs: 0.005 AUC
 MARGIN = 0.005
-glue("hm_margin", MARGIN, display=False)
+glue("hm_margin", MARGIN)
 claims = {
     "2": Verdict.better("HoME beats MMoE on the four sparsest tasks",
                         compare(seed_runs, "HoME", "MMoE", "sparse AUC")),
     "2b": Verdict.not_worse("and is not worse on the four densest",
                             compare(seed_runs, "HoME", "MMoE", "dense AUC"), MARGIN)}
-glue("hm_claim_sparse", claims["2"].text, display=False)
-glue("hm_claim_dense", claims["2b"].text, display=False)
+glue("hm_claim_sparse", claims["2"].text)
+glue("hm_claim_dense", claims["2b"].text)
 for name in ("MMoE", "HoME"):
-    glue(f"hm_{name.lower()}_sparse_auc", float(means.loc[name, "sparse AUC"]), display=False)
+    glue(f"hm_{name.lower()}_sparse_auc", float(means.loc[name, "sparse AUC"]))
 VARIANTS = ("no-norm", "layer-norm", "no-hierarchy", "no-feature-gate", "no-self-gate")
 ablations = {}
 for variant in VARIANTS:
@@ -550,19 +556,17 @@ for variant in VARIANTS:
         drop = compare(seed_runs, "HoME", f"HoME-{variant}", "mean GAUC")
         sparse_drop = compare(seed_runs, "HoME", f"HoME-{variant}", "sparse AUC")
         ablations[variant] = Verdict.better(f"HoME beats HoME-{variant} on mean GAUC", drop)
-        glue(f"hm_abl_{variant}", f"{drop} (sparse AUC {sparse_drop.mean:+.4f})",
-             display=False)
+        glue(f"hm_abl_{variant}", f"{drop} (sparse AUC {sparse_drop.mean:+.4f})")
     else:
-        glue(f"hm_abl_{variant}", "not run here", display=False)
-glue("hm_best_sparse", means["sparse AUC"].idxmax(), display=False)
-glue("hm_best_gauc", means["mean GAUC"].idxmax(), display=False)
-glue("hm_range_sparse", float(means["sparse AUC"].max() - means["sparse AUC"].min()),
-     display=False)
+        glue(f"hm_abl_{variant}", "not run here")
+glue("hm_best_sparse", means["sparse AUC"].idxmax())
+glue("hm_best_gauc", means["mean GAUC"].idxmax())
+glue("hm_range_sparse", float(means["sparse AUC"].max() - means["sparse AUC"].min()))
 fixes = {v: verdict for v, verdict in ablations.items() if v != "layer-norm"}
 claims["5"] = (Verdict.all_of("each fix helps (mean GAUC)", list(fixes.values())) if fixes
                else Verdict.untested("each fix helps (mean GAUC)", "not run here"))
 glue("hm_claim_ablations", "; ".join(f"{v}: {verdict.text}" for v, verdict in fixes.items())
-     or claims["5"].text, display=False)
+     or claims["5"].text)
 
 # %% [markdown]
 # ### The same comparison at an equal budget
@@ -576,6 +580,7 @@ glue("hm_claim_ablations", "; ".join(f"{v}: {verdict.text}" for v, verdict in fi
 budget_path = Path("../benchmarks/results/home_seeds_3epochs.json")
 if budget_path.exists():
     budget_report = json.loads(budget_path.read_text())
+    glue("hm_budget_commit", report_commit(budget_report))
     budget = pd.DataFrame([ranker_summary(r, SPARSE) for r in budget_report["runs"]])
     budget_summary = budget.groupby("model", sort=False)[
         ["sparse AUC", "dense AUC", "mean GAUC"]].agg(["mean", "std"])
@@ -584,13 +589,14 @@ if budget_path.exists():
                               budget_report)
     b_gap = compare(budget_runs, "HoME", "MMoE", "sparse AUC")
     claims["2'"] = Verdict.better("the same at an equal budget of three epochs", b_gap)
-    glue("hm_budget_gap", str(b_gap), display=False)
-    glue("hm_budget_verdict", claims["2'"].text, display=False)
+    glue("hm_budget_gap", str(b_gap))
+    glue("hm_budget_verdict", claims["2'"].text)
 else:
     print("no committed results: run benchmarks/home_seeds.py --epochs 3 --patience 0")
-    glue("hm_budget_gap", "n/a", display=False)
+    glue("hm_budget_gap", "n/a")
+    glue("hm_budget_commit", "n/a")
     claims["2'"] = Verdict.untested("the same at an equal budget of three epochs", "not run")
-    glue("hm_budget_verdict", claims["2'"].text, display=False)
+    glue("hm_budget_verdict", claims["2'"].text)
 
 # %% [markdown]
 # HoME minus MMoE ({glue:text}`hm_seed_source`): mean AUC over the four sparsest tasks
@@ -618,31 +624,31 @@ else:
 # %%
 aligned_path = Path("../benchmarks/results/home_seeds_aligned.json")
 if aligned_path.exists():
-    aligned = pd.DataFrame([ranker_summary(r, SPARSE)
-                            for r in json.loads(aligned_path.read_text())["runs"]])
+    aligned_report = json.loads(aligned_path.read_text())
+    glue("hm_aligned_commit", report_commit(aligned_report))
+    aligned = pd.DataFrame([ranker_summary(r, SPARSE) for r in aligned_report["runs"]])
     aligned_summary = aligned.groupby("model", sort=False)[
         ["sparse AUC", "dense AUC", "mean GAUC", "dead_units", "degradation"]].agg(
         ["mean", "std"])
     display(aligned_summary.style.format("{:.4f}", na_rep="-"))
     a_means = aligned_summary.xs("mean", axis=1, level=1)
     glue("hm_aligned", ", ".join(f"{m} {a_means.loc[m, 'sparse AUC']:.4f}"
-                                 for m in ("shared-bottom", "MMoE", "PLE", "HoME")),
-         display=False)
-    glue("hm_aligned_best", a_means["sparse AUC"].idxmax(), display=False)
+                                 for m in ("shared-bottom", "MMoE", "PLE", "HoME")))
+    glue("hm_aligned_best", a_means["sparse AUC"].idxmax())
     pairs = {"mmoe_sb": ("MMoE", "shared-bottom"), "home_mmoe": ("HoME", "MMoE")}
     for key, (a, b) in pairs.items():
         aligned_gap = a_means.loc[a, "sparse AUC"] - a_means.loc[b, "sparse AUC"]
-        glue(f"hm_aligned_{key}", f"{aligned_gap:+.4f}", display=False)
+        glue(f"hm_aligned_{key}", f"{aligned_gap:+.4f}")
         if a in means.index and b in means.index:
             conflict_gap = f"{means.loc[a, 'sparse AUC'] - means.loc[b, 'sparse AUC']:+.4f}"
         else:
             conflict_gap = "n/a"
-        glue(f"hm_conflict_{key}", conflict_gap, display=False)
+        glue(f"hm_conflict_{key}", conflict_gap)
 else:
     print("no committed results: run benchmarks/home_seeds.py --conflict 0")
     for key in ("aligned", "aligned_best", "aligned_mmoe_sb", "aligned_home_mmoe",
-                "conflict_mmoe_sb", "conflict_home_mmoe"):
-        glue(f"hm_{key}", "n/a", display=False)
+                "conflict_mmoe_sb", "conflict_home_mmoe", "aligned_commit"):
+        glue(f"hm_{key}", "n/a")
 
 # %% [markdown]
 # Mean sparse-task AUC without conflict: {glue:text}`hm_aligned`; the best model there is
@@ -652,6 +658,13 @@ else:
 # {glue:text}`hm_aligned_mmoe_sb` without conflict and {glue:text}`hm_conflict_mmoe_sb`
 # with it; HoME minus MMoE is {glue:text}`hm_aligned_home_mmoe` and
 # {glue:text}`hm_conflict_home_mmoe`.
+#
+# Where the three committed runs come from: the main comparison
+# {glue:text}`hm_seed_commit`, the equal budget {glue:text}`hm_budget_commit`, the world
+# without conflict {glue:text}`hm_aligned_commit`. A run without a recorded commit predates
+# the package's one epoch shuffle (`train.shuffled`), which changed the order in which the
+# rankers see their mini-batches, so the current code would not repeat its digits exactly;
+# the models and data are the same.
 
 # %% [markdown]
 # ## What the results say
@@ -744,12 +757,12 @@ claims["4"] = Verdict.all_of("sparse tasks use their own experts more with the g
     judge_better(seed_runs, f"own-expert share above {other}'s", "HoME", other,
                  "own_share")
     for other in ("HoME-no-feature-gate", "HoME-no-self-gate", "PLE")])
-glue("hm_claim_collapse", claims["1"].text, display=False)
-glue("hm_claim_degradation", claims["3"].text, display=False)
-glue("hm_claim_own", claims["4"].text, display=False)
+glue("hm_claim_collapse", claims["1"].text)
+glue("hm_claim_degradation", claims["3"].text)
+glue("hm_claim_own", claims["4"].text)
 display(claims_table(claims))
-glue("hm_home_degr", runs["+ self-gate (HoME)"]["degradation"], display=False)
-glue("hm_mmoe_degr", runs["MMoE"]["degradation"], display=False)
+glue("hm_home_degr", runs["+ self-gate (HoME)"]["degradation"])
+glue("hm_mmoe_degr", runs["MMoE"]["degradation"])
 
 # %% [markdown]
 # ## The paper and this book
@@ -818,7 +831,8 @@ print(f"HoME: {count_parameters(home):,} parameters")
 # longer read the interaction experts, so it must learn that factor through the global
 # meta experts and its own expert: its AUC should fall. The sparse interaction tasks lose
 # their densest group member, whose gradient shaped the group's experts, so they should
-# fall too. The hidden cell builds the regrouped model; train it with `fit_multitask`.
+# fall too. The hidden cell builds the regrouped model; train it with
+# `recipes.fit_multitask`.
 # ```
 
 # %% tags=["hide-cell"]
@@ -862,13 +876,14 @@ print("mask on the logits, row sums:   ", masked_gate(x_gate).sum(-1).round(deci
 # With one pass there is no repeated epoch to memorise, so if HoME's deficit came from
 # overfitting the id embeddings it should shrink or turn into a lead; if it stays, the
 # cause is elsewhere (for example the batch statistics, which the chapter also checks by
-# evaluating in eval mode). The hidden cell sets up the run with `fit_multitask(...,
-# epochs=1, batch_size=512)`; it takes a few minutes per seed at the `cpu` sizes.
+# evaluating in eval mode). The hidden cell sets up the run with `recipes.fit_multitask`
+# at one epoch and a batch of 512; it takes a few minutes per seed at the `cpu` sizes.
 # ```
 
 # %% tags=["hide-cell"]
-print("one pass: fit_multitask(model, train, valid, epochs=1, batch_size=512, lr=size.lr, "
-      f"seed=seed) -> {len(train) // 512:,} optimiser steps; the runs above took about "
+print("one pass: fit_multitask(model, train, valid, TrainConfig(epochs=1, lr=size.lr, "
+      "monitor='valid_mean_auc', seed=seed), batch_size=512) -> "
+      f"{len(train) // 512:,} optimiser steps; the runs above took about "
       f"{len(train) // size.batch_size:,} steps per epoch")
 
 # %% [markdown]

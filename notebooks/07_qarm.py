@@ -76,7 +76,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from recfunnel import plots, recipes
+from recfunnel import plots
 from recfunnel.data.download import DataUnavailableError
 from recfunnel.data.movielens import load_ml100k
 from recfunnel.data.multimodal import make_multimodal
@@ -85,8 +85,10 @@ from recfunnel.layers.quantize import ResidualKMeans, collision_rate
 from recfunnel.metrics import cluster_purity, linear_probe, neighbour_agreement
 from recfunnel.models import qarm, qarm_pretrain
 from recfunnel.notebook import glue, setup, show_source
+from recfunnel.recipes import qarm as recipe
 from recfunnel.retrieval import ExactIndex
 from recfunnel.study import Verdict, claims_table, exact_gap, seed_gap
+from recfunnel.train import TrainConfig
 
 device, size = setup("qarm", PROFILE, SEED, DEVICE)
 
@@ -116,7 +118,7 @@ device, size = setup("qarm", PROFILE, SEED, DEVICE)
 # user's last $S$ clicks before it. The last day is the test set, the day before validation.
 
 # %%
-data = recipes.qarm_world(size, SEED)
+data = recipe.qarm_world(size, SEED)
 train, valid, test = data.split()
 cfg = data.cfg
 facts = {
@@ -131,17 +133,16 @@ facts = {
     "history length S": size.history,
 }
 display(pd.Series(facts, name="value").to_frame())
-glue("qa_rho", cfg.behaviour_in_content, display=False)
-glue("qa_cold_share", float(data.is_cold.mean()), display=False)
-glue("qa_cold_traffic", float(data.is_cold[data.items[test]].mean()), display=False)
+glue("qa_rho", cfg.behaviour_in_content)
+glue("qa_cold_share", float(data.is_cold.mean()))
+glue("qa_cold_traffic", float(data.is_cold[data.items[test]].mean()))
 popularity = np.sort(data.train_popularity()[~data.is_cold])[::-1]
 fig, ax = plt.subplots(figsize=(6, 3))
 ax.plot(np.arange(1, len(popularity) + 1), popularity, color=plots.PALETTE[0])
 ax.set(xscale="log", yscale="log", xlabel="warm items, by rank",
        ylabel="training impressions", title="The long tail (cold items have none)")
 plt.show()
-glue("qa_head_share", float(popularity[: len(popularity) // 10].sum() / popularity.sum()),
-     display=False)
+glue("qa_head_share", float(popularity[: len(popularity) // 10].sum() / popularity.sum()))
 
 # %% [markdown]
 # The most shown tenth of the warm items takes {glue:text}`qa_head_share:.0%` of the
@@ -160,8 +161,8 @@ agreement = {name: {"same style": neighbour_agreement(v, data.item_style),
                     "same topic": neighbour_agreement(v, data.item_topic)}
              for name, v in (("content", content), ("true behaviour factor", behaviour))}
 display(pd.DataFrame(agreement).T.style.format("{:.1%}"))
-glue("qa_content_same_style", agreement["content"]["same style"], display=False)
-glue("qa_content_same_topic", agreement["content"]["same topic"], display=False)
+glue("qa_content_same_style", agreement["content"]["same style"])
+glue("qa_content_same_topic", agreement["content"]["same topic"])
 
 # %% [markdown]
 # By content, an item's nearest neighbour shares its style
@@ -205,16 +206,15 @@ show_source(qarm.alignment_loss)
 # which keeps whatever the content mostly shows.
 
 # %%
-aligned_run = recipes.align_items(data, size.d_align, size.window, size.align_epochs,
+aligned_run = recipe.align_items(data, size.d_align, size.window, size.align_epochs,
                                size.align_batch, seed=SEED, device=DEVICE)
 raw, aligned = aligned_run.raw, aligned_run.aligned
 pairs = aligned_run.pairs
 random_agreement = float((data.item_topic[pairs[:, 0]] == data.item_topic[
     np.random.default_rng(SEED).permutation(pairs[:, 1])]).mean())
-glue("qa_pairs", f"{len(pairs):,}", display=False)
-glue("qa_pair_topic", float((data.item_topic[pairs[:, 0]] == data.item_topic[pairs[:, 1]]).mean()),
-     display=False)
-glue("qa_pair_topic_random", random_agreement, display=False)
+glue("qa_pairs", f"{len(pairs):,}")
+glue("qa_pair_topic", float((data.item_topic[pairs[:, 0]] == data.item_topic[pairs[:, 1]]).mean()))
+glue("qa_pair_topic_random", random_agreement)
 aligned_run.history.plot(title="alignment loss")
 plt.show()
 
@@ -243,16 +243,12 @@ retrieval = pd.DataFrame({
            "topic probe accuracy": linear_probe(v, torch.from_numpy(data.item_topic))}
     for name, v in candidates.items()}).T
 display(retrieval.style.format("{:.3f}"))
-glue("qa_recall_raw", float(retrieval.loc["frozen (raw) vector", "Recall@10, held-out co-clicks"]),
-     display=False)
-glue("qa_recall_aligned", float(retrieval.loc["aligned vector", "Recall@10, held-out co-clicks"]),
-     display=False)
-glue("qa_recall_cold_raw", float(retrieval.loc["frozen (raw) vector", "Recall@10, cold targets"]),
-     display=False)
-glue("qa_recall_cold_aligned", float(retrieval.loc["aligned vector", "Recall@10, cold targets"]),
-     display=False)
-glue("qa_held_pairs", f"{len(held_out):,}", display=False)
-glue("qa_aligned_same_topic", float(retrieval.loc["aligned vector", "same topic"]), display=False)
+glue("qa_recall_raw", float(retrieval.loc["frozen (raw) vector", "Recall@10, held-out co-clicks"]))
+glue("qa_recall_aligned", float(retrieval.loc["aligned vector", "Recall@10, held-out co-clicks"]))
+glue("qa_recall_cold_raw", float(retrieval.loc["frozen (raw) vector", "Recall@10, cold targets"]))
+glue("qa_recall_cold_aligned", float(retrieval.loc["aligned vector", "Recall@10, cold targets"]))
+glue("qa_held_pairs", f"{len(held_out):,}")
+glue("qa_aligned_same_topic", float(retrieval.loc["aligned vector", "same topic"]))
 plots.metric_bars({"Recall@10": retrieval["Recall@10, held-out co-clicks"].to_dict(),
                    "Recall@10, cold": retrieval["Recall@10, cold targets"].to_dict()},
                   title="Item-to-item retrieval of held-out co-clicks")
@@ -315,9 +311,9 @@ ax.plot(range(1, len(errors) + 1), errors / energy, "o-", color=plots.PALETTE[0]
 ax.set(xlabel="levels used", ylabel="MSE / mean squared value", ylim=(0, None),
        title="Residual k-means reconstruction")
 plt.show()
-glue("qa_rq_error_first", float(errors[0] / energy), display=False)
-glue("qa_rq_error_last", float(errors[-1] / energy), display=False)
-glue("qa_rq_error_monotone", bool(np.all(np.diff(errors) <= 1e-9)), display=False)
+glue("qa_rq_error_first", float(errors[0] / energy))
+glue("qa_rq_error_last", float(errors[-1] / energy))
+glue("qa_rq_error_monotone", bool(np.all(np.diff(errors) <= 1e-9)))
 
 # %% [markdown]
 # With $L$ = {glue:text}`qa_levels` levels of $K_c$ = {glue:text}`qa_codebook` centroids, the
@@ -327,8 +323,8 @@ glue("qa_rq_error_monotone", bool(np.all(np.diff(errors) <= 1e-9)), display=Fals
 # items whose full code another item also has, shows the trade-off:
 
 # %%
-glue("qa_levels", size.rq_levels, display=False)
-glue("qa_codebook", size.rq_size, display=False)
+glue("qa_levels", size.rq_levels)
+glue("qa_codebook", size.rq_size)
 pool_vectors = aligned[torch.from_numpy(~data.is_cold)]
 grid = {}
 for levels in (1, 2, size.rq_levels):
@@ -338,14 +334,13 @@ for levels in (1, 2, size.rq_levels):
 collisions = pd.Series(grid).unstack()
 collisions.index.name, collisions.columns.name = "levels L", "centroids K_c"
 display(collisions.style.format("{:.1%}"))
-glue("qa_collision", collision_rate(codes["aligned"].rq), display=False)
+glue("qa_collision", collision_rate(codes["aligned"].rq))
 level_one = codes["aligned"].rq[:, 0].numpy()
 
 
 # purity: the share of items whose level-1 cluster's most common topic is their own
-glue("qa_purity_aligned", cluster_purity(level_one, data.item_topic), display=False)
-glue("qa_purity_raw", cluster_purity(codes["raw"].rq[:, 0].numpy(), data.item_topic),
-     display=False)
+glue("qa_purity_aligned", cluster_purity(level_one, data.item_topic))
+glue("qa_purity_raw", cluster_purity(codes["raw"].rq[:, 0].numpy(), data.item_topic))
 
 # %% [markdown]
 # The codes the ranker gets collide for {glue:text}`qa_collision:.1%` of items, so a code is
@@ -404,18 +399,18 @@ show_source(qarm.QARMRanker.forward)
 # the codes and the rankers change with the seed.
 
 # %%
-glue("qa_patience", size.patience, display=False)
+glue("qa_patience", size.patience)
 seeds = list(range(SEED, SEED + size.seeds))
-glue("qa_seeds", len(seeds), display=False)
-glue("qa_seed_list", ", ".join(map(str, seeds)), display=False)
-variants = list(recipes.VARIANTS)
+glue("qa_seeds", len(seeds))
+glue("qa_seed_list", ", ".join(map(str, seeds)))
+variants = list(recipe.VARIANTS)
 rows, recalls = [], []
 for seed in seeds:
     if seed == SEED:
         world, run, world_codes = data, aligned_run, codes
     else:
-        world = recipes.qarm_world(size, seed)
-        run = recipes.align_items(world, size.d_align, size.window, size.align_epochs,
+        world = recipe.qarm_world(size, seed)
+        run = recipe.align_items(world, size.d_align, size.window, size.align_epochs,
                                size.align_batch, seed=seed, progress=False, device=DEVICE)
         world_codes = {name: qarm.build_codes(v, ~world.is_cold, size.vq_k, size.rq_levels,
                                               size.rq_size, seed=seed)
@@ -425,7 +420,7 @@ for seed in seeds:
         *qarm_pretrain.clicks(world, world_valid | world_test), window=1)
     recalls.append({"seed": seed, "raw": qarm.pair_recall(run.raw, world_held),
                     "aligned": qarm.pair_recall(run.aligned, world_held)})
-    scores = recipes.rank_variants(world, {"raw": run.raw, "aligned": run.aligned}, world_codes,
+    scores = recipe.rank_variants(world, {"raw": run.raw, "aligned": run.aligned}, world_codes,
                                 variants, size.d_emb, size.hidden, size.epochs,
                                 size.batch_size, size.lr, size.patience, seed=seed,
                                 progress=seed == SEED, device=DEVICE)
@@ -517,27 +512,27 @@ claims = {"C1": Verdict.better("aligned vectors retrieve co-clicked items better
           "C6": Verdict.better("codes of aligned vectors beat codes of raw vectors",
                                raw_codes_gap),
           "—": Verdict.better("codes add to the aligned vector", on_top_gap)}
-glue("qa_recall_seeds", recall_gap.summary, display=False)
-glue("qa_claim_recall", claims["C1"].text, display=False)
-glue("qa_recall_gap_mean", recall_gap.mean, display=False)
-glue("qa_codes_vs_frozen", gap_codes.summary, display=False)
-glue("qa_claim_codes", claims["C2"].text, display=False)
-glue("qa_codes_vs_frozen_mean", gap_codes.mean, display=False)
-glue("qa_both_gap", both_gap.summary, display=False)
-glue("qa_claim_both", claims["C3"].text, display=False)
-glue("qa_cold_vs_head", cold_vs_head.summary, display=False)
-glue("qa_claim_cold", claims["C4"].text, display=False)
-glue("qa_cold_gain_mean", float(cold_gain.mean()), display=False)
-glue("qa_head_gain_mean", float(head_gain.mean()), display=False)
-glue("qa_raw_codes_gap", raw_codes_gap.summary, display=False)
-glue("qa_claim_raw_codes", claims["C6"].text, display=False)
-glue("qa_on_top_gap", on_top_gap.summary, display=False)
-glue("qa_claim_on_top", claims["—"].text, display=False)
+glue("qa_recall_seeds", recall_gap.summary)
+glue("qa_claim_recall", claims["C1"].text)
+glue("qa_recall_gap_mean", recall_gap.mean)
+glue("qa_codes_vs_frozen", gap_codes.summary)
+glue("qa_claim_codes", claims["C2"].text)
+glue("qa_codes_vs_frozen_mean", gap_codes.mean)
+glue("qa_both_gap", both_gap.summary)
+glue("qa_claim_both", claims["C3"].text)
+glue("qa_cold_vs_head", cold_vs_head.summary)
+glue("qa_claim_cold", claims["C4"].text)
+glue("qa_cold_gain_mean", float(cold_gain.mean()))
+glue("qa_head_gain_mean", float(head_gain.mean()))
+glue("qa_raw_codes_gap", raw_codes_gap.summary)
+glue("qa_claim_raw_codes", claims["C6"].text)
+glue("qa_on_top_gap", on_top_gap.summary)
+glue("qa_claim_on_top", claims["—"].text)
 change = results.groupby("variant", sort=False)["AUC change %"].mean()
 for name, key in (("base", "base"), ("+ frozen raw vector", "frozen_raw"),
                   ("+ frozen aligned vector", "frozen_aligned"), (codes_best, "codes")):
-    glue(f"qa_auc_{key}", float(means.loc[name, "auc"]), display=False)
-    glue(f"qa_change_{key}", f"{change[name]:+.2f}", display=False)
+    glue(f"qa_auc_{key}", float(means.loc[name, "auc"]))
+    glue(f"qa_change_{key}", f"{change[name]:+.2f}")
 print("codes minus frozen aligned vector:", gap_codes.summary)
 print("cold gain minus head gain (codes over base):", cold_vs_head.summary)
 
@@ -565,7 +560,7 @@ print("cold gain minus head gain (codes over base):", cold_vs_head.summary)
 #   vectors, {glue:text}`qa_raw_codes_gap` ({glue:text}`qa_claim_raw_codes`).
 
 # %%
-glue("qa_n_items", f"{data.n_items:,}", display=False)
+glue("qa_n_items", f"{data.n_items:,}")
 
 # %% [markdown]
 # ### More impressions per code id
@@ -600,25 +595,25 @@ if scale_paths:
     display(scale_gap.rename(columns={"mean": "codes minus aligned vector, mean",
                                       "std": "std"}).style.format("{:+.4f}"))
     smallest, largest = scale_gap.index.min(), scale_gap.index.max()
-    glue("qa_scale_range", f"{smallest:,} to {largest:,}", display=False)
-    glue("qa_scale_gap_small", f"{scale_gap.loc[smallest, 'mean']:+.4f}", display=False)
+    glue("qa_scale_range", f"{smallest:,} to {largest:,}")
+    glue("qa_scale_gap_small", f"{scale_gap.loc[smallest, 'mean']:+.4f}")
     glue("qa_scale_gap_large", f"{scale_gap.loc[largest, 'mean']:+.4f} (std "
-         f"{scale_gap.loc[largest, 'std']:.4f}) at {largest:,} impressions", display=False)
+         f"{scale_gap.loc[largest, 'std']:.4f}) at {largest:,} impressions")
     closes = scale_gap.loc[largest, "mean"] > scale_gap.loc[smallest, "mean"]
-    glue("qa_scale_trend", "narrows" if closes else "does not narrow", display=False)
+    glue("qa_scale_trend", "narrows" if closes else "does not narrow")
     at_largest = per_run.loc[largest]  # one row per seed
     claims["C2'"] = Verdict.better("the same with the most traffic of the benchmark", seed_gap(
         at_largest["+ VQ & RQ codes"], at_largest["+ frozen aligned vector"],
         a="+ VQ & RQ codes", b="+ frozen aligned vector", metric="auc"))
-    glue("qa_claim_scale", claims["C2'"].text, display=False)
+    glue("qa_claim_scale", claims["C2'"].text)
 else:
     print("no benchmarks/results/qarm_scale*.json: run benchmarks/qarm_scale.py")
     for key in ("qa_scale_range", "qa_scale_gap_small", "qa_scale_gap_large",
                 "qa_scale_trend"):
-        glue(key, "n/a", display=False)
+        glue(key, "n/a")
     claims["C2'"] = Verdict.untested("the same with the most traffic of the benchmark",
                                      "no committed benchmark")
-    glue("qa_claim_scale", claims["C2'"].text, display=False)
+    glue("qa_claim_scale", claims["C2'"].text)
 
 # %% [markdown]
 # From {glue:text}`qa_scale_range` impressions, the AUC of both codes minus the frozen
@@ -658,8 +653,8 @@ if movie_section:
     movie_pairs = qarm_pretrain.mine_pairs(movies.users[train_rows], movies.items[train_rows], 1)
     movie_held = qarm_pretrain.mine_pairs(movies.users[held_rows], movies.items[held_rows], 1)
     movie_aligner = qarm.ItemAligner(movie_content.shape[1], size.d_align)
-    qarm.fit_aligner(movie_aligner, movie_content, movie_pairs, epochs=size.text_align_epochs,
-                     batch_size=size.align_batch, seed=SEED, device=DEVICE)
+    recipe.align(movie_aligner, movie_content, movie_pairs, size.align_batch,
+                 TrainConfig(epochs=size.text_align_epochs, seed=SEED, device=DEVICE))
     movie_aligned = qarm.encode_items(movie_aligner, movie_content)
     movie_codes = qarm.build_codes(movie_aligned, np.ones(movies.n_items, bool), size.vq_k,
                                    size.rq_levels, size.rq_size, seed=SEED)
@@ -667,19 +662,18 @@ if movie_section:
                     "aligned vector": qarm.pair_recall(movie_aligned, movie_held)}
     display(pd.Series(movie_recall, name="Recall@10, held-out consecutive ratings")
             .to_frame().style.format("{:.4f}"))
-    glue("qa_ml_encoder", encoder_used, display=False)
-    glue("qa_ml_pairs", f"{len(movie_pairs):,}", display=False)
-    glue("qa_ml_recall_text", f"{movie_recall['text vector']:.4f}", display=False)
-    glue("qa_ml_recall_aligned", f"{movie_recall['aligned vector']:.4f}", display=False)
-    glue("qa_ml_gain", movie_recall["aligned vector"] - movie_recall["text vector"],
-         display=False)
-    glue("qa_ml_collision", f"{collision_rate(movie_codes.rq):.1%}", display=False)
+    glue("qa_ml_encoder", encoder_used)
+    glue("qa_ml_pairs", f"{len(movie_pairs):,}")
+    glue("qa_ml_recall_text", f"{movie_recall['text vector']:.4f}")
+    glue("qa_ml_recall_aligned", f"{movie_recall['aligned vector']:.4f}")
+    glue("qa_ml_gain", movie_recall["aligned vector"] - movie_recall["text vector"])
+    glue("qa_ml_collision", f"{collision_rate(movie_codes.rq):.1%}")
 else:
     for key in ("qa_ml_encoder", "qa_ml_pairs", "qa_ml_recall_text", "qa_ml_recall_aligned",
                 "qa_ml_collision"):
-        glue(key, "n/a", display=False)
-    glue("qa_ml_gain", float("nan"), display=False)
-glue("qa_ml_ran", movie_section, display=False)
+        glue(key, "n/a")
+    glue("qa_ml_gain", float("nan"))
+glue("qa_ml_ran", movie_section)
 
 # %% [markdown]
 # With {glue:text}`qa_ml_pairs` training pairs and the {glue:text}`qa_ml_encoder` encoder,
@@ -730,7 +724,7 @@ if movie_section:
 claims["C5"] = Verdict.better("residual k-means error never grows with levels", exact_gap(
     1e-9 - float(np.max(np.diff(errors))), a="tolerance 1e-9", b="largest increase",
     metric="reconstruction error"))
-glue("qa_claim_rq", claims["C5"].text, display=False)
+glue("qa_claim_rq", claims["C5"].text)
 display(claims_table(claims))
 
 # %% [markdown]
@@ -751,8 +745,8 @@ display(claims_table(claims))
 # sizes are not comparable, only the directions.
 
 # %%
-glue("qa_window", size.window, display=False)
-glue("qa_vq_k", size.vq_k, display=False)
+glue("qa_window", size.window)
+glue("qa_vq_k", size.vq_k)
 
 # %% [markdown]
 # ## What the paper leaves open

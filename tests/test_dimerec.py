@@ -270,7 +270,7 @@ def test_metrics_from_stored_ranks_equal_the_full_ranking_metrics():
 
 
 def test_a_benchmark_report_becomes_runs_paired_by_user_and_seed():
-    from recfunnel.recipes import dimerec_runs
+    from recfunnel.recipes.dimerec import dimerec_runs
     from recfunnel.study import compare
 
     def row(model, seed, ranks):

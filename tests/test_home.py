@@ -18,11 +18,12 @@ from recfunnel.models.multitask import (
     Trace,
     build_ranker,
     diagnose,
-    fit_multitask,
     predict,
     task_metrics,
 )
 from recfunnel.models.multitask_baselines import MMoEConfig, PLEConfig, SharedBottomConfig
+from recfunnel.recipes import fit_multitask
+from recfunnel.train import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +253,8 @@ def test_models_learn_the_dense_tasks_beyond_chance(small):
     train, valid, test = small.split()
     for cls in (SharedBottomConfig, MMoEConfig, HoMEConfig):
         model = _tiny(small, cls, d_emb=8)
-        history = fit_multitask(model, train, valid, epochs=2, lr=1e-2, progress=False)
+        cfg = TrainConfig(epochs=2, lr=1e-2, monitor="valid_mean_auc", progress=False)
+        history = fit_multitask(model, train, valid, cfg)
         scores = task_metrics(model, test)
         watch = [scores[t]["auc"] for t in TASK_GROUPS["watch"]]
         assert np.mean(watch) > 0.6 and scores["long_view"]["gauc"] > 0.6, cls.__name__
@@ -261,7 +263,7 @@ def test_models_learn_the_dense_tasks_beyond_chance(small):
 
 def test_chapter_five_variants_change_only_what_they_name():
     from recfunnel.profiles import profile_for
-    from recfunnel.recipes import HOME_ABLATIONS, HOME_STEPS, ranker_configs
+    from recfunnel.recipes.home import HOME_ABLATIONS, HOME_STEPS, ranker_configs
 
     configs = ranker_configs(profile_for("home", "cpu"))
     home = configs["HoME"]

@@ -162,7 +162,7 @@ def test_auxiliary_loss_scores_each_raw_position_against_its_next_item():
                 neg[batch.target_ids == following] = float("-inf")  # accidental hits
                 terms.append(-torch.cat([pos[None], neg]).log_softmax(0)[0])
         by_hand = torch.stack(terms).mean()
-        aux = model.next_item_loss(raw, batch, use_log_q=True)
+        aux = model.next_item_loss(raw, batch)
         paper = KuaiFormer(dataclasses.replace(cfg, aux_weight=0.0)).eval()
         paper.load_state_dict(model.state_dict())
         extra = model(batch) - paper(batch)

@@ -15,6 +15,10 @@ from recfunnel.data.sequences import (
     SequentialSplit,
     TrainSamples,
     UniformSampler,
+    WindowBatch,
+    cut_points,
+    every_target,
+    every_window,
     in_batch_log_q,
     left_pad,
     order_by_time,
@@ -181,6 +185,34 @@ def test_cut_points_draw_distinct_targets_per_user_and_change_with_the_epoch():
                                                                        strict=True))
     # a user with fewer targets than per_user gives all of them (9 per user here)
     assert sum(len(b) for b in samples.cut_points(1, per_user=50, batch_size=8)) == 5 * 9
+
+
+def test_the_epoch_samplers_cover_what_they_promise():
+    split = small_split()
+    by_function = cut_points(split, per_user=4, batch_size=3, seed=2)(1)
+    by_method = TrainSamples(split).cut_points(1, per_user=4, batch_size=3, seed=2)
+    assert all(torch.equal(a.user_seq, b.user_seq) for a, b in zip(by_function, by_method,
+                                                                   strict=True))
+    # every training target exactly once per epoch, as (history, next item) samples
+    users, positions = split.train_samples()
+    targets = sorted(zip(users.tolist(), [split.sequences[u][p] for u, p in
+                                          zip(users, positions, strict=True)], strict=True))
+    drawn = every_target(split, batch_size=4, seed=0)(1)
+    seen = sorted((int(u), int(t)) for b in drawn for u, t in zip(b.user_ids, b.target_ids,
+                                                                    strict=True))
+    assert seen == [(int(u), int(t)) for u, t in targets]
+    # the windows: every window once, whatever the epoch's order
+    windows = split.train_windows()
+    epoch = torch.cat([b.target_seq for b in every_window(split, batch_size=2, seed=0)(3)])
+    assert sorted(map(tuple, epoch.tolist())) == sorted(map(tuple, windows.target_seq.tolist()))
+
+
+def test_last_position_windows_train_only_the_newest_position():
+    samples = small_split().eval_batch("valid")
+    windows = WindowBatch.last_position(samples)
+    assert torch.equal(windows.target_seq[:, -1], samples.target_ids)
+    assert int((windows.target_seq[:, :-1] != 0).sum()) == 0
+    assert torch.equal(windows.user_seq, samples.user_seq)
 
 
 def test_batch_rows_and_chunked_scores_equal_the_whole():

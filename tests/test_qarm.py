@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 import torch
 
-from recfunnel import recipes
 from recfunnel.data.movielens import MovieLens
 from recfunnel.data.multimodal import MultiModalConfig, make_multimodal, rank_batch
 from recfunnel.data.text import TextEncoderUnavailableError, encode_texts, movielens_text_items
@@ -19,6 +18,7 @@ from recfunnel.layers.quantize import (
     kmeans,
 )
 from recfunnel.models import qarm, qarm_pretrain
+from recfunnel.recipes import qarm as recipe
 
 # --------------------------------------------------------------------------- quantisers
 
@@ -187,7 +187,7 @@ def test_alignment_loss_prefers_matched_pairs_and_ignores_duplicates():
 
 
 def test_alignment_brings_behaviourally_related_items_together(world):
-    aligned = recipes.align_items(world, d=16, window=20, epochs=4, seed=0, progress=False)
+    aligned = recipe.align_items(world, d=16, window=20, epochs=4, seed=0, progress=False)
     _, valid, test = world.split()
     held_out = qarm_pretrain.mine_pairs(*qarm_pretrain.clicks(world, valid | test), window=1)
     assert qarm.pair_recall(aligned.aligned, held_out) > 1.5 * qarm.pair_recall(aligned.raw,
@@ -275,7 +275,7 @@ def test_the_ranker_batch_pads_with_zero_and_shifts_item_ids(world):
 def test_rankers_learn_and_codes_reach_cold_items(world):
     vectors = {"aligned": torch.from_numpy(world.item_behaviour)}  # oracle vectors
     codes = {"aligned": qarm.build_codes(vectors["aligned"], ~world.is_cold, 3, 2, 8)}
-    scores = recipes.rank_variants(world, vectors, codes, ["base", "+ RQ code"], d_emb=8,
+    scores = recipe.rank_variants(world, vectors, codes, ["base", "+ RQ code"], d_emb=8,
                                 hidden=(16,), epochs=3, batch_size=256, progress=False)
     assert scores["base"]["auc"] > 0.55
     assert scores["+ RQ code"]["auc_cold"] > scores["base"]["auc_cold"] + 0.03

@@ -11,7 +11,16 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from recfunnel.train import TrainConfig, fit, load_checkpoint, make_loader, save_checkpoint
+from recfunnel.data.ranking import RankBatch
+from recfunnel.data.sequences import SeqBatch, WindowBatch
+from recfunnel.train import (
+    TrainConfig,
+    fit,
+    load_checkpoint,
+    make_loader,
+    save_checkpoint,
+    shuffled,
+)
 
 QUIET = TrainConfig(epochs=5, lr=0.05, progress=False)
 
@@ -129,6 +138,55 @@ def test_batches_may_be_redrawn_every_epoch():
 
     fit(LinearRegression(), batches, cfg=dataclasses.replace(QUIET, epochs=3))
     assert seen_epochs == [1, 2, 3]
+
+
+def test_the_one_shuffle_is_a_fresh_permutation_per_epoch_and_the_same_per_seed():
+    rows = torch.arange(10, 110)
+    draw = shuffled(rows, batch_size=32, seed=3)
+    epoch_1 = torch.cat(draw(1))
+    assert sorted(epoch_1.tolist()) == rows.tolist()  # every row once
+    assert [len(b) for b in draw(1)] == [32, 32, 32, 4]
+    assert torch.equal(epoch_1, torch.cat(shuffled(rows, 32, seed=3)(1)))  # reproducible
+    assert not torch.equal(epoch_1, torch.cat(draw(2)))  # a new order each epoch
+    assert not torch.equal(epoch_1, torch.cat(shuffled(rows, 32, seed=4)(1)))
+    assert [len(b) for b in shuffled(rows, 33, min_batch=2)(1)] == [33, 33, 33]  # 1 dropped
+    with pytest.raises(ValueError, match="positive"):
+        shuffled(rows, 0)
+
+
+def test_the_shuffle_keeps_the_rows_of_every_batch_type_together():
+    n = 7
+    seq = torch.arange(1, 3 * n + 1).view(n, 3)
+    batches = {  # every field of row r carries r's newest item, so a mixed row shows
+        SeqBatch: (SeqBatch(torch.arange(n), seq, seq == 0, seq[:, -1]),
+                   lambda b: (b.user_seq[:, -1], b.target_ids)),
+        WindowBatch: (WindowBatch(seq, seq == 0, seq),
+                      lambda b: (b.user_seq[:, -1], b.target_seq[:, -1])),
+        RankBatch: (RankBatch(seq, seq[:, -1:].float()),
+                    lambda b: (b.features[:, -1], b.labels[:, 0].long())),
+    }
+    for kind, (data, fields) in batches.items():
+        drawn = shuffled(data, 3, seed=0)(1)
+        assert all(isinstance(batch, kind) for batch in drawn)
+        for batch in drawn:
+            newest, other = fields(batch)
+            assert torch.equal(newest, other), kind.__name__
+
+
+def test_a_seeded_config_seeds_torch_when_fit_starts():
+    class Noisy(LinearRegression):
+        def forward(self, batch):
+            self.drawn = torch.rand(1)
+            return super().forward(batch)
+
+    draws = []
+    for _ in range(2):
+        torch.manual_seed(len(draws) + 123)  # a different global state each time
+        model = Noisy()
+        fit(model, make_loader(regression_data(), 256),
+            cfg=dataclasses.replace(QUIET, epochs=1, seed=5))
+        draws.append(model.drawn)
+    assert torch.equal(draws[0], draws[1])
 
 
 def test_ddp_replicas_stay_equal(tmp_path):

@@ -36,6 +36,13 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The one random stream behind every epoch's training order in the package: the
+    same (seed, epoch) gives the same order on every machine, and different epochs or
+    seeds give independent ones (NumPy seeds a generator from the pair itself)."""
+    return np.random.default_rng([seed, epoch])
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then Apple's MPS, then the CPU; other names are checked.
 

@@ -90,6 +90,15 @@ def provenance() -> dict[str, str]:
             "commit": git_commit()}
 
 
+def report_commit(report: Mapping[str, Any] | None) -> str:
+    """The first 12 digits of the commit a committed report ran at, for a chapter to
+    print beside its numbers; older reports, written before benchmarks recorded it, say
+    so."""
+    if report is None:
+        return "n/a"
+    return str(report.get("commit", "not recorded (older code)"))[:12]
+
+
 def write_report(path: str | Path, report: Mapping[str, Any]) -> Path:
     """Write a benchmark's JSON report by way of a temporary file (never half a file)."""
     path = Path(path)

@@ -28,8 +28,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from recfunnel.runtime import resolve_device
+from recfunnel.runtime import epoch_rng, resolve_device
 
+Batches = Iterable | Callable[[int], Iterable]
 StepFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]"]
 EvalFn = Callable[[nn.Module], Mapping[str, float]]
 
@@ -51,6 +52,7 @@ class TrainConfig:
     checkpoint_path: str | None = None  # the best weights are saved here as they improve
     progress: bool = True
     desc: str = "training"  # label of the progress bar
+    seed: int | None = None  # seeds torch (dropout, in-model draws) when fit starts
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -123,6 +125,22 @@ def make_loader(
                       drop_last=drop_last, collate_fn=collate_fn)
 
 
+def shuffled(data: Any, batch_size: int, seed: int = 0, min_batch: int = 1
+             ) -> Callable[[int], list]:
+    """``epoch -> batches``: the rows of ``data`` (anything with ``len`` that a LongTensor
+    of rows indexes: a tensor, ``SeqBatch``, ``WindowBatch``, ``RankBatch``) in a fresh
+    order each epoch (``runtime.epoch_rng(seed, epoch)``), cut into ``batch_size`` rows;
+    a last batch smaller than ``min_batch`` is dropped (in-batch losses need two rows)."""
+    if batch_size < 1 or min_batch < 1:
+        raise ValueError("batch_size and min_batch must be positive")
+
+    def batches(epoch: int) -> list:
+        order = torch.as_tensor(epoch_rng(seed, epoch).permutation(len(data)))
+        return [data[rows] for rows in order.split(batch_size) if len(rows) >= min_batch]
+
+    return batches
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -181,7 +199,7 @@ def _amp_dtype() -> torch.dtype:
 
 def fit(
     model: nn.Module,
-    batches: Iterable | Callable[[int], Iterable],
+    batches: Batches,
     step: StepFn | None = None,
     cfg: TrainConfig = TrainConfig(),
     evaluate: EvalFn | None = None,
@@ -196,6 +214,8 @@ def fit(
               eval mode without gradients; ``cfg.monitor`` names the metric to track.
     """
     rank, world_size = distributed_rank()
+    if cfg.seed is not None:
+        torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     if world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -30,7 +30,6 @@ each row (for GAUC) and the day, and splits by day: the last days are the test s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -137,17 +136,10 @@ class Impressions:
     def positive_rates(self) -> dict[str, float]:
         return dict(zip(self.tasks, self.labels.mean(axis=0).astype(float), strict=True))
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features [N, F] long, labels [N, T] float)."""
-        return torch.from_numpy(self.features), torch.from_numpy(self.labels).float()
-
-    def batches(self, batch_size: int, seed: int) -> Iterator[RankBatch]:
-        """Shuffled mini-batches (features and labels); ``seed`` fixes the order."""
-        features, labels = self.tensors()
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        for start in range(0, len(self), batch_size):
-            index = order[start:start + batch_size]
-            yield RankBatch(features[index], labels[index])
+    def rank_batch(self) -> RankBatch:
+        """Every impression as one ``RankBatch`` (features [N, F] long, labels [N, T]
+        float); ``train.shuffled`` cuts it into an epoch's mini-batches."""
+        return RankBatch(torch.from_numpy(self.features), torch.from_numpy(self.labels).float())
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ popularity with its log-probability for logQ correction) live here too.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -22,6 +23,8 @@ import torch
 from torch.utils.data import Dataset
 
 from recfunnel.metrics import ranking_metrics
+from recfunnel.runtime import epoch_rng
+from recfunnel.train import shuffled
 
 
 @dataclass
@@ -78,6 +81,17 @@ class WindowBatch:
 
     def __len__(self) -> int:
         return len(self.user_seq)
+
+    def __getitem__(self, rows) -> WindowBatch:
+        return WindowBatch(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+    @classmethod
+    def last_position(cls, samples: SeqBatch) -> WindowBatch:
+        """(history, next item) samples as windows whose only target is the newest
+        position: an all-position model trained on a last-position model's targets."""
+        target_seq = torch.zeros_like(samples.user_seq)
+        target_seq[:, -1] = samples.target_ids
+        return cls(samples.user_seq, samples.is_pad, target_seq)
 
 
 def order_by_time(interactions: pd.DataFrame, column: str = "item_id"
@@ -225,7 +239,7 @@ class TrainSamples(Dataset):
         when fewer), shuffled and cut into batches; redrawn for each ``epoch``."""
         if per_user < 1 or batch_size < 1:
             raise ValueError("per_user and batch_size must be positive")
-        rng = np.random.default_rng([seed, epoch])
+        rng = epoch_rng(seed, epoch)
         starts = np.flatnonzero(np.r_[True, self.users[1:] != self.users[:-1]])
         ends = np.r_[starts[1:], len(self.users)]
         chosen = np.concatenate([start + rng.permutation(end - start)[:per_user]
@@ -235,11 +249,26 @@ class TrainSamples(Dataset):
             chosen, np.arange(batch_size, len(chosen), batch_size))]
 
 
-def shuffled_batches(samples: SeqBatch, epoch: int, batch_size: int, seed: int = 0
-                     ) -> list[SeqBatch]:
-    """A fixed set of (history, next item) samples, reshuffled for each epoch."""
-    order = torch.as_tensor(np.random.default_rng([seed, epoch]).permutation(len(samples)))
-    return [samples[rows] for rows in order.split(batch_size)]
+def cut_points(split: SequentialSplit, per_user: int, batch_size: int, seed: int = 0
+               ) -> Callable[[int], list[SeqBatch]]:
+    """``epoch -> batches`` of ``per_user`` random training targets per user, redrawn each
+    epoch (``TrainSamples.cut_points``): what ``train.fit`` takes as ``batches``."""
+    samples = TrainSamples(split)
+    return lambda epoch: samples.cut_points(epoch, per_user, batch_size, seed)
+
+
+def every_target(split: SequentialSplit, batch_size: int, seed: int = 0
+                 ) -> Callable[[int], list[SeqBatch]]:
+    """``epoch -> batches`` of every training target once, as (history, next item)
+    samples in a fresh order each epoch (``train.shuffled``)."""
+    return shuffled(split.batch(*split.train_samples()), batch_size, seed)
+
+
+def every_window(split: SequentialSplit, batch_size: int, seed: int = 0
+                 ) -> Callable[[int], list[WindowBatch]]:
+    """``epoch -> batches`` of the split's training windows (SASRec's all-position
+    targets, ``SequentialSplit.train_windows``) in a fresh order each epoch."""
+    return shuffled(split.train_windows(), batch_size, seed)
 
 
 @torch.no_grad()

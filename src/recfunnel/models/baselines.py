@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recfunnel.data.sequences import SeqBatch, SequentialSplit, WindowBatch, next_item_metrics
+from recfunnel.data.sequences import SeqBatch, WindowBatch
 from recfunnel.layers.attention import PreNormBlock
-from recfunnel.train import History, TrainConfig, fit
 
 
 class Popularity:
@@ -156,35 +155,3 @@ class SASRec(nn.Module):
         has_target = batch.target_seq > 0
         logits = self.item_logits(hidden[has_target])  # [N, V]
         return F.cross_entropy(logits, batch.target_seq[has_target])
-
-
-def fit_sasrec(model: SASRec, train: SequentialSplit | SeqBatch, epochs: int,
-               batch_size: int = 128, lr: float = 1e-3, patience: int | None = 10,
-               seed: int = 0, device: str = "auto", desc: str = "SASRec",
-               progress: bool = True, valid: SeqBatch | None = None) -> History:
-    """Train on a split's every training target once per epoch (``split.train_windows()``),
-    or on a fixed set of (history, next item) samples with the loss on the newest position
-    only (the same targets as a last-position model such as ELASTIC); reshuffled each epoch,
-    early-stopped on validation NDCG@10 (the split's, unless ``valid`` is given) with the
-    best epoch restored. Histories longer than ``max_len`` keep their newest items."""
-    if isinstance(train, SequentialSplit):
-        windows = train.train_windows()
-        valid = train.eval_batch("valid") if valid is None else valid
-    else:
-        if valid is None:
-            raise ValueError("training on samples needs a `valid` batch")
-        train = train.newest(model.cfg.max_len)
-        target_seq = torch.zeros_like(train.user_seq)
-        target_seq[:, -1] = train.target_ids
-        windows = WindowBatch(train.user_seq, train.is_pad, target_seq)
-    valid = valid.newest(model.cfg.max_len)
-
-    def batches(epoch: int) -> list[WindowBatch]:
-        order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(
-            seed * 100_003 + epoch))
-        return [WindowBatch(windows.user_seq[rows], windows.is_pad[rows],
-                            windows.target_seq[rows]) for rows in order.split(batch_size)]
-
-    cfg = TrainConfig(epochs=epochs, lr=lr, monitor="ndcg@10", patience=patience,
-                      device=device, desc=desc, progress=progress)
-    return fit(model, batches, cfg=cfg, evaluate=lambda m: next_item_metrics(m, valid))

@@ -27,13 +27,9 @@ from torch import nn
 
 from recfunnel.data.sequences import (
     SeqBatch,
-    SequentialSplit,
-    TrainSamples,
     next_item_metrics,
-    shuffled_batches,
 )
 from recfunnel.layers.diffusion import NoiseSchedule, StepEmbedding, q_sample, sample
-from recfunnel.train import History, TrainConfig, fit
 
 GUIDANCE = ("comirec", "last_k")
 
@@ -45,8 +41,8 @@ class DimeRecConfig:
     d_model: int = 64  # d [proposed]: DreamRec's value
     n_interests: int = 4  # K [proposed]
     diffusion_steps: int = 50  # T [proposed]
-    # strided deterministic steps at serving; None: all T. [proposed] fit_dimerec sets it
-    # to the count that validation prefers (choose_sample_steps)
+    # strided deterministic steps at serving; None: all T. [proposed] after training,
+    # choose_sample_steps sets it to the count that validation prefers
     sample_steps: int | None = 2
     # linear schedule [proposed]: None = DDPM's 1e-4 -> 0.02 scaled by 1000 / T
     beta_start: float | None = None
@@ -262,28 +258,6 @@ class DimeRec(nn.Module):
             loss = loss + cfg.gem_weight * gem
             logs["gem"] = gem.item()
         return loss, logs
-
-
-def fit_dimerec(model: DimeRec | ComiRecSA, split: SequentialSplit, epochs: int,
-                per_user: int | None = 16, batch_size: int = 256, lr: float = 3e-3,
-                patience: int | None = 5, seed: int = 0, device: str = "auto",
-                desc: str = "DimeRec", progress: bool = True) -> History:
-    """``per_user`` random targets of every user per epoch (``None``: every training target
-    once) [proposed: the paper's batches, lr and epochs are not known], early-stopped on
-    validation NDCG@10 with the best epoch restored."""
-    valid = split.eval_batch("valid")
-    if per_user is None:
-        samples = split.batch(*split.train_samples())
-        batches = lambda epoch: shuffled_batches(samples, epoch, batch_size, seed)  # noqa: E731
-    else:
-        cuts = TrainSamples(split)
-        batches = lambda epoch: cuts.cut_points(epoch, per_user, batch_size, seed)  # noqa: E731
-    cfg = TrainConfig(epochs=epochs, lr=lr, monitor="ndcg@10", patience=patience,
-                      device=device, desc=desc, progress=progress)
-    history = fit(model, batches, cfg=cfg, evaluate=lambda m: next_item_metrics(m, valid))
-    if isinstance(model, DimeRec):
-        choose_sample_steps(model, valid)
-    return history
 
 
 @torch.no_grad()

@@ -30,7 +30,6 @@ read, so the layer equations below are this course's reconstruction from the abs
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -40,14 +39,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from recfunnel.data.sequences import (
     SeqBatch,
-    SequentialSplit,
-    TrainSamples,
-    next_item_metrics,
-    shuffled_batches,
 )
 from recfunnel.layers.attention import CrossAttention
 from recfunnel.layers.memory import MemoryRead, ProductKeyMemory
-from recfunnel.train import History, TrainConfig, fit
 
 
 @dataclass(frozen=True)
@@ -260,21 +254,3 @@ def encode_batches(model: Elastic, batch: SeqBatch, chunk: int = 256) -> dict[st
     if slots:
         result["slots"] = torch.cat(slots)
     return result
-
-
-def fit_elastic(model: Elastic, train: SequentialSplit | SeqBatch, valid: SeqBatch,
-                epochs: int, per_user: int = 8, batch_size: int = 128, lr: float = 1e-3,
-                patience: int | None = 5, seed: int = 0, device: str = "auto",
-                desc: str = "ELASTIC", progress: bool = True) -> History:
-    """Last-position training (reconstructed Section 3.4, option a): on a split, ``per_user``
-    random cut points per user and epoch; on a fixed set of samples, each sample once per
-    epoch. Early-stopped on validation NDCG@10, the best epoch restored."""
-    if isinstance(train, SequentialSplit):
-        samples = TrainSamples(train)
-        batches: Callable[[int], list[SeqBatch]] = lambda epoch: samples.cut_points(  # noqa: E731
-            epoch, per_user, batch_size, seed)
-    else:
-        batches = lambda epoch: shuffled_batches(train, epoch, batch_size, seed)  # noqa: E731
-    cfg = TrainConfig(epochs=epochs, lr=lr, monitor="ndcg@10", patience=patience,
-                      device=device, desc=desc, progress=progress)
-    return fit(model, batches, cfg=cfg, evaluate=lambda m: next_item_metrics(m, valid))

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recfunnel.data.sequences import SeqBatch, SequentialSplit, TrainSamples, next_item_metrics
+from recfunnel.data.sequences import SeqBatch
 from recfunnel.layers.attention import LlamaBlock, RMSNorm
-from recfunnel.train import History, TrainConfig, fit
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,7 @@ class KuaiFormerConfig:
     # [proposed, not in the paper] weight of an auxiliary next-item loss at every raw
     # position (SASRec-style), scored against the same in-batch negatives; 0 switches it off
     aux_weight: float = 0.0
+    log_q: bool = True  # subtract log Q(i) from in-batch logits (Eq. 10); False: the ablation
 
     @property
     def max_len(self) -> int:
@@ -53,6 +53,14 @@ class KuaiFormerConfig:
     def n_tokens(self) -> int:
         """Tokens the causal Transformer reads before the query tokens (55 in the paper)."""
         return sum(groups for groups, _ in self.compression) + self.n_raw
+
+    @property
+    def attention_pairs(self) -> int:
+        """Query-key pairs per head and sequence: the causal layers over the tokens and the
+        k query tokens, plus the compressor's bidirectional groups (its cost model)."""
+        tokens = self.n_tokens + self.n_interests
+        causal = self.n_layers * tokens * (tokens + 1) // 2
+        return causal + sum(groups * size ** 2 for groups, size in self.compression)
 
 
 class KuaiFormerEmbedding(nn.Module):
@@ -218,22 +226,21 @@ class KuaiFormer(nn.Module):
         scores = torch.einsum("bkd,vd->bkv", interests, self.item_vectors()).amax(dim=1)
         return scores.index_fill(1, torch.tensor([0], device=scores.device), float("-inf"))
 
-    def forward(self, batch: SeqBatch, use_log_q: bool = True) -> torch.Tensor:
+    def forward(self, batch: SeqBatch) -> torch.Tensor:
         """In-batch softmax with logQ correction and label smoothing (Eqs. 10-11), plus
         ``aux_weight`` times the auxiliary next-item loss of the raw positions."""
         K = self.cfg.n_interests
         hidden = self.encode(batch.user_seq, batch.is_pad, batch.seq_feats)
         target_emb = self.embedding.item_emb(batch.target_ids)  # [B, D]
-        log_q = self.log_q[batch.target_ids] if use_log_q else None
+        log_q = self.log_q[batch.target_ids] if self.cfg.log_q else None
         logits = in_batch_logits(hidden[:, -K:], target_emb, batch.target_ids, log_q)
         loss = smoothed_in_batch_loss(logits, self.cfg.smoothing)
         if self.cfg.aux_weight > 0:
             raw = hidden[:, -K - self.cfg.n_raw:-K]  # [B, n_raw, D] outputs of raw items
-            loss = loss + self.cfg.aux_weight * self.next_item_loss(raw, batch, use_log_q)
+            loss = loss + self.cfg.aux_weight * self.next_item_loss(raw, batch)
         return loss
 
-    def next_item_loss(self, raw: torch.Tensor, batch: SeqBatch,
-                       use_log_q: bool) -> torch.Tensor:
+    def next_item_loss(self, raw: torch.Tensor, batch: SeqBatch) -> torch.Tensor:
         """[proposed] Each raw position predicts the item after it (the last one the
         target), against the batch's targets as negatives, logQ-corrected, with accidental
         hits masked. raw [B, n_raw, D] -> scalar."""
@@ -244,28 +251,9 @@ class KuaiFormer(nn.Module):
         candidates = batch.target_ids  # [C = B]
         positive = (raw * self.embedding.item_emb(following)).sum(-1, keepdim=True)
         negative = raw @ self.embedding.item_emb(candidates).T  # [B, n_raw, C]
-        if use_log_q:
+        if self.cfg.log_q:
             positive = positive - self.log_q[following][..., None]
             negative = negative - self.log_q[candidates]
         negative = negative.masked_fill(following[..., None] == candidates, float("-inf"))
         log_p = torch.cat([positive, negative], dim=-1).log_softmax(dim=-1)[..., 0]
         return -(log_p * valid).sum() / valid.sum().clamp(min=1)
-
-
-
-def fit_kuaiformer(model: KuaiFormer, split: SequentialSplit, epochs: int, per_user: int = 8,
-                   batch_size: int = 256, lr: float = 2e-3, use_log_q: bool = True,
-                   patience: int | None = 5, seed: int = 0, device: str = "auto",
-                   desc: str = "KuaiFormer", progress: bool = True) -> History:
-    """Train on ``per_user`` random cut points per user and epoch [proposed: the paper
-    trains on a stream; one target per sequence needs several cuts to see enough
-    targets], early-stopped on validation NDCG@10 with the best epoch restored."""
-    model.set_item_frequencies(torch.as_tensor(split.train_item_counts()))
-    samples = TrainSamples(split)
-    valid = split.eval_batch("valid")
-
-    cfg = TrainConfig(epochs=epochs, lr=lr, monitor="ndcg@10", patience=patience,
-                      device=device, desc=desc, progress=progress)
-    return fit(model, lambda epoch: samples.cut_points(epoch, per_user, batch_size, seed),
-               step=lambda m, batch: m(batch, use_log_q=use_log_q), cfg=cfg,
-               evaluate=lambda m: next_item_metrics(m, valid))

@@ -34,7 +34,6 @@ from recfunnel.layers.moe import (
     scale_spread,
 )
 from recfunnel.metrics import auc, gauc
-from recfunnel.train import History, TrainConfig, fit
 
 
 @dataclass
@@ -155,23 +154,12 @@ def task_metrics(model: MultiTaskRanker, data: Impressions, with_gauc: bool = Tr
     return scores
 
 
-def fit_multitask(model: MultiTaskRanker, train: Impressions, valid: Impressions,
-                  epochs: int, batch_size: int = 2_048, lr: float = 1e-3, seed: int = 0,
-                  patience: int | None = None, progress: bool = True,
-                  desc: str = "multi-task") -> History:
-    """Adam on the summed BCE; after every epoch each task's validation AUC
-    (``valid_auc_<task>``) and their mean, which picks the epoch whose weights are kept;
-    with ``patience``, training stops after that many epochs without a better mean."""
-    def evaluate(m: nn.Module) -> dict[str, float]:
-        scores = task_metrics(m, valid, with_gauc=False)
-        per_task = {f"valid_auc_{task}": s["auc"] for task, s in scores.items()}
-        return {"valid_mean_auc": float(np.mean(list(per_task.values())))} | per_task
-
-    cfg = TrainConfig(epochs=epochs, lr=lr, monitor="valid_mean_auc", patience=patience,
-                      progress=progress, desc=desc)
-    torch.manual_seed(seed)
-    return fit(model, lambda epoch: train.batches(batch_size, seed * 1_000 + epoch),
-               step=lambda m, batch: m.loss(batch), cfg=cfg, evaluate=evaluate)
+def validation_auc(model: MultiTaskRanker, valid: Impressions) -> dict[str, float]:
+    """Each task's AUC on ``valid`` (``valid_auc_<task>``) and their mean
+    (``valid_mean_auc``): what picks the epoch whose weights are kept."""
+    scores = task_metrics(model, valid, with_gauc=False)
+    per_task = {f"valid_auc_{task}": s["auc"] for task, s in scores.items()}
+    return {"valid_mean_auc": float(np.mean(list(per_task.values())))} | per_task
 
 
 # --------------------------------------------------------------------------- diagnostics

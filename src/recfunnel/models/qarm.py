@@ -9,7 +9,7 @@ in four stages, which this module follows in order:
 A. ``models.qarm_pretrain.mine_pairs``: (trigger, target) item pairs from behaviour, the
    trigger chosen by a U2I model's ID embeddings (pair mining and the cascade's frozen
    pre-trained vectors live in ``models.qarm_pretrain``).
-B. ``ItemAligner`` + ``fit_aligner``: an encoder of the item's content (the course's
+B. ``ItemAligner`` (trained by ``recipes.align``): an encoder of the item's content (the course's
    stand-in for the MLLM) trained with an in-batch, symmetric contrastive loss on the
    pairs, so items that behaviour relates end up close (``alignment_loss``).
 C. ``build_codes``: the aligned vectors of the item pool become a VQ code (the ids of the
@@ -22,7 +22,7 @@ D. ``QARMRanker``: a ranking model that looks the codes up in its own embedding 
    of the paper's Table 1 (base, + frozen vector, + VQ, + RQ, + both) are one class.
 
 Chapter 7's experiment (the variant table, stages A and B on one world, one ranker per
-variant) is ``recipes.align_items`` and ``recipes.rank_variants``.
+variant) is ``recipes.qarm.align_items`` and ``recipes.qarm.rank_variants``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ from recfunnel.layers.features import masked_mean
 from recfunnel.layers.quantize import NearestItemCode, ResidualKMeans
 from recfunnel.metrics import auc, gauc
 from recfunnel.retrieval import ExactIndex
-from recfunnel.runtime import resolve_device
-from recfunnel.train import History, TrainConfig, fit
 
 # --------------------------------------------------------------------------- B. alignment
 
@@ -73,32 +71,6 @@ def alignment_loss(m_trigger: torch.Tensor, m_target: torch.Tensor, trigger_ids:
     logits = logits.masked_fill(duplicate & ~eye, -torch.inf)
     labels = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-
-
-def fit_aligner(aligner: ItemAligner, content: torch.Tensor, pairs: np.ndarray, epochs: int,
-                batch_size: int = 256, lr: float = 1e-3, temperature: float = 0.07,
-                seed: int = 0, progress: bool = True, device: str = "cpu") -> History:
-    """Train the aligner on (trigger, target) pairs; ``content`` [I, d_in]."""
-    if len(pairs) < 2:
-        raise ValueError("need at least two pairs to align on")
-    pairs_t = torch.as_tensor(pairs, dtype=torch.long)
-
-    def batches(epoch: int):
-        order = torch.randperm(len(pairs_t), generator=torch.Generator().manual_seed(
-            seed * 1_000 + epoch))
-        return [pairs_t[order[s:s + batch_size]] for s in range(0, len(order), batch_size)
-                if len(order[s:s + batch_size]) > 1]
-
-    on_device = content.to(resolve_device(device))
-
-    def step(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-        return alignment_loss(model(on_device[batch[:, 0]]), model(on_device[batch[:, 1]]),
-                              batch[:, 0], batch[:, 1], temperature)
-
-    torch.manual_seed(seed)
-    return fit(aligner, batches, step=step,
-               cfg=TrainConfig(epochs=epochs, lr=lr, device=device, progress=progress,
-                               desc="alignment"))
 
 
 @torch.no_grad()
@@ -269,6 +241,12 @@ class QARMRanker(nn.Module):
         dots = (u @ i.transpose(1, 2)).flatten(1)  # [B, P_u * P_i]
         return self.mlp(torch.cat([u.flatten(1), i.flatten(1), dots, *extra], dim=1)).squeeze(1)
 
+    def loss(self, batch: RankBatch) -> torch.Tensor:
+        """The click BCE on ``batch.labels[:, 0]``."""
+        if batch.labels is None:
+            raise ValueError("the loss needs a batch with labels")
+        return F.binary_cross_entropy_with_logits(self(batch), batch.labels[:, 0])
+
 
 def _with_pad_row(codes: torch.Tensor, pad_id: int) -> torch.Tensor:
     """[I, n] codes -> [I + 1, n], row 0 (the padding item) all ``pad_id``."""
@@ -289,31 +267,6 @@ def predict(model: QARMRanker, data: MultiModalData, rows: np.ndarray,
            for s in range(0, len(batch), batch_size)]
     model.train()
     return torch.cat(out).numpy() if out else np.zeros(0)
-
-
-def fit_ranker(model: QARMRanker, data: MultiModalData, train: np.ndarray, valid: np.ndarray,
-               epochs: int, batch_size: int = 1_024, lr: float = 1e-3, seed: int = 0,
-               patience: int | None = 1, progress: bool = True, desc: str = "ranker",
-               device: str = "cpu") -> History:
-    """Adam on the click BCE; validation AUC after each epoch picks the weights kept."""
-    rows = rank_batch(data, train)
-
-    def batches(epoch: int):
-        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(
-            seed * 1_000 + epoch))
-        for s in range(0, len(order), batch_size):
-            yield rows[order[s:s + batch_size]]
-
-    def step(m: nn.Module, batch: RankBatch) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(m(batch), batch.labels[:, 0])
-
-    def evaluate(m: nn.Module) -> dict[str, float]:
-        return {"valid_auc": auc(data.labels[valid], predict(m, data, valid))}
-
-    torch.manual_seed(seed)
-    cfg = TrainConfig(epochs=epochs, lr=lr, monitor="valid_auc", patience=patience,
-                      progress=progress, desc=desc, device=device)
-    return fit(model, batches, step=step, cfg=cfg, evaluate=evaluate)
 
 
 def item_groups(data: MultiModalData, n_buckets: int = 3) -> np.ndarray:

@@ -1,0 +1,243 @@
+"""Chapter 2's experiments: KuaiFormer against SASRec on MovieLens-100K, and the variants
+on planted interests whose per-user readouts the chapter's claims are judged on."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from recfunnel.data.planted import PlantedHistories
+from recfunnel.data.sequences import (
+    SeqBatch,
+    SequentialSplit,
+    cut_points,
+    every_window,
+    next_item_metrics,
+)
+from recfunnel.metrics import ranking_metrics
+from recfunnel.models.baselines import SASRec, SASRecConfig
+from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig
+from recfunnel.profiles import KuaiFormerSize
+from recfunnel.recipes import NEXT_ITEM, fit_next_item
+from recfunnel.runtime import resolve_device, set_seed
+from recfunnel.study import Gap, paired_gap, report_commit
+from recfunnel.train import History, TrainConfig
+
+TEST_KS = (10, 20, 50)
+
+
+def fit_kuaiformer(model: KuaiFormer, split: SequentialSplit, per_user: int, batch_size: int,
+                   seed: int, cfg: TrainConfig) -> History:
+    """KuaiFormer's training: log Q from the split's training targets, ``per_user`` random
+    cut points per user and epoch [proposed: the paper trains on a stream, and one target
+    per sequence needs several cuts to see enough targets]."""
+    model.set_item_frequencies(torch.as_tensor(split.train_item_counts()))
+    return fit_next_item(model, cut_points(split, per_user, batch_size, seed),
+                         split.eval_batch("valid"), cfg)
+
+
+def test_metrics(model: torch.nn.Module, split: SequentialSplit) -> dict[str, float]:
+    """Full-ranking Recall, NDCG and HR at 10, 20 and 50 on the split's test targets."""
+    return next_item_metrics(model.eval(), split.eval_batch("test"), ks=TEST_KS)
+
+
+@dataclass
+class MovieLensRuns:
+    """Each model's test metrics per seed, its training histories, its last-seed model."""
+
+    results: dict[str, list[dict[str, float]]]
+    histories: dict[str, list[History]]
+    models: dict[str, torch.nn.Module]
+
+    def table(self, extra: dict[str, dict[str, float]] | None = None) -> pd.DataFrame:
+        """Mean test metrics over seeds (rows: models), with NDCG@10's standard deviation
+        when there are several seeds; ``extra``: rows of single-run references."""
+        rows = {name: pd.DataFrame(runs).mean() for name, runs in self.results.items()}
+        table = pd.DataFrame({**(extra or {}), **rows}).T
+        table = table[["recall@10", "ndcg@10", "recall@20", "ndcg@20", "recall@50"]]
+        if max(len(runs) for runs in self.results.values()) > 1:
+            table["ndcg@10 std"] = pd.Series({name: float(np.std([r["ndcg@10"] for r in runs]))
+                                              for name, runs in self.results.items()})
+        return table
+
+
+def movielens_runs(sas_split: SequentialSplit, kf_split: SequentialSplit,
+                   kuaiformer: KuaiFormerConfig, size: KuaiFormerSize, seed: int,
+                   device: str = "auto") -> MovieLensRuns:
+    """SASRec (RecBole's settings, all positions) and KuaiFormer with 1 and 4 interests on
+    the same MovieLens-100K split, each seed ``seed, seed + 1, ...`` of the profile."""
+    runs = MovieLensRuns({}, {}, {})
+    for s in range(seed, seed + size.seeds):
+        contenders = {"SASRec": None, "KuaiFormer k=1": 1, "KuaiFormer k=4": 4}
+        for name, k in contenders.items():
+            set_seed(s)
+            cfg = dataclasses.replace(NEXT_ITEM, device=device, desc=f"{name}, seed {s}")
+            if k is None:
+                model = SASRec(SASRecConfig(n_items=sas_split.n_items))
+                history = fit_next_item(model, every_window(sas_split, 128, s),
+                                        sas_split.eval_batch("valid"),
+                                        dataclasses.replace(cfg, epochs=size.sasrec_epochs,
+                                                            patience=10))
+                split = sas_split
+            else:
+                model = KuaiFormer(dataclasses.replace(kuaiformer, n_interests=k))
+                history = fit_kuaiformer(model, kf_split, 8, size.batch_size, s,
+                                         dataclasses.replace(cfg, epochs=size.kuaiformer_epochs,
+                                                             lr=size.lr))
+                split = kf_split
+            runs.histories.setdefault(name, []).append(history)
+            runs.results.setdefault(name, []).append(test_metrics(model, split))
+            runs.models[name] = model
+    return runs
+
+
+# --------------------------------------------------------------------------- planted
+
+
+@dataclass
+class PlantedRun:
+    """One KuaiFormer variant trained on the planted histories, with per-user readouts
+    [U] of its test targets: NDCG@10, HR@10, HR@50, topic coverage of the top 10, the
+    mean cosine between the user's interests (spread), the long-tail share of the top 50."""
+
+    name: str
+    cfg: KuaiFormerConfig
+    split: SequentialSplit
+    model: KuaiFormer
+    history: History
+    interests: torch.Tensor  # [U, k, D] of the test users
+    per_user: dict[str, np.ndarray]
+
+
+def planted_config(planted: PlantedHistories, size: KuaiFormerSize, max_len: int,
+                   compression: tuple[tuple[int, int], ...] = (), n_raw: int | None = None,
+                   k: int = 4, log_q: bool = True) -> KuaiFormerConfig:
+    """The chapter's KuaiFormer on planted histories: one width and depth for every
+    variant, only the history length, compression, interests or logQ changing."""
+    return KuaiFormerConfig(n_items=planted.n_items, d_model=size.d_model,
+                            d_ffn=2 * size.d_model, n_interests=k, compression=compression,
+                            n_raw=max_len if n_raw is None else n_raw, p_dropout=0.0,
+                            aux_weight=1.0, log_q=log_q)
+
+
+def long_tail_items(planted: PlantedHistories) -> torch.Tensor:
+    """[V] True for the items watched no more often than the median item."""
+    counts = np.bincount(planted.interactions.item_id, minlength=planted.n_items)
+    tail = torch.as_tensor(counts <= np.median(counts[1:]))
+    tail[0] = False
+    return tail
+
+
+def planted_run(name: str, planted: PlantedHistories, cfg: KuaiFormerConfig,
+                size: KuaiFormerSize, seed: int, device: str = "auto") -> PlantedRun:
+    """Train ``cfg`` for the profile's planted epochs (no early stop) and read it out."""
+    split = SequentialSplit(planted.interactions, max_len=cfg.max_len)
+    set_seed(seed)
+    model = KuaiFormer(cfg)
+    train = dataclasses.replace(NEXT_ITEM, epochs=size.planted_epochs, lr=size.lr,
+                                patience=None, device=device, desc=name)
+    history = fit_kuaiformer(model, split, size.per_user, size.batch_size, seed, train)
+    model.eval()
+    on = next(model.parameters()).device
+    test = split.eval_batch("test")
+    scores = test.scores(lambda batch: model.score_all(batch.to(on)))
+    metrics = ranking_metrics(scores, test.target_ids, ks=(10, 50), reduce=False)
+    top50 = scores.topk(50, dim=1).indices  # [U, 50]
+    item_topic = torch.as_tensor(planted.item_topic)
+    coverage = [np.isin(topics, item_topic[row[:10]].numpy()).mean()
+                for topics, row in zip(planted.user_topics, top50, strict=True)]
+    vectors = interests_of(model, test)
+    k = cfg.n_interests
+    unit = F.normalize(vectors, dim=-1)
+    cosine = (unit @ unit.transpose(1, 2))[:, ~torch.eye(k, dtype=torch.bool)]  # [U, k(k-1)]
+    per_user = {"ndcg@10": metrics["ndcg@10"].numpy(), "hr@10": metrics["hr@10"].numpy(),
+                "hr@50": metrics["hr@50"].numpy(), "coverage": np.asarray(coverage),
+                "spread": cosine.mean(1).numpy() if k > 1 else np.full(len(test), 1.0),
+                "long_tail": long_tail_items(planted)[top50].float().mean(1).numpy()}
+    return PlantedRun(name, cfg, split, model, history, vectors, per_user)
+
+
+@torch.no_grad()
+def interests_of(model: KuaiFormer, batch: SeqBatch, chunk: int = 256) -> torch.Tensor:
+    """[B, k, D] interest vectors of ``batch``'s users, on the CPU."""
+    on = next(model.parameters()).device
+    return torch.cat([model.interests(part.user_seq, part.is_pad).cpu()
+                      for part in (batch[i:i + chunk].to(on) for i in range(0, len(batch), chunk))])
+
+
+def planted_gap(runs: dict[str, PlantedRun], a: str, b: str, key: str) -> Gap:
+    """Run a's readout minus run b's, paired over the planted users."""
+    return paired_gap(runs[a].per_user[key], runs[b].per_user[key], a=a, b=b, metric=key)
+
+
+def readout(runs: dict[str, PlantedRun], names: Sequence[str]) -> pd.DataFrame:
+    """Mean readouts per run, and NDCG@10's standard error over users for scale."""
+    table = pd.DataFrame({name: {key: float(values.mean()) for key, values in
+                                 runs[name].per_user.items()} for name in names}).T
+    ndcg = [runs[name].per_user["ndcg@10"] for name in names]
+    table.insert(1, "± se", [float(v.std(ddof=1) / np.sqrt(len(v))) for v in ndcg])
+    return table
+
+
+def step_seconds(run: PlantedRun, batch_size: int, device: str = "auto",
+                 repeats: int = 3) -> float:
+    """Seconds of one training step (forward and backward) of a fresh copy of ``run``'s
+    model on a batch of ``batch_size`` users, after one warm-up step."""
+    on = resolve_device(device)
+    model = KuaiFormer(run.cfg).to(on).train()
+    users = run.split.user_ids[:batch_size]
+    positions = np.array([len(run.split.sequences[u]) - 3 for u in users])
+    batch = run.split.batch(users, positions).to(on)
+    model(batch).backward()  # warm-up
+    if on.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        model(batch).backward()
+    if on.type == "cuda":
+        torch.cuda.synchronize()  # GPU work is asynchronous: wait before reading the clock
+    return (time.perf_counter() - started) / repeats
+
+
+# --------------------------------------------------------------------------- the peer
+
+
+PEER_KEYS = ("parity_pct", "recbole_epochs", "recbole_epoch_s", "reached", "kf_vs_sasrec",
+             "seeds", "commit")
+
+
+def peer_summary(report: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A ``benchmarks/peer_recbole.py`` report: one row per run, and the values the
+    chapter quotes (``PEER_KEYS``): our SASRec against RecBole's at the same seed, the
+    time our SASRec took to reach RecBole's best validation score, the better KuaiFormer
+    against our SASRec over seeds, and the commit the runs were made at."""
+    table = pd.DataFrame([{
+        "model": run["model"], "seed": run.get("seed", 0), "epochs": run["epochs"],
+        "wall s": round(run["wall_seconds"]),
+        "best valid NDCG@10": run["best_valid_ndcg@10"], "test NDCG@10": run["test_ndcg@10"],
+        "test Recall@10": run["test_recall@10"],
+        "s to RecBole's best valid": run.get("seconds_to_recbole_best_valid"),
+    } for run in report["runs"]]).set_index(["model", "seed"])
+    recbole, ours = report["runs"][0], report["runs"][1]
+    means = table.groupby(level="model")["test NDCG@10"].mean()
+    reached = ours.get("seconds_to_recbole_best_valid")
+    best_kf = max(means["recfunnel KuaiFormer k=1"], means["recfunnel KuaiFormer k=4"])
+    values = {
+        "parity_pct": f"{100 * (ours['test_ndcg@10'] / recbole['test_ndcg@10'] - 1):+.1f}",
+        "recbole_epochs": recbole["epochs"],
+        "recbole_epoch_s": round(recbole["wall_seconds"] / recbole["epochs"]),
+        "reached": "did not reach RecBole's best validation NDCG@10 within its epochs"
+        if reached is None else f"reached RecBole's best validation NDCG@10 after "
+        f"{reached:.0f} s, against RecBole's {recbole['wall_seconds']:.0f} s in all",
+        "kf_vs_sasrec": f"{100 * (best_kf / means['recfunnel SASRec'] - 1):+.1f}",
+        "seeds": len(report.get("seeds", [0])),
+        "commit": report_commit(report)}
+    return table, values
