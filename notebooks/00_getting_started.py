@@ -431,6 +431,13 @@ for label, table in (("with popularity", results), ("without popularity", flat))
           f"({mf / pop:.1f}x); chance {10 / size.n_items:.4f}")
 
 # %% [markdown]
+# ## What comes next
+#
+# Chapter 1 builds the funnel data that the rest of the course trains on, and chapter 2
+# replaces this chapter's matrix factorisation by a model that reads each user's history in
+# order. The training loop (`train.fit`) and the ranking metrics stay the ones used here.
+
+# %% [markdown]
 # ## References
 #
 # ```{footbibliography}

@@ -83,18 +83,7 @@ from recfunnel.models.kuaiformer import (
     smoothed_in_batch_loss,
 )
 from recfunnel.notebook import glue, setup, show_source
-from recfunnel.recipes.kuaiformer import (
-    PEER_KEYS,
-    PlantedRun,
-    fit_kuaiformer,
-    movielens_runs,
-    peer_summary,
-    planted_config,
-    planted_gap,
-    planted_run,
-    readout,
-    step_seconds,
-)
+from recfunnel.recipes import kuaiformer as recipe
 from recfunnel.retrieval import build_index
 from recfunnel.runtime import set_seed
 from recfunnel.study import Verdict, claims_table, exact_gap
@@ -285,7 +274,7 @@ else:
 # %%
 ml_runs = None
 if movielens is not None:
-    ml_runs = movielens_runs(sas_split, kf_split, ml_kuaiformer, size, SEED, DEVICE)
+    ml_runs = recipe.movielens_runs(sas_split, kf_split, ml_kuaiformer, size, SEED, DEVICE)
 
 # %% [markdown]
 # The table gives the test metrics (the mean over the profile's seeds, with the standard
@@ -343,12 +332,12 @@ if movielens is not None:
 # %%
 peer_path = Path("..") / "benchmarks" / "results" / "peer_recbole.json"
 if peer_path.exists():
-    peer_table, peer_values = peer_summary(json.loads(peer_path.read_text()))
+    peer_table, peer_values = recipe.peer_summary(json.loads(peer_path.read_text()))
     display(peer_table)
 else:
     print("benchmarks/results/peer_recbole.json is not here (a Colab session?): "
           "see the repository for the peer comparison")
-    peer_values = dict.fromkeys(PEER_KEYS, "n/a")
+    peer_values = dict.fromkeys(recipe.PEER_KEYS, "n/a")
 for key, value in peer_values.items():
     glue(f"kf_peer_{key}", value)
 
@@ -429,10 +418,10 @@ glue("kf_planted_len", size.long_len)
 
 # %%
 def variant(name: str, max_len: int, compression=(), n_raw=None, k: int = 4,
-            log_q: bool = True) -> PlantedRun:
+            log_q: bool = True) -> recipe.PlantedRun:
     """Train one KuaiFormer on the planted histories (``recipes.kuaiformer.planted_run``)."""
-    cfg = planted_config(planted, size, max_len, compression, n_raw, k, log_q)
-    return planted_run(name, planted, cfg, size, SEED, DEVICE)
+    cfg = recipe.planted_config(planted, size, max_len, compression, n_raw, k, log_q)
+    return recipe.planted_run(name, planted, cfg, size, SEED, DEVICE)
 
 
 planted_runs = {f"k={k}": variant(f"k={k}, n=64", 64, k=k) for k in (1, 4)}
@@ -462,14 +451,14 @@ print(f"popularity on the planted histories: NDCG@10 {planted_pop['ndcg@10']:.4f
 # 0.006 and from six to seven by only 0.001 (Fig. 3). Here, with the same backbone:
 
 # %%
-interest_table = readout(planted_runs, ["k=1", "k=4"])
+interest_table = recipe.readout(planted_runs, ["k=1", "k=4"])
 display(interest_table.style.format("{:.4f}"))
 k4 = planted_runs["k=4"]
 for key, digits in (("hr@50", 4), ("coverage", 3)):
     for name in ("k=1", "k=4"):
         glue(f"kf_claim1_{key.replace('@', '')}_{name.replace('=', '')}",
              round(interest_table.loc[name, key], digits))
-claim1_gap = planted_gap(planted_runs, "k=4", "k=1", "hr@50")
+claim1_gap = recipe.planted_gap(planted_runs, "k=4", "k=1", "hr@50")
 claims = {"1": Verdict.better("four interests beat one on HR@50", claim1_gap)}
 glue("kf_claim1_gap", str(claim1_gap))
 glue("kf_claim1_held", claims["1"].text)
@@ -524,12 +513,12 @@ ax.legend(fontsize=7, loc="lower left", markerscale=2)
 # %%
 lengths = sorted({*size.short_lens, 64})
 names = [f"n={n}" if n != 64 else "k=4" for n in lengths] + ["long compressed", "long raw"]
-length_table = readout(planted_runs, names)
+length_table = recipe.readout(planted_runs, names)
 length_table.index = [f"n={n}" for n in lengths] + [f"n={size.long_len} compressed",
                                                      f"n={size.long_len} raw"]
 
 
-length_table["step s"] = [step_seconds(planted_runs[name], size.batch_size, DEVICE)
+length_table["step s"] = [recipe.step_seconds(planted_runs[name], size.batch_size, DEVICE)
                           for name in names]
 length_table["attention pairs"] = [planted_runs[name].cfg.attention_pairs for name in names]
 display(length_table.style.format({"step s": "{:.3f}", "attention pairs": "{:,.0f}"},
@@ -552,7 +541,7 @@ glue("kf_claim2_raw_cost_vs_64", round(t_raw / t_base, 2))
 # Claims 2 and 4 each contain a non-inferiority part, "not worse than", whose margin is
 # declared here, before the runs are read: 5 % of the reference model's NDCG@10.
 MARGIN = 0.05
-gap2 = planted_gap(planted_runs, "long compressed", "long raw", "ndcg@10")
+gap2 = recipe.planted_gap(planted_runs, "long compressed", "long raw", "ndcg@10")
 pairs_ratio = length_table["attention pairs"].iloc[-1] / length_table["attention pairs"].iloc[-2]
 claims["2"] = Verdict.all_of("compression is nearly free: not worse than the raw long "
                              "history, at most half its attention pairs", [
@@ -562,8 +551,8 @@ claims["2"] = Verdict.all_of("compression is nearly free: not worse than the raw
                    threshold=2.0)])
 glue("kf_claim2_gap", str(gap2))
 glue("kf_claim2_held", claims["2"].text)
-gap4 = planted_gap(planted_runs, "k=4", f"n={lengths[0]}", "ndcg@10")
-gap4_long = planted_gap(planted_runs, "long compressed", "k=4", "ndcg@10")
+gap4 = recipe.planted_gap(planted_runs, "k=4", f"n={lengths[0]}", "ndcg@10")
+gap4_long = recipe.planted_gap(planted_runs, "long compressed", "k=4", "ndcg@10")
 claims["4"] = Verdict.all_of("longer histories help: 64 items beat the shortest, and the "
                              "compressed long history does not fall back", [
     Verdict.better(f"64 items beat {lengths[0]}", gap4),
@@ -616,12 +605,12 @@ fig.tight_layout()
 # pushed down.
 
 # %%
-logq_table = readout(planted_runs, ["k=4", "no logQ"]).rename(index={"k=4": "with logQ"})
+logq_table = recipe.readout(planted_runs, ["k=4", "no logQ"]).rename(index={"k=4": "with logQ"})
 display(logq_table.style.format("{:.4f}"))
 for key, digits in (("ndcg@10", 4), ("long_tail", 3)):
     for row, label in (("with logQ", "with"), ("no logQ", "without")):
         glue(f"kf_claim3_{key.replace('@', '')}_{label}", round(logq_table.loc[row, key], digits))
-    gap = planted_gap(planted_runs, "k=4", "no logQ", key)
+    gap = recipe.planted_gap(planted_runs, "k=4", "no logQ", key)
     claims[f"3 ({key})"] = Verdict.better(f"logQ correction raises {key}", gap)
     glue(f"kf_claim3_{key.replace('@', '')}_gap", str(gap))
     glue(f"kf_claim3_{key.replace('@', '')}_held", claims[f"3 ({key})"].text)
@@ -744,8 +733,8 @@ for label, bare in (("with the skip", False), ("bare MLP", True)):
         model.embedding.forward = types.MethodType(bare_mlp_tokens, model.embedding)
     budget = TrainConfig(epochs=max(2, size.planted_epochs * 2 // 3), lr=size.lr,
                          monitor="ndcg@10", device=DEVICE, progress=False)
-    history = fit_kuaiformer(model, short_run.split, size.per_user, size.batch_size, SEED,
-                             budget)
+    history = recipe.fit_kuaiformer(model, short_run.split, size.per_user, size.batch_size,
+                                    SEED, budget)
     print(f"{label:>14}: validation NDCG@10 by epoch",
           [round(v, 4) for v in history.column("ndcg@10")])
 

@@ -101,15 +101,7 @@ from recfunnel.models.elastic import (
 )
 from recfunnel.models.kuaiformer import KuaiFormerConfig
 from recfunnel.notebook import glue, setup, show_source
-from recfunnel.recipes.elastic import (
-    LongRun,
-    bench_frame,
-    elastic_config,
-    long_run,
-    movielens_runs,
-    ratios_at,
-    readout,
-)
+from recfunnel.recipes import elastic as recipe
 from recfunnel.runtime import set_seed
 from recfunnel.study import Verdict, claims_table, exact_gap, paired_gap, report_commit
 
@@ -334,7 +326,7 @@ for path in sorted(results_dir.glob("long_sequence_*.json")):
 if bench:
     fig, axes = plt.subplots(len(bench), 2, figsize=(10, 3.6 * len(bench)), squeeze=False)
     for row, (device_type, report) in enumerate(bench.items()):
-        frame = bench_frame(report)
+        frame = recipe.bench_frame(report)
         for col, (key, label) in enumerate((("inference_ms", "inference time (ms)"),
                                             ("inference_peak_mib", "inference peak memory (MiB)"))):
             ax = axes[row, col]
@@ -352,7 +344,7 @@ if bench:
 
 # %%
 for device_type, report in bench.items():
-    table = ratios_at(report)
+    table = recipe.ratios_at(report)
     print(f"{report['device_name']} ({device_type}), L = 4,096:")
     display(table.style.format("{:.1f}"))
     for baseline, key in (("SASRec (eager)", "eager"), ("SASRec (SDPA)", "sdpa")):
@@ -410,7 +402,7 @@ if movielens is not None:
                                       feature_columns=ml_columns),
         "ELASTIC": SequentialSplit(movielens.interactions, max_len=size.ml_max_len)}
     assert len({split.checksum() for split in ml_splits.values()}) == 1  # the same targets
-    ml = movielens_runs(ml_splits, kf_cfg, size, SEED, DEVICE)
+    ml = recipe.movielens_runs(ml_splits, kf_cfg, size, SEED, DEVICE)
     sas_split = ml_splits["SASRec"]
     test_batch = sas_split.eval_batch("test")
     counts = torch.as_tensor(sas_split.train_item_counts())
@@ -527,16 +519,16 @@ ax.legend(fontsize=8, loc="lower left")
 
 
 # %%
-def trained(name: str, build) -> LongRun:
+def trained(name: str, build) -> recipe.LongRun:
     """Seed, build and train one model on the returning-interest histories
     (``recipes.elastic.long_run``)."""
     set_seed(SEED)
-    return long_run(name, build(), returns, size, SEED, DEVICE)
+    return recipe.long_run(name, build(), returns, size, SEED, DEVICE)
 
 
 elastic_name = f"ELASTIC, L={size.long_len}"
 long_runs = {elastic_name: trained(
-    elastic_name, lambda: Elastic(elastic_config(size, returns.n_items, size.long_len)))}
+    elastic_name, lambda: Elastic(recipe.elastic_config(size, returns.n_items, size.long_len)))}
 for window in size.truncations:
     sasrec_cfg = SASRecConfig(n_items=returns.n_items, max_len=window, d_model=size.d_model,
                               d_ffn=2 * size.d_model, p_dropout=0.2, attn_dropout=0.0)
@@ -548,7 +540,7 @@ pop_per_user = ranking_metrics(pop_scores, long_test.target_ids, ks=(10, 50), re
 
 
 # %%
-long_table = readout(long_runs)
+long_table = recipe.readout(long_runs)
 long_table.loc["popularity"] = {"ndcg@10": float(pop_per_user["ndcg@10"].mean()),
                                 "hr@10": float(pop_per_user["hr@10"].mean()),
                                 "hr@50": float(pop_per_user["hr@50"].mean())}
@@ -711,13 +703,13 @@ if size.bank_sizes or size.expert_counts:  # run the sweeps here
     for kind, value in variants:
         memory_size, k = (value, size.n_experts) if kind == "memory" else (size.memory_size,
                                                                             value)
-        cfg = elastic_config(size, returns.n_items, size.long_len, memory_size=memory_size or None,
-                             n_experts=k)
+        cfg = recipe.elastic_config(size, returns.n_items, size.long_len,
+                                    memory_size=memory_size or None, n_experts=k)
         settings.append((memory_size, k, trained(f"ELASTIC, N={memory_size}, k={k}",
                                                  lambda cfg=cfg: Elastic(cfg))))
     for memory_size, k, run in settings:
-        cfg = elastic_config(size, returns.n_items, size.long_len, memory_size=memory_size or None,
-                             n_experts=k)
+        cfg = recipe.elastic_config(size, returns.n_items, size.long_len,
+                                    memory_size=memory_size or None, n_experts=k)
         sweep_rows.append({"memory_size": memory_size, "n_experts": k,
                            "ndcg@10": float(run.per_user["ndcg@10"].mean()),
                            "per_user": run.per_user["ndcg@10"][None],  # [1 seed, U]
@@ -852,7 +844,7 @@ display(claims_table(claims))
 # %%
 main = bench.get(main_device)
 if main:
-    table = ratios_at(main)
+    table = recipe.ratios_at(main)
     glue("el_bench_speedup_eager", round(float(table.loc["SASRec (eager)",
                                                          "inference speed-up"]), 1))
     glue("el_bench_memory_eager", round(float(table.loc[

@@ -88,19 +88,7 @@ from recfunnel.models.dimerec import (
     interest_selection,
 )
 from recfunnel.notebook import glue, setup, show_source
-from recfunnel.recipes.dimerec import (
-    dimerec_config,
-    dimerec_contenders,
-    fit_contender,
-    norm_trajectory,
-    per_user,
-    probe_vectors,
-    sampled_scores,
-    seed_report,
-    seed_verdicts,
-    steps_sweep,
-    top50,
-)
+from recfunnel.recipes import dimerec as recipe
 from recfunnel.retrieval import build_index
 from recfunnel.runtime import set_seed
 from recfunnel.study import Verdict, claims_table, paired_gap
@@ -228,13 +216,14 @@ glue("dr_margin_pct", round(100 * MARGIN))
 if HAVE_DATA:
     split = SequentialSplit(movielens.interactions, max_len=50)
     # the diffusion losses alone in plain Euclidean space, logits u.e (tau = 1)
-    euclid = dimerec_config(size, split.n_items, sphere=False, temperature=1.0, gem_weight=0.0)
+    euclid = recipe.dimerec_config(size, split.n_items, sphere=False, temperature=1.0,
+                                   gem_weight=0.0)
     norm_runs = {
         "reconstruction loss alone": dataclasses.replace(euclid, ssm_weight=0.0),
         "softmax loss alone": dataclasses.replace(euclid, recon_weight=0.0),
         "both losses": euclid,
     }
-    norms = {name: norm_trajectory(cfg, split, size, size.norm_steps, SEED, DEVICE)
+    norms = {name: recipe.norm_trajectory(cfg, split, size, size.norm_steps, SEED, DEVICE)
              for name, cfg in norm_runs.items()}
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     for (name, values), color in zip(norms.items(), plots.PALETTE, strict=False):
@@ -387,15 +376,15 @@ if HAVE_DATA:
     pop_scores = popularity.score_all(test_batch.user_ids)
     ml_users = {"popularity": {k: v.numpy() for k, v in ranking_metrics(
         pop_scores, test_batch.target_ids, ks=(10, 20, 50), reduce=False).items()}}
-    contenders = dimerec_contenders(size, split.n_items)
+    contenders = recipe.dimerec_contenders(size, split.n_items)
     models, histories, seed_runs, train_seconds = {}, {}, {}, {}
     for seed in range(SEED, SEED + size.seeds):
         for name in ("SASRec", "ComiRec-SA", "DimeRec"):
             set_seed(seed)
-            model, histories[name], train_seconds[name] = fit_contender(
+            model, histories[name], train_seconds[name] = recipe.fit_contender(
                 name, contenders[name], split, size, seed, device=DEVICE)
             models[name] = model  # the last seed's model, for the studies below
-            seed_runs.setdefault(name, []).append(per_user(model, split))
+            seed_runs.setdefault(name, []).append(recipe.per_user(model, split))
     # each user's metrics averaged over the seeds, then paired between models
     ml_users.update({name: {k: np.mean([run[k] for run in runs], axis=0) for k in runs[0]}
                      for name, runs in seed_runs.items()})
@@ -512,7 +501,7 @@ else:
 
 # %%
 if HAVE_DATA:
-    sweep = steps_sweep(dimerec, valid_batch, test_batch)
+    sweep = recipe.steps_sweep(dimerec, valid_batch, test_batch)
     display(sweep.style.format("{:.4f}"))
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     axes[0].plot(sweep.index, sweep["test ndcg@10"], marker="o", label="NDCG@10")
@@ -637,9 +626,10 @@ if HAVE_DATA:
 
     lists = {"popularity": pop_scores.topk(50, dim=1).indices}
     for name in ("SASRec", "ComiRec-SA", "DimeRec"):
-        lists[name] = top50(test_batch, lambda rows, m=models[name]: m.score_all(rows.to(device)))
-    lists[f"DimeRec, {size.samples} draws"] = top50(
-        test_batch, sampled_scores(dimerec, size.samples, SEED))
+        lists[name] = recipe.top50(test_batch,
+                                   lambda rows, m=models[name]: m.score_all(rows.to(device)))
+    lists[f"DimeRec, {size.samples} draws"] = recipe.top50(
+        test_batch, recipe.sampled_scores(dimerec, size.samples, SEED))
     diversity = pd.DataFrame({
         name: {"genres in top-50": category_coverage(ids, genre_matrix).float().mean().item(),
                "ILD@50": intra_list_diversity(ids, genre_matrix.float()).mean().item(),
@@ -698,7 +688,7 @@ if HAVE_DATA:
     probe = pd.DataFrame({
         name: {"item embedding -> first genre": item_probe[name].mean(),
                "user vector -> next film's genre": linear_probe(
-                   probe_vectors(models[name], test_batch), target_genre, seed=SEED)}
+                   recipe.probe_vectors(models[name], test_batch), target_genre, seed=SEED)}
         for name in tables}).T
     majority = float(torch.bincount(first_genre).max() / len(first_genre))
     display(probe.style.format("{:.3f}"))
@@ -757,9 +747,10 @@ if HAVE_DATA:
         runs = []
         for seed in range(SEED, SEED + size.seeds):
             set_seed(seed)
-            model, _, _ = fit_contender(f"DimeRec, {variant}", contenders[f"DimeRec, {variant}"],
-                                        split, size, seed, device=DEVICE)
-            runs.append(per_user(model, split))
+            model, _, _ = recipe.fit_contender(f"DimeRec, {variant}",
+                                               contenders[f"DimeRec, {variant}"],
+                                               split, size, seed, device=DEVICE)
+            runs.append(recipe.per_user(model, split))
         ablation_users[variant] = {k: np.stack([run[k] for run in runs]) for k in runs[0]}
     rows = {"full DimeRec": {"recall@20": ml_users["DimeRec"]["recall@20"].mean(),
                              "ndcg@20": ml_users["DimeRec"]["ndcg@20"].mean(),
@@ -818,7 +809,9 @@ for variant in names:
 # initialisation and the batch order change). The table gives mean ± standard deviation over
 # the seeds; the paired gaps below it pair each user seed by seed, and their standard errors
 # hold the noise of both the users and the seeds. The run's commit:
-# {glue:text}`dr_seeds_commit`.
+# {glue:text}`dr_seeds_commit`. Since that commit only the order in which SASRec sees its
+# training windows has changed (the package's one epoch shuffle, `train.shuffled`); the
+# DimeRec and ComiRec-SA rows are what the current code computes.
 
 # %%
 columns = ["ndcg@10", "recall@20", "ndcg@50", "recall@50", "genres_top50"]
@@ -831,12 +824,12 @@ seed_keys = {
 } | {f"abl_{v}": ("DimeRec", f"DimeRec, {v}", "recall@20")
      for v in names}
 results = Path("../benchmarks/results")
-frame, bench_runs, commit = seed_report(results / "dimerec_seeds.json")
+frame, bench_runs, commit = recipe.seed_report(results / "dimerec_seeds.json")
 glue("dr_seeds_commit", commit)
 if frame is not None:
     summary = frame.groupby("model", sort=False)[columns].agg(["mean", "std"])
     display(summary.style.format("{:.4f}"))
-    table, judged = seed_verdicts(bench_runs, seed_keys)
+    table, judged = recipe.seed_verdicts(bench_runs, seed_keys)
     display(table)
     for key, (gap, verdict) in judged.items():
         glue(f"dr_seeds_{key}", str(gap) if gap else "not run")
@@ -866,13 +859,13 @@ else:
 
 # %%
 conv_keys = {k: seed_keys[k] for k in ("sasrec_ndcg10", "sasrec_ndcg50", "comirec_ndcg50")}
-frame, conv_runs, commit = seed_report(results / "dimerec_converged.json")
+frame, conv_runs, commit = recipe.seed_report(results / "dimerec_converged.json")
 glue("dr_conv_commit", commit)
 if frame is not None:
     conv = frame.groupby("model", sort=False)[columns + ["epochs_run", "train_seconds"]].agg(
         ["mean", "std"])
     display(conv.style.format("{:.4f}"))
-    table, judged = seed_verdicts(conv_runs, conv_keys)
+    table, judged = recipe.seed_verdicts(conv_runs, conv_keys)
     display(table)
     for key, (gap, verdict) in judged.items():
         glue(f"dr_conv_{key}", str(gap) if gap else "not run")
