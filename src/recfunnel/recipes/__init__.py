@@ -21,9 +21,12 @@ One module per chapter (``recipes.kuaiformer``, ``elastic``, ``dimerec``, ``home
 
 from __future__ import annotations
 
+import dataclasses
+
 from recfunnel.data.impressions import Impressions
-from recfunnel.data.sequences import SeqBatch, next_item_metrics
+from recfunnel.data.sequences import SeqBatch, SequentialSplit, every_window, next_item_metrics
 from recfunnel.models import SequenceModel
+from recfunnel.models.baselines import SASRec, SASRecConfig
 from recfunnel.models.multitask import MultiTaskRanker, validation_auc
 from recfunnel.train import Batches, History, TrainConfig, fit, shuffled
 
@@ -36,6 +39,18 @@ def fit_next_item(model: SequenceModel, batches: Batches, valid: SeqBatch,
     ``every_window``, or ``train.shuffled`` over fixed samples), scored after each epoch by
     full-ranking metrics on ``valid``; ``NEXT_ITEM`` keeps the epoch of the best NDCG@10."""
     return fit(model, batches, cfg=cfg, evaluate=lambda m: next_item_metrics(m, valid))
+
+
+def fit_recbole_sasrec(split: SequentialSplit, seed: int, cfg: TrainConfig,
+                       patience: int | None = 10) -> tuple[SASRec, History]:
+    """SASRec with RecBole's settings (50 items, d = 64, all-position softmax, batches of
+    128 windows, early stop after ``patience`` epochs), built from the current seed state
+    and trained on ``split``: the reference of chapters 2, 3 and 4."""
+    model = SASRec(SASRecConfig(n_items=split.n_items))
+    cfg = dataclasses.replace(cfg, patience=patience)
+    history = fit_next_item(model, every_window(split, 128, seed), split.eval_batch("valid"),
+                            cfg)
+    return model, history
 
 
 def fit_multitask(model: MultiTaskRanker, train: Impressions, valid: Impressions,

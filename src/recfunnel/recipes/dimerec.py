@@ -21,11 +21,9 @@ from recfunnel.data.sequences import (
     SequentialSplit,
     cut_points,
     every_target,
-    every_window,
     next_item_metrics,
 )
 from recfunnel.metrics import metrics_from_ranks
-from recfunnel.models.baselines import SASRec, SASRecConfig
 from recfunnel.models.dimerec import (
     ComiRecSA,
     DimeRec,
@@ -34,7 +32,7 @@ from recfunnel.models.dimerec import (
     choose_sample_steps,
 )
 from recfunnel.profiles import DimeRecSize
-from recfunnel.recipes import NEXT_ITEM, fit_next_item
+from recfunnel.recipes import NEXT_ITEM, fit_next_item, fit_recbole_sasrec
 from recfunnel.runtime import resolve_device, set_seed
 from recfunnel.study import Gap, Run, Verdict, judge_better, report_commit
 from recfunnel.train import History
@@ -86,10 +84,9 @@ def fit_contender(name: str, cfg: DimeRecConfig | None, split: SequentialSplit,
     train = dataclasses.replace(NEXT_ITEM, device=device, desc=f"{name}, seed {seed}",
                                 **fit_options)
     if cfg is None:
-        model = SASRec(SASRecConfig(n_items=split.n_items))
-        history = fit_next_item(model, every_window(split, 128, seed), valid,
-                                dataclasses.replace(train, epochs=size.sasrec_epochs,
-                                                    patience=fit_options.get("patience", 10)))
+        model, history = fit_recbole_sasrec(
+            split, seed, dataclasses.replace(train, epochs=size.sasrec_epochs),
+            patience=fit_options.get("patience", 10))
     else:
         model = (ComiRecSA if name == "ComiRec-SA" else DimeRec)(cfg)
         batches = (every_target(split, size.batch_size, seed) if size.per_user is None

@@ -19,15 +19,14 @@ from recfunnel.data.sequences import (
     SequentialSplit,
     WindowBatch,
     cut_points,
-    every_window,
     next_item_metrics,
 )
 from recfunnel.metrics import ranking_metrics
-from recfunnel.models.baselines import SASRec, SASRecConfig
+from recfunnel.models.baselines import SASRec
 from recfunnel.models.elastic import Elastic, ElasticConfig
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig
 from recfunnel.profiles import ElasticSize
-from recfunnel.recipes import NEXT_ITEM, fit_next_item
+from recfunnel.recipes import NEXT_ITEM, fit_next_item, fit_recbole_sasrec
 from recfunnel.recipes.kuaiformer import fit_kuaiformer
 from recfunnel.runtime import set_seed
 from recfunnel.train import History, TrainConfig, shuffled
@@ -71,9 +70,7 @@ def movielens_runs(splits: dict[str, SequentialSplit], kuaiformer: KuaiFormerCon
             cfg = dataclasses.replace(NEXT_ITEM, epochs=size.ml_epochs, device=device,
                                       desc=f"{name}, seed {s}")
             if name == "SASRec":
-                model = SASRec(SASRecConfig(n_items=split.n_items))
-                fit_next_item(model, every_window(split, 128, s), split.eval_batch("valid"),
-                              dataclasses.replace(cfg, patience=10))
+                model, _ = fit_recbole_sasrec(split, s, cfg)
             elif name == "KuaiFormer":
                 model = KuaiFormer(kuaiformer)
                 fit_kuaiformer(model, split, 8, 256, s, dataclasses.replace(cfg, lr=size.lr))

@@ -19,14 +19,12 @@ from recfunnel.data.sequences import (
     SeqBatch,
     SequentialSplit,
     cut_points,
-    every_window,
     next_item_metrics,
 )
 from recfunnel.metrics import ranking_metrics
-from recfunnel.models.baselines import SASRec, SASRecConfig
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig
 from recfunnel.profiles import KuaiFormerSize
-from recfunnel.recipes import NEXT_ITEM, fit_next_item
+from recfunnel.recipes import NEXT_ITEM, fit_next_item, fit_recbole_sasrec
 from recfunnel.runtime import resolve_device, set_seed
 from recfunnel.study import Gap, paired_gap, report_commit
 from recfunnel.train import History, TrainConfig
@@ -81,11 +79,8 @@ def movielens_runs(sas_split: SequentialSplit, kf_split: SequentialSplit,
             set_seed(s)
             cfg = dataclasses.replace(NEXT_ITEM, device=device, desc=f"{name}, seed {s}")
             if k is None:
-                model = SASRec(SASRecConfig(n_items=sas_split.n_items))
-                history = fit_next_item(model, every_window(sas_split, 128, s),
-                                        sas_split.eval_batch("valid"),
-                                        dataclasses.replace(cfg, epochs=size.sasrec_epochs,
-                                                            patience=10))
+                model, history = fit_recbole_sasrec(
+                    sas_split, s, dataclasses.replace(cfg, epochs=size.sasrec_epochs))
                 split = sas_split
             else:
                 model = KuaiFormer(dataclasses.replace(kuaiformer, n_interests=k))
