@@ -37,6 +37,7 @@ import torch
 from recfunnel.models.baselines import SASRec, SASRecConfig
 from recfunnel.models.elastic import Elastic, ElasticConfig
 from recfunnel.runtime import resolve_device
+from recfunnel.study import provenance, write_report
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("SASRec (eager)", "SASRec (SDPA)", "ELASTIC")
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.worker, args.lengths[0], batch_size, args.repeats,
                                  device)))
         return 0
+    origin = provenance()  # taken before the runs, so later edits do not mark it dirty
     rows = []
     for length in args.lengths:
         for name in MODELS:
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     report = {
-        "benchmark": "long_sequence",
+        "benchmark": "long_sequence", **origin,
         "device": device.type, "device_name": name or platform.machine(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "batch_size": batch_size, "repeats": args.repeats,
@@ -171,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     out = args.out or RESULTS / f"long_sequence_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_report(out, report)}")
     return 0
 
 

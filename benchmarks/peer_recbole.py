@@ -43,6 +43,7 @@ from recfunnel.data.sequences import (  # noqa: E402
 from recfunnel.models.baselines import SASRec, SASRecConfig  # noqa: E402
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig  # noqa: E402
 from recfunnel.runtime import environment_report, set_seed  # noqa: E402
+from recfunnel.study import provenance, write_report  # noqa: E402
 from recfunnel.train import TrainConfig, fit  # noqa: E402
 
 KS = (10, 20)
@@ -163,6 +164,7 @@ def main() -> None:
                         default=Path(__file__).parent / "results" / "peer_recbole.json")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
+    origin = provenance()
     data = load_ml100k()
     split = SequentialSplit(data.interactions, max_len=50)
     runs = []
@@ -180,12 +182,11 @@ def main() -> None:
         target = runs[0]["best_valid_ndcg@10"]
         for run in runs:
             run["seconds_to_recbole_best_valid"] = first_reaching(run["valid_curve"], target)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "benchmark": "peer_recbole", "seeds": args.seeds, "machine": platform.machine(),
+    write_report(args.out, {
+        "benchmark": "peer_recbole", **origin, "seeds": args.seeds, "machine": platform.machine(),
         "threads": torch.get_num_threads(), "environment": environment_report("cpu"),
         "split_checksum": split.checksum(), "runs": runs,
-    }, indent=2))
+    })
     print(f"written {args.out}")
 
 

@@ -16,8 +16,6 @@ Chapter 7 shows the committed JSON next to its own run.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from recfunnel.data.multimodal import make_multimodal
 from recfunnel.models import qarm
 from recfunnel.profiles import profile_for
 from recfunnel.recipes import qarm as recipe
+from recfunnel.study import provenance, write_report
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = ("base", "+ frozen aligned vector", "+ VQ & RQ codes", "+ aligned vector & codes")
@@ -40,6 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(RESULTS / "qarm_scale.json"))
     args = parser.parse_args(argv)
     size = profile_for("qarm", args.profile)
+    origin = provenance()
     runs = []
     for impressions in args.impressions:
         for seed in args.seeds:
@@ -60,10 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{impressions:>8,} seed {seed}: " + ", ".join(
                 f"{name} {score['auc']:.4f}" for name, score in scores.items())
                 + f" ({time.perf_counter() - start:.0f} s)", flush=True)
-    report = {"profile": args.profile, "command": "python benchmarks/qarm_scale.py "
-              + " ".join(argv if argv is not None else sys.argv[1:]), "runs": runs}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    report = {"benchmark": "qarm_scale", **origin, "profile": args.profile, "runs": runs}
+    write_report(args.out, report)
     return report
 
 

@@ -11,7 +11,6 @@ neighbours the two agree on (both are exact, so it should be 1.0).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -21,6 +20,7 @@ import torch
 
 from recfunnel.retrieval import ExactIndex, FaissIndex
 from recfunnel.runtime import environment_report, set_seed
+from recfunnel.study import provenance, write_report
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -71,15 +71,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "retrieval_backends.json")
     args = parser.parse_args()
+    origin = provenance()
     rows = run(args.sizes, args.queries, args.dim, args.k, args.interests, args.repeats)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "benchmark": "retrieval_backends",
+    write_report(args.out, {
+        "benchmark": "retrieval_backends", **origin,
         "machine": platform.machine(),
         "environment": environment_report("cpu").splitlines(),
         "threads": torch.get_num_threads(),
         "rows": rows,
-    }, indent=2))
+    })
     print(f"written {args.out}")
 
 

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from recfunnel.study import provenance, write_report
+
 RUN_ONE = """
 import json, resource, sys, tempfile, time
 from pathlib import Path
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "world_generation.json")
     args = parser.parse_args()
+    origin = provenance()
     rows = []
     for preset in args.presets:
         result = subprocess.run([sys.executable, "-c", RUN_ONE, preset], check=True,
@@ -58,9 +61,8 @@ def main() -> None:
         print(f"{preset:>6}: {row['requests']:>7} requests, {row['rows']:>9} rows, "
               f"simulate {row['simulate_s']:6.1f} s, total {row['total_s']:6.1f} s, "
               f"peak {row['peak_rss_mb']:7.0f} MB, disk {row['disk_mb']:6.0f} MB")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "world_generation", "cores": os.cpu_count(),
-                                    "rows": rows}, indent=2))
+    write_report(args.out, {"benchmark": "world_generation", **origin,
+                            "cores": os.cpu_count(), "rows": rows})
     print(f"written {args.out}")
 
 
