@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from recfunnel.data.movielens import load_ml100k
+from recfunnel.data.movielens import genre_matrix, load_ml100k
 from recfunnel.data.sequences import SequentialSplit
 from recfunnel.metrics import category_coverage, ranking_metrics
 from recfunnel.models.dimerec import DimeRec
@@ -37,16 +37,6 @@ from recfunnel.runtime import set_seed
 from recfunnel.study import provenance
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def genre_matrix(movielens, n_items: int) -> torch.Tensor:
-    """[V, G] booleans: the genres of every film (row 0, padding, has none)."""
-    genres = sorted({g for gs in movielens.items["genres"] for g in gs})
-    matrix = torch.zeros(n_items, len(genres), dtype=torch.bool)
-    for item_id, gs in zip(movielens.items["item_id"], movielens.items["genres"], strict=True):
-        for g in gs:
-            matrix[int(item_id), genres.index(g)] = True
-    return matrix
 
 
 def main(argv: list[str] | None = None) -> int:

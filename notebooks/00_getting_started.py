@@ -334,6 +334,19 @@ glue("gs_index_agreement", agreement)
 # - On planted low-rank data, matrix factorisation beats popularity by a wide margin, and an
 #   oracle shows how much of the truth remains unlearned.
 #
+# ## Pitfalls the course avoids, and you should too
+#
+# - **Sampled metrics flatter.** Ranking the target against 100 random items instead of the
+#   whole catalogue makes every model look better and can even reorder models; the course
+#   ranks every item (Exercise 1 measures the difference).
+# - **Items already seen are not candidates.** A user's own training items would fill the
+#   top of every list; here they (and, for the test, the validation item) are excluded
+#   before ranking, for every model alike.
+# - **Validation picks, test reports.** The epoch, the number of steps or the variant to
+#   serve is chosen on the validation users; the test users are read once, at the end.
+# - **One seed is one draw.** A gap smaller than the spread between seeds is noise; the
+#   later chapters judge every claim with paired gaps over users and seeds.
+#
 # ## Exercises
 #
 # :::{exercise}
@@ -436,6 +449,9 @@ for label, table in (("with popularity", results), ("without popularity", flat))
 # Chapter 1 builds the funnel data that the rest of the course trains on, and chapter 2
 # replaces this chapter's matrix factorisation by a model that reads each user's history in
 # order. The training loop (`train.fit`) and the ranking metrics stay the ones used here.
+# Chapters 2 to 4 retrieve from a user's history (KuaiFormer, ELASTIC, DimeRec); chapters 5
+# and 7 rank what retrieval found (HoME's multi-task ranker, QARM's multi-modal item codes),
+# and their claims are judged by the same rule, with the same noise over users and seeds.
 
 # %% [markdown]
 # ## References

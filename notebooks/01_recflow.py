@@ -406,6 +406,8 @@ if movielens is not None:
 # - `recfunnel.data.recflow` reads that format in bounded memory and names any file, column
 #   or type that breaks it; the synthetic world writes the same format, with the truth kept.
 # - MovieLens-100K and RecBole's split are reproduced exactly, for the retrieval chapters.
+# - The world keeps its truth (each user's interests, each item's topic and appeal), so the
+#   later chapters can measure what a model learned against what there was to learn.
 #
 # ## Exercises
 #

@@ -36,6 +36,18 @@
 # - compare it with popularity, SASRec {footcite}`kang2018sasrec` and ComiRec-SA on
 #   MovieLens-100K in one run, for accuracy, diversity and what the vectors know about genre;
 # - judge each of the paper's components by its ablation.
+#
+# ```{admonition} Where this chapter's code lives
+# :class: tip
+#
+# | file | what it holds |
+# |---|---|
+# | `recfunnel/models/dimerec.py` | the guidance extractor, the denoiser, the geometric losses, serving by generation |
+# | `recfunnel/layers/diffusion.py` | the noise schedule, forward noising and the reverse step |
+# | `recfunnel/models/baselines.py` | SASRec and popularity, the references |
+# | `recfunnel/recipes/dimerec.py` | this chapter's experiments: contenders, seeds, sweeps, diversity, probes |
+# | `benchmarks/dimerec_seeds.py` | the committed runs over seeds and to convergence |
+# ```
 
 # %% tags=["remove-cell"]
 # Cell 1 (Colab only): install the course's package. Elsewhere it is already installed.
@@ -72,21 +84,12 @@ from IPython.display import display
 
 from recfunnel import plots
 from recfunnel.data.download import DataUnavailableError
-from recfunnel.data.movielens import load_ml100k
+from recfunnel.data.movielens import genre_matrix, load_ml100k
 from recfunnel.data.sequences import SeqBatch, SequentialSplit, next_item_metrics
 from recfunnel.layers.diffusion import NoiseSchedule, q_sample, reverse_step
-from recfunnel.metrics import (
-    category_coverage,
-    intra_list_diversity,
-    linear_probe,
-    ranking_metrics,
-)
+from recfunnel.metrics import ranking_metrics
 from recfunnel.models.baselines import Popularity
-from recfunnel.models.dimerec import (
-    DimeRec,
-    DimeRecConfig,
-    interest_selection,
-)
+from recfunnel.models.dimerec import DimeRec, DimeRecConfig, interest_selection
 from recfunnel.notebook import glue, setup, show_source
 from recfunnel.recipes import dimerec as recipe
 from recfunnel.retrieval import build_index
@@ -242,6 +245,13 @@ else:
         glue(f"dr_norm_{key}", float("nan"))
 
 # %% [markdown]
+# How to read the figure: the y axis is logarithmic, so a straight rise is exponential
+# growth. Each run starts from the same embeddings; what moves the curves apart is only
+# which losses act on them. `recipes.dimerec.norm_trajectory` writes the optimiser steps
+# out, without early stopping or validation, because the quantity of interest is the
+# drift itself, not the best model.
+
+# %% [markdown]
 # From a mean norm of {glue:text}`dr_norm_start`, the reconstruction loss alone drives the
 # norms to {glue:text}`dr_norm_recon_end` (shrinking everything is the cheapest way to make
 # $\hat x_0$ and $x_0$ close), the softmax loss alone to {glue:text}`dr_norm_ssm_end`, and
@@ -366,6 +376,15 @@ print("same seed, same vector:", torch.equal(generated, tiny.generate(tiny_batch
 # steps (1, 2, 5, 10 or all $T$) that gives the best validation NDCG@10 after training
 # (`choose_sample_steps`); the number of steps is studied below.
 
+# %% [markdown]
+# What the cell does. `recipes.dimerec.dimerec_contenders` gives each model's configuration
+# at the profile's size (SASRec's is RecBole's and needs none), and
+# `recipes.dimerec.train_over_seeds` trains each contender with `fit_contender` on every seed
+# of the profile, the function `benchmarks/dimerec_seeds.py` calls too. It keeps the last
+# seed's model and history for the studies below and every test user's metrics for every
+# seed, which the next cell pairs between models. Popularity is fitted on the training
+# targets and scored with the same metrics.
+
 # %%
 if HAVE_DATA:
     test_batch = split.eval_batch("test")
@@ -377,17 +396,11 @@ if HAVE_DATA:
     ml_users = {"popularity": {k: v.numpy() for k, v in ranking_metrics(
         pop_scores, test_batch.target_ids, ks=(10, 20, 50), reduce=False).items()}}
     contenders = recipe.dimerec_contenders(size, split.n_items)
-    models, histories, seed_runs, train_seconds = {}, {}, {}, {}
-    for seed in range(SEED, SEED + size.seeds):
-        for name in ("SASRec", "ComiRec-SA", "DimeRec"):
-            set_seed(seed)
-            model, histories[name], train_seconds[name] = recipe.fit_contender(
-                name, contenders[name], split, size, seed, device=DEVICE)
-            models[name] = model  # the last seed's model, for the studies below
-            seed_runs.setdefault(name, []).append(recipe.per_user(model, split))
-    # each user's metrics averaged over the seeds, then paired between models
-    ml_users.update({name: {k: np.mean([run[k] for run in runs], axis=0) for k in runs[0]}
-                     for name, runs in seed_runs.items()})
+    main_runs = recipe.train_over_seeds(("SASRec", "ComiRec-SA", "DimeRec"), contenders,
+                                        split, size, SEED, DEVICE)
+    models, histories = main_runs.models, main_runs.histories  # the last seed's
+    seed_users = main_runs.users  # name -> metric -> [S, U], paired between models
+    ml_users.update(main_runs.mean_users())
 
 # %%
 if HAVE_DATA:
@@ -400,8 +413,6 @@ if HAVE_DATA:
         for metric in ("ndcg@10", "ndcg@50", "recall@50"):
             glue(f"dr_ml_{key}_{metric.replace('@', '')}",
                  round(float(ml_table.loc[name, metric]), 4))
-    seed_users = {name: {k: np.stack([run[k] for run in runs]) for k in runs[0]}
-                  for name, runs in seed_runs.items()}  # name -> metric -> [S, U]
     gaps = {(other, metric): paired_gap(seed_users["DimeRec"][metric],
                                         seed_users[other][metric], a="DimeRec", b=other,
                                         metric=metric)
@@ -410,17 +421,12 @@ if HAVE_DATA:
     for (other, metric), gap in gaps.items():
         key = f"dr_gap_{'sasrec' if other == 'SASRec' else 'comirec'}_{metric.replace('@', '')}"
         glue(key, str(gap))
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    for name, color in zip(histories, plots.PALETTE, strict=False):
-        ax.plot(histories[name].column("epoch"), histories[name].column("ndcg@10"),
-                marker="o", label=name, color=color)
-    ax.axhline(ml_table.loc["popularity", "ndcg@10"], color="grey", linestyle="--",
-               label="popularity (test)")
-    ax.set(xlabel="epoch", ylabel="validation NDCG@10", title="Learning curves")
-    ax.legend()
+    plots.validation_curves(histories, baseline=ml_table.loc["popularity", "ndcg@10"],
+                            baseline_label="popularity (test)")
     plt.show()
     shares = interest_selection(models["ComiRec-SA"], test_batch)
-    glue("dr_seconds", ", ".join(f"{name} {sec:.0f} s" for name, sec in train_seconds.items()))
+    glue("dr_seconds", ", ".join(f"{name} {sec:.0f} s" for name, sec in
+                                 main_runs.seconds.items()))
     last_epoch = {name: h.column("ndcg@10")[-1] >= max(h.column("ndcg@10")) - 1e-9
                   for name, h in histories.items()}
     rising = [name for name, best_last in last_epoch.items() if best_last]
@@ -499,6 +505,12 @@ else:
 # accuracy saturates after a modest number. We score validation and test users with the same
 # trained model and 1 up to all $T$ deterministic steps.
 
+# %% [markdown]
+# `recipes.dimerec.steps_sweep` changes only the served number of steps of one trained
+# model, scores the validation and the test users at each count and times the test pass,
+# then restores the validated count. Nothing is retrained, so every difference between the
+# rows is the chain's length alone.
+
 # %%
 if HAVE_DATA:
     sweep = recipe.steps_sweep(dimerec, valid_batch, test_batch)
@@ -562,18 +574,9 @@ else:
 
 # %%
 if HAVE_DATA:
-    user_row = test_batch[:1].to(device)
-    trail = []
-    with torch.no_grad():
-        dimerec.generate(user_row, steps=None, seed=SEED, trajectory=trail)
-        g_user = dimerec.guidance(user_row)[0]  # [K, d]
-        target_vec = dimerec.gem.items()[user_row.target_ids[0]]
-        item_table = dimerec.gem.items()
-    steps_seen = [t for t, _, _ in trail]
-    to_interest = np.array([(g_user @ x0h[0]).cpu().numpy() for _, _, x0h in trail])
-    to_target = [float(target_vec @ x0h[0]) for _, _, x0h in trail]
-    ranks = [int((item_table[1:] @ x0h[0] > target_vec @ x0h[0]).sum()) + 1
-             for _, _, x0h in trail]
+    trail = recipe.reverse_trail(dimerec, test_batch[:1], SEED)  # the first test user
+    steps_seen, to_interest = trail.steps, trail.to_interest  # [T], [T, K]
+    to_target, ranks = trail.to_target, trail.ranks  # [T], [T]
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
     for k in range(to_interest.shape[1]):
         axes[0].plot(steps_seen, to_interest[:, k], label=f"interest {k + 1}",
@@ -597,6 +600,14 @@ else:
         glue(f"dr_rev_{key}", "n/a")
 
 # %% [markdown]
+# How to read the figure: time runs from left to right, from the noisiest step $t = T$ to
+# the last one. On the left, each coloured line is the cosine of the predicted $\hat x_0$
+# with one of the user's interests and the black line its cosine with the film the user
+# watched next; on the right, that film's rank among all films, on a log scale, so lower is
+# better. A black line that rises while one coloured line pulls away from the others is the
+# chain committing to one interest.
+
+# %% [markdown]
 # For this user, the cosine between $\hat x_0$ and the next film goes from
 # {glue:text}`dr_rev_cos`, and the film's rank from {glue:text}`dr_rev_rank`; the chain ends
 # closest to interest {glue:text}`dr_rev_interest`. The first prediction, from pure noise,
@@ -618,26 +629,14 @@ else:
 # %%
 glue("dr_samples", size.samples)
 if HAVE_DATA:
-    genres = sorted({g for gs in movielens.items["genres"] for g in gs})
-    genre_matrix = torch.zeros(split.n_items, len(genres), dtype=torch.bool)
-    for item_id, gs in zip(movielens.items["item_id"], movielens.items["genres"], strict=True):
-        for g in gs:
-            genre_matrix[int(item_id), genres.index(g)] = True
-
     lists = {"popularity": pop_scores.topk(50, dim=1).indices}
     for name in ("SASRec", "ComiRec-SA", "DimeRec"):
         lists[name] = recipe.top50(test_batch,
                                    lambda rows, m=models[name]: m.score_all(rows.to(device)))
     lists[f"DimeRec, {size.samples} draws"] = recipe.top50(
         test_batch, recipe.sampled_scores(dimerec, size.samples, SEED))
-    diversity = pd.DataFrame({
-        name: {"genres in top-50": category_coverage(ids, genre_matrix).float().mean().item(),
-               "ILD@50": intra_list_diversity(ids, genre_matrix.float()).mean().item(),
-               "distinct items (all users)": len(torch.unique(ids))}
-        for name, ids in lists.items()}).T
+    diversity, coverage = recipe.genre_diversity(lists, genre_matrix(movielens, split.n_items))
     display(diversity.style.format("{:.3f}"))
-    coverage = {name: category_coverage(ids, genre_matrix).float().numpy()
-                for name, ids in lists.items()}
     cov_gap = paired_gap(coverage["DimeRec"], coverage["SASRec"], a="DimeRec", b="SASRec",
                          metric="genres in top-50")
     cov_claim = Verdict.better("DimeRec's top 50 covers more genres than SASRec's", cov_gap)
@@ -652,6 +651,13 @@ else:
         glue(f"dr_{key}", float("nan"))
     glue("dr_cov_gap", "n/a")
     glue("dr_cov_verdict", Verdict.untested("", "MovieLens-100K unavailable").text)
+
+# %% [markdown]
+# The columns: "genres in top-50" counts the distinct genres of a user's 50 films, averaged
+# over users; "ILD@50" is the mean genre dissimilarity of the list's pairs; "distinct items
+# (all users)" counts the films that appear in anybody's list, a reading of how much of the
+# catalogue a model ever recommends. A model can score high on the first two and low on the
+# third by giving everybody the same varied list, as popularity does.
 
 # %% [markdown]
 # DimeRec's top 50 covers {glue:text}`dr_cov_dimerec` genres on average against SASRec's
@@ -674,31 +680,21 @@ else:
 # mean of its interests; DimeRec: the generated vector). A higher score means the genre is
 # more linearly readable from the vectors.
 
+# %% [markdown]
+# `recipes.dimerec.genre_probes` fits the item probe on the same five folds for every
+# model, so its per-item accuracies can be paired between models, as the probe part of
+# claim 5 does; the majority-class accuracies are the floor any probe must clear.
+
 # %%
 if HAVE_DATA:
-    first_genre = torch.tensor([genres.index(gs[0]) if gs else 0 for gs in
-                                movielens.items.sort_values("item_id")["genres"]])
-    item_ids = torch.tensor(movielens.items.sort_values("item_id")["item_id"].to_numpy())
-
-    tables = {"SASRec": models["SASRec"].item_emb.weight,
-              "ComiRec-SA": models["ComiRec-SA"].items(), "DimeRec": dimerec.gem.items()}
-    target_genre = first_genre[test_batch.target_ids - 1]
-    item_probe = {name: linear_probe(table.detach().cpu()[item_ids], first_genre, seed=SEED,
-                                     reduce=False) for name, table in tables.items()}
-    probe = pd.DataFrame({
-        name: {"item embedding -> first genre": item_probe[name].mean(),
-               "user vector -> next film's genre": linear_probe(
-                   recipe.probe_vectors(models[name], test_batch), target_genre, seed=SEED)}
-        for name in tables}).T
-    majority = float(torch.bincount(first_genre).max() / len(first_genre))
+    probe, item_probe, majority = recipe.genre_probes(models, movielens, test_batch, SEED)
     display(probe.style.format("{:.3f}"))
-    print(f"majority-class accuracy for the item probe: {majority:.3f}")
+    print(f"majority-class accuracy for the item probe: {majority['items']:.3f}")
     for name, key in (("SASRec", "sasrec"), ("ComiRec-SA", "comirec"), ("DimeRec", "dimerec")):
         glue(f"dr_probe_{key}", round(float(probe.loc[name].iloc[0]), 3))
         glue(f"dr_probe_user_{key}", round(float(probe.loc[name].iloc[1]), 3))
-    glue("dr_probe_majority", round(majority, 3))
-    glue("dr_probe_user_majority", round(float(torch.bincount(target_genre).max()
-                                                / len(target_genre)), 3))
+    glue("dr_probe_majority", round(majority["items"], 3))
+    glue("dr_probe_user_majority", round(majority["users"], 3))
     probe_best = probe.iloc[:, 0].idxmax()
     glue("dr_probe_best", probe_best)
     # the probe part of claim 5, item by item on the same folds: DimeRec against each
@@ -743,15 +739,9 @@ names = {"no_gem_loss": "no guidance loss", "no_sphere": "no sphere (Euclidean, 
          "last_k": "raw newest K items as condition"}
 ablation_users = {}
 if HAVE_DATA:
-    for variant in size.ablations:
-        runs = []
-        for seed in range(SEED, SEED + size.seeds):
-            set_seed(seed)
-            model, _, _ = recipe.fit_contender(f"DimeRec, {variant}",
-                                               contenders[f"DimeRec, {variant}"],
-                                               split, size, seed, device=DEVICE)
-            runs.append(recipe.per_user(model, split))
-        ablation_users[variant] = {k: np.stack([run[k] for run in runs]) for k in runs[0]}
+    ablation_runs = recipe.train_over_seeds([f"DimeRec, {v}" for v in size.ablations],
+                                            contenders, split, size, SEED, DEVICE)
+    ablation_users = {v: ablation_runs.users[f"DimeRec, {v}"] for v in size.ablations}
     rows = {"full DimeRec": {"recall@20": ml_users["DimeRec"]["recall@20"].mean(),
                              "ndcg@20": ml_users["DimeRec"]["ndcg@20"].mean(),
                              "gap in recall@20": "", "verdict": ""}}
@@ -809,9 +799,14 @@ for variant in names:
 # initialisation and the batch order change). The table gives mean ± standard deviation over
 # the seeds; the paired gaps below it pair each user seed by seed, and their standard errors
 # hold the noise of both the users and the seeds. The run's commit:
-# {glue:text}`dr_seeds_commit`. Since that commit only the order in which SASRec sees its
-# training windows has changed (the package's one epoch shuffle, `train.shuffled`); the
-# DimeRec and ComiRec-SA rows are what the current code computes.
+# {glue:text}`dr_seeds_commit`; `recipes.dimerec.fit_contender` trains every row, the
+# function this chapter calls, so the benchmark's models are the chapter's.
+
+# %% [markdown]
+# `recipes.dimerec.seed_report` reads the committed JSON into one row per model and seed,
+# and `recipes.dimerec.seed_verdicts` turns each comparison named in `seed_keys` into a
+# paired gap over users and seeds and its verdict. The comparisons are the same as in the
+# chapter's own run, fixed before the benchmark was run.
 
 # %%
 columns = ["ndcg@10", "recall@20", "ndcg@50", "recall@50", "genres_top50"]
@@ -938,6 +933,12 @@ else:
         glue(f"dr_{key}", Verdict.untested("", "MovieLens-100K unavailable").text)
 
 # %% [markdown]
+# How to read the table: one row per claim, with every gap it was judged on ($a - b \pm$
+# standard error, one per part for a composite claim), the noise that standard error holds
+# and the outcome of the book's one rule. The three-seed and converged verdicts of the
+# table above come from the same rule applied to the committed benchmarks.
+
+# %% [markdown]
 # Claim 1b is the course's acceptance bar, not the paper's, and a non-inferiority claim:
 # DimeRec is "not worse" when the interval of two standard errors around its gap to SASRec
 # stays above minus the margin declared before the run, {glue:text}`dr_margin_pct` % of
@@ -973,6 +974,45 @@ else:
 #   figure shows why a long chain commits to single items.
 # - **Whether $x_0$ is detached in the reconstruction loss.** We keep the gradient, as the
 #   equations are written (Exercise 2).
+#
+# ## Pitfalls when you build it yourself
+#
+# - **The target of the reconstruction loss is trainable.** $x_0$ is the target item's
+#   embedding, so the loss can fall by moving the embeddings instead of by denoising
+#   better. Off the sphere the norms drift, as the norm experiment above shows; on the
+#   sphere they cannot.
+# - **Unit vectors need a temperature.** On the sphere a logit is a cosine in $[-1, 1]$. A
+#   softmax over such logits is almost flat, and training crawls; dividing by a temperature
+#   $\tau$ restores a usable range. An ablation that removes the sphere must keep $\tau$,
+#   or it removes two things at once: the chapter's "no sphere" and "no temperature"
+#   variants change one each.
+# - **A hard argmax starves interests.** The guidance loss trains only the interest that
+#   wins each target. Watch how often each of the $K$ interests wins; one that never does
+#   has died.
+# - **Generation is random; evaluation should not be.** Metrics from stochastic reverse
+#   sampling move from run to run. The chapter scores with deterministic reverse steps and
+#   reports the sampled variant (`eta = 1`) separately, for diversity.
+# - **Pick the number of steps on validation users.** The steps sweep shows every count on
+#   the test users for reading only; the served count is chosen on the validation users
+#   before the test users are looked at.
+# - **Expect gains at @50 before @10.** The paper's largest gains are at cut-off 50, where
+#   diversity counts; a model can win there and lose at @10. Judge the claim at the
+#   cut-offs the paper names, and report the others beside it.
+# - **Compare at convergence.** At a short budget SASRec is under-trained, so a comparison
+#   there is about learning speed. The converged benchmark above is the fair one; the
+#   budget result stands beside it.
+#
+# ## Summary
+#
+# - DimeRec splits retrieval into two parts: an extractor turns the history into $K$
+#   interest vectors (the guidance), and a diffusion model generates the next item's vector
+#   from noise, guided by them.
+# - The geometry matters as much as the diffusion: on the sphere with a temperature the
+#   reconstruction and softmax losses stop pulling the embeddings apart.
+# - Serving is generation followed by a nearest-neighbour search, so the number of reverse
+#   steps trades accuracy for time, linearly.
+# - Diversity and accuracy are measured on the same users: genres in the top 50, a linear
+#   probe of what the vectors know, and paired gaps over users and seeds for every claim.
 #
 # ## Exercises
 #
@@ -1089,6 +1129,15 @@ for K in (4, 32):
 # `recipes.dimerec.fit_contender` and `ablation(cfg, "last_k")`; at the `cpu` sizes of chapter 2's
 # planted data it takes a few minutes.
 # ```
+
+# %% [markdown]
+# 5. **Sampling for diversity, at a price.** Serve DimeRec with the whole chain and
+#    stochastic steps ($\eta = 1$), merge several draws per user, and plot genres in the
+#    top 50 against Recall@50 as the number of draws grows. Where on that curve would you
+#    serve, and on which users would you decide it?
+# 6. **Interests that die.** Count, on the training targets, how often each of DimeRec's
+#    $K$ guidance interests wins the guidance loss's argmax, epoch by epoch. Does one stop
+#    winning, and does a softmax over the interests instead of the hard argmax keep it alive?
 
 # %% [markdown]
 # ## References

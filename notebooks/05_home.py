@@ -46,6 +46,20 @@
 #   its failure;
 # - compare the models per task on AUC and GAUC over several seeds, and say which of the
 #   paper's claims hold here.
+#
+# ```{admonition} Where this chapter's code lives
+# :class: tip
+#
+# | file | what it holds |
+# |---|---|
+# | `recfunnel/models/home.py` | HoME: meta experts, task groups, feature-gate and self-gate |
+# | `recfunnel/models/multitask.py` | the parts every multi-task ranker shares: embeddings, towers, diagnostics |
+# | `recfunnel/models/multitask_baselines.py` | shared-bottom, MMoE and PLE |
+# | `recfunnel/layers/moe.py` | experts, gates, normalisation and activations |
+# | `recfunnel/data/impressions.py`, `recfunnel/data/kuairand.py` | the eight-task impressions and the KuaiRand reader |
+# | `recfunnel/recipes/home.py` | this chapter's experiments: configurations, training, summaries over seeds |
+# | `benchmarks/home_seeds.py` | the committed runs over seeds, at a fixed budget and without conflict |
+# ```
 
 # %% tags=["remove-cell"]
 # Cell 1 (Colab only): install the course's package. Elsewhere it is already installed.
@@ -69,7 +83,6 @@ DEVICE = "auto"  # "auto", "cpu", "cuda" or "mps"
 
 # %%
 # %matplotlib inline
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -92,14 +105,8 @@ from recfunnel.layers.moe import FeatureGate, Gate, SelfGate, gate_mass
 from recfunnel.metrics import auc
 from recfunnel.models.multitask import build_ranker, count_parameters, task_metrics, trace
 from recfunnel.notebook import glue, setup, show_source
-from recfunnel.recipes.home import (
-    fit_ranker,
-    ranker_configs,
-    ranker_row,
-    ranker_runs,
-    ranker_summary,
-)
-from recfunnel.study import Verdict, claims_table, compare, judge_better, report_commit, seed_gap
+from recfunnel.recipes import home as recipe
+from recfunnel.study import Verdict, claims_table, compare, judge_better, seed_gap
 
 device, size = setup("home", PROFILE, SEED, DEVICE)
 
@@ -206,12 +213,13 @@ glue("hm_corr_across", float(across))
 show_source(Gate)
 
 # %%
-configs = ranker_configs(size)  # every ranker of the chapter, by name (recfunnel.recipes)
+configs = recipe.ranker_configs(size)  # every ranker of the chapter, by name (recfunnel.recipes)
 
 
 def train_ranker(name: str, seed: int = SEED) -> tuple[torch.nn.Module, dict]:
     """Train ``configs[name]`` as the benchmark does (``recipes.home.fit_ranker``); its record."""
-    model, run = fit_ranker(configs[name], data, size, seed, SPARSE, device=DEVICE, desc=name)
+    model, run = recipe.fit_ranker(configs[name], data, size, seed, SPARSE, device=DEVICE,
+                                   desc=name)
     scores = run["tasks"]
     return model, run | run["diagnostics"] | {
         "scores": scores, "sparse_auc": np.mean([scores[t]["auc"] for t in SPARSE]),
@@ -252,19 +260,12 @@ plt.show()
 # %%
 mmoe_norm, runs["MMoE+norm"] = train_ranker("MMoE+norm")
 norm_trace = trace(mmoe_norm, test)
-
-
-def zero_shares(recorded) -> np.ndarray:
-    units = torch.cat([out.flatten(1) for out in recorded.outputs.values()], dim=1)
-    return (units.abs() <= 1e-3).float().mean(0).numpy()
-
-
 fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
 bins = np.linspace(0, 1, 21)
 for (name, recorded), color in zip({"MMoE (ReLU)": mmoe_trace,
                                     "MMoE (BN + Swish)": norm_trace}.items(), plots.PALETTE,
                                    strict=False):
-    left.hist(zero_shares(recorded), bins=bins, alpha=0.7, label=name, color=color)
+    left.hist(recipe.zero_shares(recorded), bins=bins, alpha=0.7, label=name, color=color)
     scales = recorded.outputs["task"].norm(dim=-1).mean(0).numpy()
     right.plot(range(len(scales)), scales, "o-", label=name, color=color)
 left.axvline(0.9, color="black", lw=1, ls="--")
@@ -481,39 +482,39 @@ glue("hm_overfit_mmoe", float(overfit.loc["MMoE", "gap"]))
 # of this chapter, and HoME changed in one respect at a time, exactly as above on three
 # seeds (the data stay the same; the initialisation and the batch order change).
 
+# %% [markdown]
+# What the cell does. Each trained ranker is stored as one row (`recipes.home.ranker_row`):
+# its per-task test AUC and GAUC, its expert diagnostics, its size and its time, the same
+# record `benchmarks/home_seeds.py` writes. At a profile that trains several seeds the rows
+# come from this run; at the others, from the committed benchmark, which ran every model
+# over three seeds at the `cpu` profile's sizes. Either way `recipes.home.seed_report`
+# turns the rows into per-run summaries (mean AUC over the sparse and the dense tasks, mean
+# GAUC) and into `study.Run` records, so that `study.compare` can pair HoME and MMoE seed by
+# seed. The first table shows each task's mean and spread over the seeds; a task whose
+# spread is as large as the gap between the two models cannot separate them.
+
 # %%
-own_rows = [ranker_row("MMoE", SEED, runs["MMoE"]),
-            ranker_row("HoME", SEED, runs["+ self-gate (HoME)"])]
+own_rows = [recipe.ranker_row("MMoE", SEED, runs["MMoE"]),
+            recipe.ranker_row("HoME", SEED, runs["+ self-gate (HoME)"])]
 for seed in range(SEED + 1, SEED + size.seeds):
     for name in ("MMoE", "HoME"):
-        own_rows.append(ranker_row(name, seed, train_ranker(name, seed=seed)[1]))
+        own_rows.append(recipe.ranker_row(name, seed, train_ranker(name, seed=seed)[1]))
 
-report_path = Path("../benchmarks/results/home_seeds.json")
-report = json.loads(report_path.read_text()) if report_path.exists() else None
-if size.seeds > 1 or report is None:
-    seed_rows, seed_source = own_rows, f"this run, {size.seeds} seed(s)"
-else:
-    seed_rows = report["runs"]
-    seed_source = f"benchmarks/home_seeds.py, {len({r['seed'] for r in seed_rows})} seeds"
+committed = recipe.load_seed_report(Path("../benchmarks/results/home_seeds.json"), SPARSE)
+seeds = (committed if size.seeds == 1 and committed is not None else
+         recipe.seed_report(own_rows, SPARSE, PROFILE, source=f"this run, {size.seeds} seed(s)"))
+seed_source = seeds.source
 print("seeds from:", seed_source)
 glue("hm_seed_source", seed_source)
-glue("hm_seed_commit", report_commit(report) if seed_rows is not own_rows else "this run")
-
-
-def per_task(rows: list[dict], model: str, metric: str) -> pd.DataFrame:
-    """[seeds, tasks] of one model's test metric."""
-    return pd.DataFrame([{t: r["tasks"][t][metric] for t in data.tasks}
-                         for r in rows if r["model"] == model])
-
-
+glue("hm_seed_commit", seeds.commit)
 table = {}
 for name in ("MMoE", "HoME"):
     for metric in ("auc", "gauc"):
-        frame = per_task(seed_rows, name, metric)
+        frame = seeds.per_task(name, metric)
         table[(name, metric.upper())] = {t: f"{frame[t].mean():.4f} ± {frame[t].std():.4f}"
                                          for t in data.tasks}
 display(pd.DataFrame(table).T)
-auc_frames = {name: per_task(seed_rows, name, "auc") for name in ("MMoE", "HoME")}
+auc_frames = {name: seeds.per_task(name, "auc") for name in ("MMoE", "HoME")}
 plots.metric_bars({name: frame.mean().to_dict() for name, frame in auc_frames.items()},
                   errors={name: frame.std().to_dict() for name, frame in auc_frames.items()},
                   baseline="MMoE", title=f"Test AUC per task, mean ± std ({seed_source})")
@@ -524,15 +525,10 @@ plt.show()
 # the expert diagnostics, for every model the seeds cover:
 
 # %%
-seeds_frame = pd.DataFrame([ranker_summary(r, SPARSE) for r in seed_rows])
-seeds_summary = seeds_frame.groupby("model", sort=False).agg(["mean", "std"])
+seeds_summary = seeds.summary()
 display(seeds_summary.style.format("{:.4f}", na_rep="-"))
 means = seeds_summary.xs("mean", axis=1, level=1)
-
-
-from_report = seed_rows is not own_rows
-seed_runs = ranker_runs(seed_rows, SPARSE, report["profile"] if from_report else PROFILE,
-                        report if from_report else None)
+seed_runs = seeds.runs
 for key, metric in (("sparse", "sparse AUC"), ("dense", "dense AUC"), ("gauc", "mean GAUC")):
     gap = compare(seed_runs, "HoME", "MMoE", metric)
     glue(f"hm_seed_gap_{key}", f"{gap.mean:+.4f}")
@@ -576,18 +572,17 @@ glue("hm_claim_ablations", "; ".join(f"{v}: {verdict.text}" for v, verdict in fi
 # three epochs, the kind of budget an online-learning system imposes. The models then
 # compare differently, because they do not learn equally fast:
 
+# %% [markdown]
+# The equal-budget runs come from the same benchmark with three epochs and no early
+# stopping, read by `recipes.home.load_seed_report` like the main runs; only the budget
+# differs, so any change in the gap is the budget's doing.
+
 # %%
-budget_path = Path("../benchmarks/results/home_seeds_3epochs.json")
-if budget_path.exists():
-    budget_report = json.loads(budget_path.read_text())
-    glue("hm_budget_commit", report_commit(budget_report))
-    budget = pd.DataFrame([ranker_summary(r, SPARSE) for r in budget_report["runs"]])
-    budget_summary = budget.groupby("model", sort=False)[
-        ["sparse AUC", "dense AUC", "mean GAUC"]].agg(["mean", "std"])
-    display(budget_summary.style.format("{:.4f}"))
-    budget_runs = ranker_runs(budget_report["runs"], SPARSE, budget_report["profile"],
-                              budget_report)
-    b_gap = compare(budget_runs, "HoME", "MMoE", "sparse AUC")
+budget = recipe.load_seed_report(Path("../benchmarks/results/home_seeds_3epochs.json"), SPARSE)
+if budget is not None:
+    glue("hm_budget_commit", budget.commit)
+    display(budget.summary(["sparse AUC", "dense AUC", "mean GAUC"]).style.format("{:.4f}"))
+    b_gap = compare(budget.runs, "HoME", "MMoE", "sparse AUC")
     claims["2'"] = Verdict.better("the same at an equal budget of three epochs", b_gap)
     glue("hm_budget_gap", str(b_gap))
     glue("hm_budget_verdict", claims["2'"].text)
@@ -622,14 +617,11 @@ else:
 # wants the same videos, only more or less strongly.
 
 # %%
-aligned_path = Path("../benchmarks/results/home_seeds_aligned.json")
-if aligned_path.exists():
-    aligned_report = json.loads(aligned_path.read_text())
-    glue("hm_aligned_commit", report_commit(aligned_report))
-    aligned = pd.DataFrame([ranker_summary(r, SPARSE) for r in aligned_report["runs"]])
-    aligned_summary = aligned.groupby("model", sort=False)[
-        ["sparse AUC", "dense AUC", "mean GAUC", "dead_units", "degradation"]].agg(
-        ["mean", "std"])
+aligned = recipe.load_seed_report(Path("../benchmarks/results/home_seeds_aligned.json"), SPARSE)
+if aligned is not None:
+    glue("hm_aligned_commit", aligned.commit)
+    aligned_summary = aligned.summary(["sparse AUC", "dense AUC", "mean GAUC", "dead_units",
+                                       "degradation"])
     display(aligned_summary.style.format("{:.4f}", na_rep="-"))
     a_means = aligned_summary.xs("mean", axis=1, level=1)
     glue("hm_aligned", ", ".join(f"{m} {a_means.loc[m, 'sparse AUC']:.4f}"
@@ -717,7 +709,7 @@ if real is not None:
     real_sparse = tuple(sorted(real.tasks, key=real.positive_rates().get)[:4])
     real_rows = {}
     for name in ("MMoE", "HoME"):
-        _, run = fit_ranker(configs[name], real, size, SEED, device=DEVICE, desc=name)
+        _, run = recipe.fit_ranker(configs[name], real, size, SEED, device=DEVICE, desc=name)
         scores = run["tasks"]
         real_rows[name] = {t: scores[t]["gauc"] for t in real.tasks} | {
             "sparse mean AUC": np.mean([scores[t]["auc"] for t in real_sparse])}
@@ -796,6 +788,45 @@ glue("hm_mmoe_degr", runs["MMoE"]["degradation"])
 # - **Effective view on KuaiRand.** No such flag; we derive it as a play of at least 7 s or
 #   at least half the video.
 # - **Task weights.** Equal.
+#
+# ## Pitfalls when you build it yourself
+#
+# - **BatchNorm needs shuffled batches and eval mode.** Its running statistics are
+#   estimated from each training batch, so time-ordered batches (one day, one user) skew
+#   them. The chapter shuffles every epoch (`train.shuffled`) and scores every model in
+#   eval mode, with the running statistics.
+# - **Mask the hierarchy on the gate's logits.** A task gate that may not use another
+#   group's experts must give them exactly zero weight: set their logits to $-\infty$
+#   before the softmax (`layers.moe.Gate`), so that the remaining weights still sum to 1.
+#   Multiplying the weights by a mask after the softmax leaves them summing to less.
+# - **Start the feature-gate at the identity.** With both low-rank factors random, each
+#   expert starts from arbitrarily rescaled features; with one factor zero, the gate starts
+#   at 1 and learns away from it.
+# - **Count dead units with one threshold.** Swish never outputs an exact zero, so a dead
+#   unit is one whose output is almost always below a small threshold; the same threshold
+#   for every model (`layers.moe.dead_unit_fraction`) keeps the comparison fair.
+# - **Sparse tasks are noisy.** At a fraction of a percent positives a task's AUC moves
+#   between seeds by more than most gaps between models, so the claims are judged over
+#   seeds, with enough test positives per task (the table of tasks gives their count).
+# - **GAUC leaves some users out.** A user whose impressions are all positives or all
+#   negatives has no AUC; `metrics.gauc` skips them and weights the others by their
+#   impressions. Say so whenever a GAUC is quoted.
+# - **Compare at similar size.** HoME has more experts than a default MMoE; the parameter
+#   counts above show how far apart the models are, and a gap between models of very
+#   different size says little about their structure.
+#
+# ## Summary
+#
+# - Multi-task rankers share experts between tasks; MMoE's gates decide how, and three
+#   things go wrong: experts collapse, gates degrade to the same mixture, and sparse tasks
+#   underfit their own experts.
+# - HoME answers each in turn: normalised experts with Swish, a hierarchy of shared, group
+#   and task experts, and cheap feature- and self-gates.
+# - The world of this chapter knows each task's true probability, so every model's AUC
+#   can be read against the best achievable one, and each fix's effect on its failure can
+#   be watched in the gates and the experts' outputs.
+# - Whether HoME beats MMoE depends on how much the tasks pull apart; the seeds, the equal
+#   budget and the world without conflict show how much.
 #
 # ## Exercises
 #

@@ -44,6 +44,19 @@
 #   with the same model fed the frozen vectors, over several seeds, on cold, long-tail and
 #   head items;
 # - do the same alignment on real text: MovieLens-100K's movie titles and genres.
+#
+# ```{admonition} Where this chapter's code lives
+# :class: tip
+#
+# | file | what it holds |
+# |---|---|
+# | `recfunnel/models/qarm.py` | the item aligner, the VQ and RQ codes, the ranker and its evaluation |
+# | `recfunnel/models/qarm_pretrain.py` | pair mining and the frozen pre-trained vectors |
+# | `recfunnel/layers/quantize.py` | k-means, residual quantisation and collision rates |
+# | `recfunnel/data/multimodal.py`, `recfunnel/data/text.py` | the multi-modal world and MovieLens as text |
+# | `recfunnel/recipes/qarm.py` | this chapter's experiment: world, alignment, codes, one ranker per variant |
+# | `benchmarks/qarm_scale.py` | the committed runs with more and more traffic |
+# ```
 
 # %% tags=["remove-cell"]
 # Cell 1 (Colab only): install the course's package. Elsewhere it is already installed.
@@ -87,7 +100,7 @@ from recfunnel.models import qarm, qarm_pretrain
 from recfunnel.notebook import glue, setup, show_source
 from recfunnel.recipes import qarm as recipe
 from recfunnel.retrieval import ExactIndex
-from recfunnel.study import Verdict, claims_table, exact_gap, seed_gap
+from recfunnel.study import Verdict, claims_table, exact_gap, report_commit, seed_gap
 from recfunnel.train import TrainConfig
 
 device, size = setup("qarm", PROFILE, SEED, DEVICE)
@@ -143,6 +156,12 @@ ax.set(xscale="log", yscale="log", xlabel="warm items, by rank",
        ylabel="training impressions", title="The long tail (cold items have none)")
 plt.show()
 glue("qa_head_share", float(popularity[: len(popularity) // 10].sum() / popularity.sum()))
+
+# %% [markdown]
+# How to read the figure: on log-log axes a power law is a straight line. The steeper it
+# falls, the more of the traffic goes to a few items, and the fewer impressions each tail
+# item, and each code id built from tail items, gets to learn from. Cold items are not on
+# the curve: they have no training impressions at all.
 
 # %% [markdown]
 # The most shown tenth of the warm items takes {glue:text}`qa_head_share:.0%` of the
@@ -231,7 +250,7 @@ plt.show()
 # cold, and compare with the true behaviour factor (an oracle vector).
 
 # %%
-held_out = qarm_pretrain.mine_pairs(*qarm_pretrain.clicks(data, valid | test), window=1)
+held_out = recipe.held_out_pairs(data)  # consecutive co-clicks, validation and test days
 cold_pairs = held_out[data.is_cold[held_out[:, 1]]]
 candidates = {"content": content, "frozen (raw) vector": raw, "aligned vector": aligned,
               "oracle: behaviour factor": behaviour}
@@ -301,9 +320,7 @@ display(pd.concat(tables, axis=1).style.format(precision=3))
 show_source(ResidualKMeans.encode)
 
 # %%
-codes = {name: qarm.build_codes(v, ~data.is_cold, size.vq_k, size.rq_levels, size.rq_size,
-                                seed=SEED)
-         for name, v in (("raw", raw), ("aligned", aligned))}
+codes = recipe.item_codes(data, aligned_run, size, SEED)  # of the raw and aligned vectors
 errors = codes["aligned"].residual.reconstruction_error(aligned).numpy()
 energy = float((aligned ** 2).mean())
 fig, ax = plt.subplots(figsize=(5, 3))
@@ -321,6 +338,12 @@ glue("qa_rq_error_monotone", bool(np.all(np.diff(errors) <= 1e-9)))
 # {glue:text}`qa_rq_error_last:.2f` after all of them. Fewer, coarser ids are easier to learn;
 # more levels and centroids separate items better. The **collision rate**, the share of
 # items whose full code another item also has, shows the trade-off:
+
+# %% [markdown]
+# The grid below refits the residual k-means on the warm items at three depths and three
+# code-book sizes and encodes every item, cold ones included, with each. It is a reading of
+# the trade-off, not a choice: the ranker keeps the profile's depth and size whatever the
+# grid shows, so nothing is picked on the test items.
 
 # %%
 glue("qa_levels", size.rq_levels)
@@ -398,6 +421,16 @@ show_source(qarm.QARMRanker.forward)
 # {glue:text}`qa_seeds` worlds (seeds {glue:text}`qa_seed_list`): the world, the alignment,
 # the codes and the rankers change with the seed.
 
+# %% [markdown]
+# What the cell does. `recipes.qarm.seed_study` runs the whole recipe on one world: stages
+# A and B (`align_items`), stage C (`item_codes`), and one ranker per variant
+# (`rank_variants`), with the held-out co-click Recall@10 of the raw and the aligned
+# vectors. The first seed reuses this chapter's world, alignment and codes; every other
+# seed draws a new world and runs everything again, which is what
+# `benchmarks/qarm_scale.py` repeats with more traffic. Every ranker of one seed sees the
+# same impressions in the same order, so the variants' gaps within a seed are not blurred
+# by different data.
+
 # %%
 glue("qa_patience", size.patience)
 seeds = list(range(SEED, SEED + size.seeds))
@@ -405,26 +438,12 @@ glue("qa_seeds", len(seeds))
 glue("qa_seed_list", ", ".join(map(str, seeds)))
 variants = list(recipe.VARIANTS)
 rows, recalls = [], []
-for seed in seeds:
-    if seed == SEED:
-        world, run, world_codes = data, aligned_run, codes
-    else:
-        world = recipe.qarm_world(size, seed)
-        run = recipe.align_items(world, size.d_align, size.window, size.align_epochs,
-                               size.align_batch, seed=seed, progress=False, device=DEVICE)
-        world_codes = {name: qarm.build_codes(v, ~world.is_cold, size.vq_k, size.rq_levels,
-                                              size.rq_size, seed=seed)
-                       for name, v in (("raw", run.raw), ("aligned", run.aligned))}
-    _, world_valid, world_test = world.split()
-    world_held = qarm_pretrain.mine_pairs(
-        *qarm_pretrain.clicks(world, world_valid | world_test), window=1)
-    recalls.append({"seed": seed, "raw": qarm.pair_recall(run.raw, world_held),
-                    "aligned": qarm.pair_recall(run.aligned, world_held)})
-    scores = recipe.rank_variants(world, {"raw": run.raw, "aligned": run.aligned}, world_codes,
-                                variants, size.d_emb, size.hidden, size.epochs,
-                                size.batch_size, size.lr, size.patience, seed=seed,
-                                progress=seed == SEED, device=DEVICE)
-    rows += [{"seed": seed, "variant": name} | s for name, s in scores.items()]
+for seed in seeds:  # the first seed reuses this chapter's world, alignment and codes
+    study = (recipe.seed_study(data, size, variants, seed, DEVICE, progress=True,
+                               run=aligned_run, codes=codes) if seed == SEED else
+             recipe.seed_study(recipe.qarm_world(size, seed), size, variants, seed, DEVICE))
+    recalls.append({"seed": seed} | study.recall)
+    rows += [{"seed": seed, "variant": name} | s for name, s in study.scores.items()]
 results = pd.DataFrame(rows)
 recalls = pd.DataFrame(recalls).set_index("seed")
 
@@ -433,6 +452,11 @@ recalls = pd.DataFrame(recalls).set_index("seed")
 #
 # Mean ± standard deviation over the seeds of test AUC and GAUC, and the AUC change over
 # the base model in percent, the unit of the paper's Table 1:
+
+# %% [markdown]
+# "AUC change %" is each seed's AUC over the base model's AUC on the same world, minus one,
+# averaged over the seeds: the unit of the paper's Table 1, where a few tenths of a percent
+# count as a large gain. "best epoch" shows how early validation stopped each variant.
 
 # %%
 def mean_std(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -484,6 +508,13 @@ ax.set(ylabel="AUC gain over base", title="Where the item inputs help")
 ax.legend(fontsize=8)
 plt.show()
 
+# %% [markdown]
+# Each claim is a gap between two variants' test AUC (or Recall@10), paired world by
+# world: `study.seed_gap` takes one value per seed for each side, and its standard error is
+# the spread of the per-seed differences. The test impressions of one world are many, so
+# the noise that matters here is the world's and the training's, which only several seeds
+# show; with one seed the gap has no standard error and every claim is not resolved.
+
 # %%
 def per_seed(name: str, column: str = "auc") -> np.ndarray:
     return results[results["variant"] == name].set_index("seed")[column].to_numpy()
@@ -512,22 +543,17 @@ claims = {"C1": Verdict.better("aligned vectors retrieve co-clicked items better
           "C6": Verdict.better("codes of aligned vectors beat codes of raw vectors",
                                raw_codes_gap),
           "—": Verdict.better("codes add to the aligned vector", on_top_gap)}
-glue("qa_recall_seeds", recall_gap.summary)
-glue("qa_claim_recall", claims["C1"].text)
+for claim, gap_key, verdict_key in (("C1", "recall_seeds", "recall"),
+                                    ("C2", "codes_vs_frozen", "codes"),
+                                    ("C3", "both_gap", "both"), ("C4", "cold_vs_head", "cold"),
+                                    ("C6", "raw_codes_gap", "raw_codes"),
+                                    ("—", "on_top_gap", "on_top")):
+    glue(f"qa_{gap_key}", claims[claim].gap.summary)
+    glue(f"qa_claim_{verdict_key}", claims[claim].text)
 glue("qa_recall_gap_mean", recall_gap.mean)
-glue("qa_codes_vs_frozen", gap_codes.summary)
-glue("qa_claim_codes", claims["C2"].text)
 glue("qa_codes_vs_frozen_mean", gap_codes.mean)
-glue("qa_both_gap", both_gap.summary)
-glue("qa_claim_both", claims["C3"].text)
-glue("qa_cold_vs_head", cold_vs_head.summary)
-glue("qa_claim_cold", claims["C4"].text)
 glue("qa_cold_gain_mean", float(cold_gain.mean()))
 glue("qa_head_gain_mean", float(head_gain.mean()))
-glue("qa_raw_codes_gap", raw_codes_gap.summary)
-glue("qa_claim_raw_codes", claims["C6"].text)
-glue("qa_on_top_gap", on_top_gap.summary)
-glue("qa_claim_on_top", claims["—"].text)
 change = results.groupby("variant", sort=False)["AUC change %"].mean()
 for name, key in (("base", "base"), ("+ frozen raw vector", "frozen_raw"),
                   ("+ frozen aligned vector", "frozen_aligned"), (codes_best, "codes")):
@@ -569,16 +595,19 @@ glue("qa_n_items", f"{data.n_items:,}")
 # frozen vector as the same catalogue gets more traffic. `benchmarks/qarm_scale.py` runs
 # this chapter's recipe at the `cpu` sizes with more and more impressions, three seeds each
 # (about 45 minutes on two CPU cores in all, so the chapter reads its committed results,
-# every `qarm_scale*.json`). These results come from an earlier version of the ranker,
-# which padded histories with the id $I$ instead of 0; the model was the same, but its
-# embedding rows were drawn in another order, so each number may differ from a rerun by
-# about the seed-to-seed spread of the table above:
+# every `qarm_scale*.json`): {glue:text}`qa_scale_commits`. A file without a recorded
+# commit comes from an earlier version of the ranker, which padded histories with the id
+# $I$ instead of 0 and shuffled its batches by another rule; the model was the same, but
+# its embedding rows were drawn in another order, so each of its numbers may differ from a
+# rerun by about the seed-to-seed spread of the table above:
 
 # %%
 scale_paths = sorted(Path("../benchmarks/results").glob("qarm_scale*.json"))
 if scale_paths:
-    scale = pd.DataFrame([run for path in scale_paths
-                          for run in json.loads(path.read_text())["runs"]])
+    scale_reports = {path.name: json.loads(path.read_text()) for path in scale_paths}
+    scale = pd.DataFrame([run for report in scale_reports.values() for run in report["runs"]])
+    glue("qa_scale_commits", "; ".join(f"{name}: commit {report_commit(report)}"
+                                       for name, report in scale_reports.items()))
     per_run = scale.pivot_table(index=["impressions", "seed"], columns="variant", values="auc")
     scale_gap = (per_run["+ VQ & RQ codes"] - per_run["+ frozen aligned vector"]).groupby(
         "impressions").agg(["mean", "std"])
@@ -609,7 +638,7 @@ if scale_paths:
 else:
     print("no benchmarks/results/qarm_scale*.json: run benchmarks/qarm_scale.py")
     for key in ("qa_scale_range", "qa_scale_gap_small", "qa_scale_gap_large",
-                "qa_scale_trend"):
+                "qa_scale_trend", "qa_scale_commits"):
         glue(key, "n/a")
     claims["C2'"] = Verdict.untested("the same with the most traffic of the benchmark",
                                      "no committed benchmark")
@@ -767,6 +796,41 @@ glue("qa_vq_k", size.vq_k)
 # - **How often the code books are rebuilt.** Re-running k-means permutes the centroid ids,
 #   so the learned code embeddings would mean something else; here they are built once.
 #
+# ## Pitfalls when you build it yourself
+#
+# - **Mine pairs from the training days only.** The trigger rule needs item vectors from
+#   behaviour; the chapter trains them on the training clicks (`qarm_pretrain`), and the
+#   validation and test co-clicks are used only to score the alignment. Pairs mined from
+#   the whole log leak the test days into the item vectors.
+# - **The VQ code is an item of the pool.** Its table has one row per pool item, not a small
+#   code book. For an item of the pool its nearest neighbour is itself, so its code partly
+#   acts as its own id; cold items are never in the pool and never see their own id.
+#   Exercise 1 builds the codes without self.
+# - **Codes collide.** With a small code book many items share a full code. Report the
+#   collision rate, as the code-grid table does, and never use a code as a unique key.
+# - **Re-fitting k-means renames the clusters.** A new seed or new items permute the
+#   centroid ids, and the ranker's code embeddings then mean something else. Fix the seed,
+#   and rebuild the code books only together with a retrained ranker.
+# - **Quantisation here has no encoder and no straight-through gradient.** The codes come
+#   from k-means on the frozen aligned vectors; the ranker learns an embedding per code id,
+#   not the quantiser.
+# - **In-batch negatives can be positives.** With few topics and large batches two items of
+#   the same topic meet in a batch as a negative pair, and the alignment learns to push them
+#   apart. Keep the topics many against the batch size.
+# - **A relative gain is not an AUC point.** The paper's Table 1 reports relative changes
+#   of AUC; compare this book's "AUC change %" column with it, not its absolute AUCs.
+#
+# ## Summary
+#
+# - QARM fixes two mismatches between a multi-modal item vector and a ranker: the vector
+#   ignores behaviour (alignment to co-click pairs fixes that), and a frozen vector cannot
+#   be trained by the ranker (codes that the ranker learns embeddings for fix that).
+# - The four stages are small and separate: mine item pairs, align the content to them,
+#   quantise the aligned vectors into VQ and RQ codes, add the codes to the ranker.
+# - The world of this chapter controls how far content and behaviour disagree, which items
+#   are cold, and how much traffic each code id gets; the claims are judged over seeds, by
+#   item group and with more traffic.
+#
 # ## Exercises
 #
 # 1. **Self in the VQ code.** Rebuild the codes with `keep_self=False` and train the
@@ -836,6 +900,15 @@ same = [len(set(data.item_topic[np.flatnonzero(full_code == code)])) == 1
         for code in full_code[shared].unique()]
 print(f"{shared.mean():.1%} of items share their code; "
       f"{np.mean(same) if same else float('nan'):.1%} of shared codes hold a single topic")
+
+# %% [markdown]
+# 4. **Balanced clusters.** Plain k-means on popularity-skewed vectors gives clusters of
+#    very different sizes. Count the items per level-1 cluster, then cap each cluster's
+#    size when assigning items and retrain the "+ RQ code" ranker. Does the tail gain?
+#    (Balanced quantisation belongs to later work, not to QARM.)
+# 5. **A wider pool.** Build the VQ code from the aligned vectors of all items, cold ones
+#    included, with `keep_self=False`. What changes for a cold item's code, and why is this
+#    no longer a fair test of cold start?
 
 # %% [markdown]
 # ## References

@@ -90,3 +90,68 @@ def test_seed_verdicts_judge_what_ran_and_say_what_did_not():
     assert gap is None and verdict.outcome is Outcome.NOT_RESOLVED and verdict.reason
     assert table.loc["DimeRec minus ComiRec-SA", "gap"] == "not run"
     assert math.isfinite(judged["vs_sasrec"][0].se)
+
+
+def test_genre_matrix_and_first_genres_follow_the_item_table():
+    import pandas as pd
+
+    from recfunnel.data.movielens import MovieLens, first_genres, genre_matrix, genre_names
+
+    items = pd.DataFrame({"item_id": [2, 1, 3], "title": ["b", "a", "c"],
+                          "year": [1990, 1991, 1992],
+                          "genres": [("Drama", "Action"), ("Comedy",), ()]})
+    data = MovieLens("tiny", pd.DataFrame(columns=["user_id", "item_id"]), items)
+    assert genre_names(data) == ["Action", "Comedy", "Drama"]
+    matrix = genre_matrix(data, n_items=4)
+    assert matrix.tolist() == [[False, False, False], [False, True, False],
+                               [True, False, True], [False, False, False]]  # row 0: padding
+    # in item-id order: item 1 Comedy, item 2 Drama (its first genre), item 3 none -> 0
+    assert first_genres(data).tolist() == [1, 2, 0]
+
+
+def _capacity(memory_size: int, n_experts: int, level: float, users: int = 400):
+    import numpy as np
+
+    from recfunnel.recipes.elastic import Capacity
+
+    noise = np.random.default_rng(memory_size + n_experts).normal(0, 0.01, (3, users))
+    return Capacity(memory_size, n_experts, level + noise, encoder_gflop=0.01)
+
+
+def test_capacity_verdicts_test_the_declared_points_not_the_best():
+    from recfunnel.recipes.elastic import capacity_curves, expert_verdict, memory_verdict
+
+    settings = [_capacity(1024, k, level) for k, level in ((2, 0.20), (8, 0.25), (16, 0.30))]
+    settings += [_capacity(0, 8, 0.22), _capacity(4096, 8, 0.27)]
+    banks, experts = capacity_curves(settings, memory_size=1024, n_experts=8)
+    assert [s.memory_size for s in banks] == [0, 1024, 4096]
+    assert [s.n_experts for s in experts] == [2, 8, 16]
+    assert memory_verdict(banks).outcome is Outcome.HELD  # 4096 slots vs none
+    # the middle count rises above the smallest but the largest is 20 % better still:
+    # "then saturate" fails, although k=16 is the best point
+    verdict = expert_verdict(experts, margin=0.05)
+    assert [part.outcome for part in verdict.parts] == [Outcome.HELD, Outcome.NOT_HELD]
+    assert verdict.outcome is Outcome.NOT_HELD
+    assert memory_verdict(banks[1:]).outcome is Outcome.NOT_RESOLVED  # no "no memory" run
+    assert expert_verdict(experts[:2], 0.05).reason == "no expert sweep"
+
+
+def test_home_seed_report_pairs_models_seed_by_seed():
+    from recfunnel.recipes.home import seed_report
+    from recfunnel.study import compare
+
+    def row(model, seed, auc):
+        tasks = {t: {"auc": auc + (0.01 if t == "like" else 0.0), "gauc": auc}
+                 for t in ("click", "like")}
+        return {"model": model, "seed": seed, "tasks": tasks, "diagnostics": {},
+                "parameters": 1, "seconds": 1.0, "best_epoch": 1}
+
+    rows = [row("MMoE", s, 0.70 + 0.01 * s) for s in range(3)]
+    rows += [row("HoME", s, 0.71 + 0.01 * s + 0.0005 * s) for s in range(3)]
+    report = seed_report(rows, sparse=("like",), profile="smoke")
+    assert report.per_task("HoME", "auc").shape == (3, 2)
+    gap = compare(report.runs, "HoME", "MMoE", "sparse AUC")
+    assert gap.mean == pytest.approx(0.0105)  # paired: the seeds' common shift cancels
+    assert gap.se < 0.001
+    summary = report.summary(["sparse AUC"])
+    assert summary.loc["MMoE", ("sparse AUC", "mean")] == pytest.approx(0.72)

@@ -1,6 +1,7 @@
 """The figures every chapter reuses, in one consistent style.
 
-``training_curves`` (a ``train.History``), ``metric_bars`` (models side by side, with
+``training_curves`` (a ``train.History``), ``validation_curves`` (several models'
+validation metric per epoch), ``metric_bars`` (models side by side, with
 error bars over seeds), ``heatmap`` (gates, attention, similarity) and ``funnel_chart``
 (the six stages of the funnel, one stage highlighted). Each returns the matplotlib
 ``Figure`` and draws into ``ax`` when one is given.
@@ -84,6 +85,24 @@ def training_curves(history, metrics: Iterable[str] | None = None, title: str = 
         metric_ax.legend()
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def validation_curves(histories: Mapping[str, object], metric: str = "ndcg@10",
+                      baseline: float | None = None, baseline_label: str = "popularity",
+                      title: str = "Learning curves", ax=None) -> Figure:
+    """One validation curve per model (``histories[model]``: a ``train.History``), and a
+    baseline's value as a dashed line."""
+    fig, ax = _axes(ax, figsize=(6.5, 3.4))
+    for color, (name, history) in zip(PALETTE, histories.items(), strict=False):
+        ax.plot(history.column("epoch"), history.column(metric), marker="o", ms=3,
+                color=color, label=name)
+    if baseline is not None:
+        ax.axhline(baseline, color=BASELINE_COLOR, ls="--", label=baseline_label)
+    ax.set(xlabel="epoch", ylabel=f"validation {metric.upper()}",
+           title=title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -25,7 +25,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 
 from recfunnel.data.download import ChecksumError, DataUnavailableError, download, extract
 
@@ -171,6 +173,28 @@ def load_ml1m() -> MovieLens:
         archive = download(ML1M_URL, home / "ml-1m.zip", ML1M_MD5, algorithm="md5")
         extract(archive, home)
     return parse_ml1m(home / "ml-1m")
+
+
+def genre_names(data: MovieLens) -> list[str]:
+    """The genres of the catalogue, sorted (their index is the genre's id)."""
+    return sorted({g for gs in data.items["genres"] for g in gs})
+
+
+def genre_matrix(data: MovieLens, n_items: int) -> torch.Tensor:
+    """[n_items, G] booleans: the genres of every film (row 0, padding, has none)."""
+    index = {g: i for i, g in enumerate(genre_names(data))}
+    matrix = torch.zeros(n_items, len(index), dtype=torch.bool)
+    for item_id, gs in zip(data.items["item_id"], data.items["genres"], strict=True):
+        matrix[int(item_id), [index[g] for g in gs]] = True
+    return matrix
+
+
+def first_genres(data: MovieLens) -> np.ndarray:
+    """[items] each film's first genre id in item-id order (0 also for a film without
+    genres), the label of chapter 4's genre probe."""
+    index = {g: i for i, g in enumerate(genre_names(data))}
+    return np.array([index[gs[0]] if gs else 0 for gs in
+                     data.items.sort_values("item_id")["genres"]], dtype=np.int64)
 
 
 def side_features(data: MovieLens) -> pd.DataFrame:

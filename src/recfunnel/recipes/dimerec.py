@@ -8,6 +8,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from recfunnel.data.movielens import MovieLens, first_genres
 from recfunnel.data.sequences import (
     SeqBatch,
     SequentialSplit,
@@ -23,7 +25,13 @@ from recfunnel.data.sequences import (
     every_target,
     next_item_metrics,
 )
-from recfunnel.metrics import metrics_from_ranks
+from recfunnel.metrics import (
+    category_coverage,
+    intra_list_diversity,
+    linear_probe,
+    metrics_from_ranks,
+)
+from recfunnel.models.baselines import SASRec
 from recfunnel.models.dimerec import (
     ComiRecSA,
     DimeRec,
@@ -98,6 +106,37 @@ def fit_contender(name: str, cfg: DimeRecConfig | None, split: SequentialSplit,
     return model.eval(), history, time.perf_counter() - start
 
 
+@dataclass
+class SeedRuns:
+    """Contenders trained over seeds: the last seed's model and history per name, its
+    training seconds, and every user's test metrics per seed (name -> metric -> [S, U])."""
+
+    models: dict[str, nn.Module] = field(default_factory=dict)
+    histories: dict[str, History] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    users: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def mean_users(self) -> dict[str, dict[str, np.ndarray]]:
+        """Each user's metrics averaged over the seeds (name -> metric -> [U])."""
+        return {name: {k: v.mean(0) for k, v in metrics.items()}
+                for name, metrics in self.users.items()}
+
+
+def train_over_seeds(names: Sequence[str], contenders: Mapping[str, DimeRecConfig | None],
+                     split: SequentialSplit, size: DimeRecSize, seed: int,
+                     device: str = "auto") -> SeedRuns:
+    """``fit_contender`` for each name over the profile's seeds ``seed, seed + 1, ...``."""
+    runs, per_seed = SeedRuns(), {}
+    for s in range(seed, seed + size.seeds):
+        for name in names:
+            set_seed(s)
+            model, runs.histories[name], runs.seconds[name] = fit_contender(
+                name, contenders[name], split, size, s, device=device)
+            runs.models[name] = model
+            per_seed.setdefault(name, []).append(per_user(model, split))
+    runs.users = {name: {k: np.stack([run[k] for run in seeds]) for k in seeds[0]}
+                  for name, seeds in per_seed.items()}
+    return runs
 
 
 def per_user(model: nn.Module, split: SequentialSplit, ks: Sequence[int] = (10, 20, 50)
@@ -194,3 +233,73 @@ def seed_verdicts(runs: Sequence[Run], comparisons: Mapping[str, tuple[str, str,
                      "gap": verdict.gap.summary if verdict.gap else "not run",
                      "verdict": verdict.text})
     return pd.DataFrame(rows).set_index("comparison"), judged
+
+
+@dataclass
+class ReverseTrail:
+    """One user's deterministic generation, step by step: the step t, the cosine of the
+    predicted x0 with each of the user's K guidance interests [T, K] and with the true next
+    item [T], and that item's rank among all items [T]."""
+
+    steps: list[int]
+    to_interest: np.ndarray
+    to_target: list[float]
+    ranks: list[int]
+
+
+@torch.no_grad()
+def reverse_trail(model: DimeRec, row: SeqBatch, seed: int) -> ReverseTrail:
+    """Follow ``model``'s reverse chain for the one user of ``row`` (all T steps)."""
+    row = row.to(next(model.parameters()).device)
+    trail: list = []
+    model.generate(row, steps=None, seed=seed, trajectory=trail)
+    interests = model.guidance(row)[0]  # [K, d]
+    items = model.gem.items()  # [V, d]
+    target = items[row.target_ids[0]]
+    return ReverseTrail(
+        steps=[t for t, _, _ in trail],
+        to_interest=np.array([(interests @ x0[0]).cpu().numpy() for _, _, x0 in trail]),
+        to_target=[float(target @ x0[0]) for _, _, x0 in trail],
+        ranks=[int((items[1:] @ x0[0] > target @ x0[0]).sum()) + 1 for _, _, x0 in trail])
+
+
+def genre_diversity(lists: Mapping[str, torch.Tensor], genres: torch.Tensor
+                    ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Per top-50 list ([B, 50] item ids): genres covered, intra-list diversity and distinct
+    items over all users; and each user's genre coverage [B], for paired comparisons."""
+    coverage = {name: category_coverage(ids, genres).float().numpy()
+                for name, ids in lists.items()}
+    frame = pd.DataFrame({
+        name: {"genres in top-50": float(coverage[name].mean()),
+               "ILD@50": intra_list_diversity(ids, genres.float()).mean().item(),
+               "distinct items (all users)": len(torch.unique(ids))}
+        for name, ids in lists.items()}).T
+    return frame, coverage
+
+
+def item_tables(models: Mapping[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """Each contender's item embeddings [V, d]: SASRec's table, ComiRec-SA's and
+    DimeRec's item vectors (DimeRec's on the sphere)."""
+    return {name: (model.item_emb.weight if isinstance(model, SASRec) else
+                   model.gem.items() if isinstance(model, DimeRec) else model.items()
+                   ).detach().cpu() for name, model in models.items()}
+
+
+def genre_probes(models: Mapping[str, nn.Module], movielens: MovieLens, test: SeqBatch,
+                 seed: int) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, float]]:
+    """Linear probes of the first genre: from each item embedding (accuracy per item, on
+    the same folds for every model) and from each test user's vector to the next film's
+    genre; the table, the per-item accuracies and the majority-class baselines."""
+    first_genre = torch.as_tensor(first_genres(movielens))  # [items], by item id order
+    item_ids = torch.as_tensor(np.sort(movielens.items["item_id"].to_numpy()))
+    target_genre = first_genre[test.target_ids - 1]
+    per_item = {name: linear_probe(table[item_ids], first_genre, seed=seed, reduce=False)
+                for name, table in item_tables(models).items()}
+    frame = pd.DataFrame({
+        name: {"item embedding -> first genre": per_item[name].mean(),
+               "user vector -> next film's genre": linear_probe(
+                   probe_vectors(model, test), target_genre, seed=seed)}
+        for name, model in models.items()}).T
+    majority = {"items": float(torch.bincount(first_genre).max() / len(first_genre)),
+                "users": float(torch.bincount(target_genre).max() / len(target_genre))}
+    return frame, per_item, majority

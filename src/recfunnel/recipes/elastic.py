@@ -21,14 +21,22 @@ from recfunnel.data.sequences import (
     cut_points,
     next_item_metrics,
 )
+from recfunnel.layers.memory import slot_usage
 from recfunnel.metrics import ranking_metrics
 from recfunnel.models.baselines import SASRec
-from recfunnel.models.elastic import Elastic, ElasticConfig
+from recfunnel.models.elastic import (
+    Elastic,
+    ElasticConfig,
+    encode_batches,
+    encoder_gflop,
+    expert_similarity,
+)
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig
 from recfunnel.profiles import ElasticSize
 from recfunnel.recipes import NEXT_ITEM, fit_next_item, fit_recbole_sasrec
 from recfunnel.recipes.kuaiformer import fit_kuaiformer
 from recfunnel.runtime import set_seed
+from recfunnel.study import Verdict, paired_gap
 from recfunnel.train import History, TrainConfig, shuffled
 
 
@@ -38,8 +46,6 @@ def elastic_config(size: ElasticSize, n_items: int, max_len: int, **changes) -> 
                          d_ffn=2 * size.d_model, n_experts=size.n_experts,
                          memory_size=size.memory_size, top_c=size.top_c, p_dropout=0.1)
     return dataclasses.replace(base, **changes)
-
-
 
 
 # --------------------------------------------------------------------------- MovieLens-100K
@@ -160,3 +166,155 @@ def ratios_at(report: Mapping[str, Any], length: int = 4_096) -> pd.DataFrame:
             "ELASTIC training memory (% of it)":
                 100 * elastic["train_peak_mib"] / other["train_peak_mib"]}
     return pd.DataFrame(rows).T
+
+
+# --------------------------------------------------------------------------- capacity sweeps
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """One (memory size, expert count) setting of the sweeps: per-user test NDCG@10 per
+    seed [S, U] and the encoder's operations per user."""
+
+    memory_size: int
+    n_experts: int
+    per_user: np.ndarray
+    encoder_gflop: float
+
+    @property
+    def ndcg(self) -> float:
+        return float(self.per_user.mean())
+
+    @property
+    def per_seed(self) -> list[float]:
+        return [float(row.mean()) for row in self.per_user]
+
+
+def capacity_from_report(report: Mapping[str, Any]) -> list[Capacity]:
+    """The settings of a ``benchmarks/elastic_capacity.py`` report, seeds in order."""
+    by_setting: dict[tuple[int, int], list[Mapping[str, Any]]] = {}
+    for row in report["rows"]:
+        by_setting.setdefault((row["memory_size"], row["n_experts"]), []).append(row)
+    settings = []
+    for (memory_size, k), rows in by_setting.items():
+        rows = sorted(rows, key=lambda row: row["seed"])
+        settings.append(Capacity(memory_size, k, np.array([r["per_user_ndcg@10"] for r in rows]),
+                                 rows[0]["encoder_gflop"]))
+    return settings
+
+
+def capacity_curves(settings: list[Capacity], memory_size: int, n_experts: int
+                    ) -> tuple[list[Capacity], list[Capacity]]:
+    """The memory curve at ``n_experts`` experts and the expert curve at ``memory_size``
+    slots, each in increasing order."""
+    banks = sorted((s for s in settings if s.n_experts == n_experts),
+                   key=lambda s: s.memory_size)
+    experts = sorted((s for s in settings if s.memory_size == memory_size),
+                     key=lambda s: s.n_experts)
+    return banks, experts
+
+
+MEMORY_CLAIM = "the memory adds capacity at constant compute (largest memory beats none)"
+EXPERT_CLAIM = "more experts help, then saturate"
+
+
+def memory_verdict(banks: list[Capacity]) -> Verdict:
+    """Claim 4: the largest memory beats no memory, paired by user and seed."""
+    if len(banks) < 2 or banks[0].memory_size != 0:
+        return Verdict.untested(MEMORY_CLAIM, "no memory sweep")
+    gap = paired_gap(banks[-1].per_user, banks[0].per_user, a=f"N={banks[-1].memory_size}",
+                     b="no memory", metric="ndcg@10")
+    return Verdict.better(MEMORY_CLAIM, gap)
+
+
+def expert_verdict(experts: list[Capacity], margin: float) -> Verdict:
+    """Claim 5, declared before reading the curve: the middle count of the sweep (not the
+    best one) beats the smallest, and the largest adds at most ``margin`` (a share of its
+    NDCG@10) on top."""
+    if len(experts) < 3:
+        return Verdict.untested(EXPERT_CLAIM, "no expert sweep")
+    low, middle, high = experts[0], experts[len(experts) // 2], experts[-1]
+    rise = paired_gap(middle.per_user, low.per_user, a=f"k={middle.n_experts}",
+                      b=f"k={low.n_experts}", metric="ndcg@10")
+    further = paired_gap(middle.per_user, high.per_user, a=f"k={middle.n_experts}",
+                         b=f"k={high.n_experts}", metric="ndcg@10")
+    return Verdict.all_of(EXPERT_CLAIM, [
+        Verdict.better("the middle count beats the smallest", rise),
+        Verdict.not_worse("the middle count is not worse than the largest", further,
+                          margin * further.mean_b)])
+
+
+def capacity_sweep(returns: ReturningInterests, size: ElasticSize, base: LongRun, seed: int,
+                   device: str = "auto") -> list[Capacity]:
+    """The profile's memory sizes and expert counts (each beside the profile's ELASTIC,
+    ``base``, already trained) on the returning-interest histories, one seed."""
+    changes = [{"memory_size": bank} for bank in size.bank_sizes if bank != size.memory_size]
+    changes += [{"n_experts": k} for k in size.expert_counts if k != size.n_experts]
+    settings = [Capacity(size.memory_size, size.n_experts, base.per_user["ndcg@10"][None],
+                         encoder_gflop(elastic_config(size, returns.n_items, size.long_len)))]
+    for change in changes:
+        cfg = elastic_config(size, returns.n_items, size.long_len, **change)
+        cfg = dataclasses.replace(cfg, memory_size=cfg.memory_size or None)
+        set_seed(seed)
+        run = long_run(f"ELASTIC, N={cfg.memory_size or 0}, k={cfg.n_experts}", Elastic(cfg),
+                       returns, size, seed, device)
+        settings.append(Capacity(cfg.memory_size or 0, cfg.n_experts,
+                                 run.per_user["ndcg@10"][None], encoder_gflop(cfg)))
+    return settings
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+LONG_CLAIM = "a long history pays: ELASTIC beats every truncated SASRec"
+
+
+def long_history_verdict(runs: dict[str, LongRun], elastic: str, long_len: int) -> Verdict:
+    """Claim 3 against every truncation at once (no baseline picked on the test users):
+    ELASTIC must beat each SASRec that reads fewer than ``long_len`` positions, so the
+    verdict is that of the hardest comparison."""
+    shorter = [name for name, run in runs.items()
+               if isinstance(run.model, SASRec) and run.model.cfg.max_len < long_len]
+    return Verdict.all_of(LONG_CLAIM, [
+        Verdict.better(f"ELASTIC beats {name}", paired_gap(
+            runs[elastic].per_user["ndcg@10"], runs[name].per_user["ndcg@10"], a=elastic,
+            b=name, metric="ndcg@10")) for name in shorter])
+
+
+@dataclass
+class Focus:
+    """Where the experts look on the returning-interest histories: the layer maps
+    [B, H, k, L] per layer, the positions of the returning interest [B, L], its share of
+    a history [B] and each expert's attention on it over that share [layers, k]
+    (1 = no preference)."""
+
+    maps: list[torch.Tensor]
+    returning: torch.Tensor
+    share: torch.Tensor
+    focus: np.ndarray
+
+
+def returning_focus(model: Elastic, test: WindowBatch, returns: ReturningInterests,
+                    n_users: int = 256) -> Focus:
+    """The experts' attention on the interest that returns, for the first ``n_users``
+    test users (the last ``len(test)`` users of ``returns``)."""
+    on = next(model.parameters()).device
+    probe = test[:n_users].to(on)
+    maps = model.expert_attention(probe.user_seq, probe.is_pad)  # per layer [B, H, k, L]
+    item_topic = torch.as_tensor(returns.item_topic, device=on)
+    target_topic = torch.as_tensor(returns.return_topic[-len(test):][:n_users], device=on)
+    returning = (item_topic[probe.user_seq] == target_topic[:, None]) & ~probe.is_pad
+    share = returning.float().sum(1) / (~probe.is_pad).float().sum(1)  # [B]
+    focus = [((attention * returning[:, None, None, :]).sum(-1).mean((0, 1))  # [k]
+              / share.mean()).cpu().numpy() for attention in maps]
+    return Focus(maps, returning, share, np.array(focus))
+
+
+def interest_usage(model: Elastic, batch: WindowBatch) -> tuple[dict[str, float], np.ndarray]:
+    """How much of the interest memory the users read (``slot_usage``) and how alike the
+    experts are: their mean off-diagonal cosine, and the [k, k] cosine matrix."""
+    states = encode_batches(model, batch)
+    k = model.cfg.n_experts
+    similarity = expert_similarity(states["experts"])
+    usage = slot_usage(states["slots"], model.cfg.memory_size) | {
+        "expert cosine (off-diagonal)": float(similarity[~torch.eye(k, dtype=torch.bool)].mean())}
+    return usage, similarity.numpy()

@@ -4,11 +4,16 @@ and taken away), trained and summarised as the chapter and ``benchmarks/home_see
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
 
 from recfunnel.data.impressions import Impressions
 from recfunnel.layers.moe import Activation, Norm
@@ -25,7 +30,7 @@ from recfunnel.models.multitask_baselines import MMoEConfig, PLEConfig, SharedBo
 from recfunnel.profiles import HoMESize
 from recfunnel.recipes import fit_multitask
 from recfunnel.runtime import resolve_device, set_seed
-from recfunnel.study import Run
+from recfunnel.study import Run, report_commit
 from recfunnel.train import TrainConfig
 
 HOME_STEPS = {  # chapter 5 adds HoME's fixes in the paper's order, after BN + Swish
@@ -120,3 +125,53 @@ def ranker_runs(rows: Sequence[Mapping[str, Any]], sparse: Sequence[str], profil
     return runs
 
 
+
+
+@dataclass
+class SeedReport:
+    """A ``benchmarks/home_seeds.py`` report (or this run's rows) read for chapter 5: the
+    stored rows, their summaries (one per run), the ``study.Run`` records for paired
+    comparisons, where they come from and the commit they ran at."""
+
+    rows: list[Mapping[str, Any]]
+    frame: pd.DataFrame
+    runs: list[Run]
+    source: str
+    commit: str
+
+    def summary(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Mean and std over seeds per model of the summary ``columns`` (all by default)."""
+        frame = self.frame if columns is None else self.frame[["model", *columns]]
+        return frame.groupby("model", sort=False).agg(["mean", "std"])
+
+    def per_task(self, model: str, metric: str) -> pd.DataFrame:
+        """[seeds, tasks] of one model's test ``metric`` ("auc" or "gauc")."""
+        return pd.DataFrame([{t: s[metric] for t, s in row["tasks"].items()}
+                             for row in self.rows if row["model"] == model])
+
+
+def seed_report(rows: Sequence[Mapping[str, Any]], sparse: Sequence[str], profile: str,
+                report: Mapping[str, Any] | None = None, source: str = "this run"
+                ) -> SeedReport:
+    """Read stored rows (``ranker_row``), from ``report`` when they come from one."""
+    return SeedReport(list(rows), pd.DataFrame([ranker_summary(r, sparse) for r in rows]),
+                      ranker_runs(rows, sparse, report["profile"] if report else profile,
+                                  report),
+                      source, report_commit(report) if report else "this run")
+
+
+def load_seed_report(path: Path, sparse: Sequence[str]) -> SeedReport | None:
+    """A committed ``benchmarks/home_seeds.py`` report, or None when it is not there."""
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    seeds = len({row["seed"] for row in report["runs"]})
+    return seed_report(report["runs"], sparse, report["profile"], report,
+                       f"benchmarks/home_seeds.py, {seeds} seeds")
+
+
+def zero_shares(recorded: Any) -> np.ndarray:
+    """Per expert output unit of a ``multitask.trace``: the share of inputs on which it
+    is zero (a unit zero on more than 90 % of them counts as dead)."""
+    units = torch.cat([out.flatten(1) for out in recorded.outputs.values()], dim=1)
+    return (units.abs() <= 1e-3).float().mean(0).numpy()

@@ -26,7 +26,7 @@ from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig
 from recfunnel.profiles import KuaiFormerSize
 from recfunnel.recipes import NEXT_ITEM, fit_next_item, fit_recbole_sasrec
 from recfunnel.runtime import resolve_device, set_seed
-from recfunnel.study import Gap, paired_gap, report_commit
+from recfunnel.study import Gap, Verdict, exact_gap, paired_gap, report_commit
 from recfunnel.train import History, TrainConfig
 
 TEST_KS = (10, 20, 50)
@@ -236,3 +236,28 @@ def peer_summary(report: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any
         "seeds": len(report.get("seeds", [0])),
         "commit": report_commit(report)}
     return table, values
+
+
+def compression_verdict(runs: dict[str, PlantedRun], pairs_ratio: float,
+                        margin: float) -> Verdict:
+    """Claim 2: the compressed long history is not worse than the raw one (``margin``: a
+    share of the raw run's NDCG@10, declared before the runs) and costs at most half its
+    attention pairs (``pairs_ratio``: raw over compressed, counted exactly)."""
+    gap = planted_gap(runs, "long compressed", "long raw", "ndcg@10")
+    return Verdict.all_of("compression is nearly free: not worse than the raw long "
+                          "history, at most half its attention pairs", [
+        Verdict.not_worse("compressed vs raw NDCG@10", gap, margin * gap.mean_b),
+        Verdict.better("raw / compressed attention pairs above 2",
+                       exact_gap(pairs_ratio, a="raw", b="compressed", metric="pairs ratio"),
+                       threshold=2.0)])
+
+
+def length_verdict(runs: dict[str, PlantedRun], shortest: int, margin: float) -> Verdict:
+    """Claim 4: 64 items beat the ``shortest`` history, and the compressed long history is
+    not worse than 64 items (``margin``: a share of the 64-item run's NDCG@10)."""
+    longer = planted_gap(runs, "k=4", f"n={shortest}", "ndcg@10")
+    long = planted_gap(runs, "long compressed", "k=4", "ndcg@10")
+    return Verdict.all_of("longer histories help: 64 items beat the shortest, and the "
+                          "compressed long history does not fall back", [
+        Verdict.better(f"64 items beat {shortest}", longer),
+        Verdict.not_worse("long compressed vs 64 items", long, margin * long.mean_b)])

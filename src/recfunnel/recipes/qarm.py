@@ -107,3 +107,43 @@ def rank_variants(data: MultiModalData, vectors: dict[str, torch.Tensor],
         results[name] = qarm.evaluate_ranker(model, data, test) | {
             "best_epoch": history.best_epoch}
     return results
+
+
+def item_codes(data: MultiModalData, run: Aligned, size: QARMSize, seed: int
+               ) -> dict[str, qarm.ItemCodes]:
+    """VQ and RQ codes of the raw and of the aligned vectors, the codebooks fitted on the
+    warm items only (cold items are encoded, never fitted on)."""
+    return {name: qarm.build_codes(vectors, ~data.is_cold, size.vq_k, size.rq_levels,
+                                   size.rq_size, seed=seed)
+            for name, vectors in (("raw", run.raw), ("aligned", run.aligned))}
+
+
+def held_out_pairs(data: MultiModalData) -> np.ndarray:
+    """Consecutive co-clicks of the validation and test days: the item-to-item targets."""
+    _, valid, test = data.split()
+    return mine_pairs(*clicks(data, valid | test), window=1)
+
+
+@dataclass
+class SeedStudy:
+    """One world's whole recipe: each variant's test scores and the held-out co-click
+    Recall@10 of the raw and the aligned vectors."""
+
+    scores: dict[str, dict[str, float]]
+    recall: dict[str, float]
+
+
+def seed_study(data: MultiModalData, size: QARMSize, variants: Sequence[str], seed: int,
+               device: str = "cpu", progress: bool = False, run: Aligned | None = None,
+               codes: dict[str, qarm.ItemCodes] | None = None) -> SeedStudy:
+    """Stages A-C and the rankers on one world (``run`` and ``codes``: already made)."""
+    if run is None:
+        run = align_items(data, size.d_align, size.window, size.align_epochs,
+                          size.align_batch, seed=seed, progress=False, device=device)
+    codes = codes if codes is not None else item_codes(data, run, size, seed)
+    held = held_out_pairs(data)
+    vectors = {"raw": run.raw, "aligned": run.aligned}
+    scores = rank_variants(data, vectors, codes, variants, size.d_emb, size.hidden,
+                           size.epochs, size.batch_size, size.lr, size.patience, seed=seed,
+                           progress=progress, device=device)
+    return SeedStudy(scores, {name: qarm.pair_recall(v, held) for name, v in vectors.items()})
