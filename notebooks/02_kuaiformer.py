@@ -774,6 +774,8 @@ display(claims_table(claims))
 # - Every claim is tested twice when it can be: on MovieLens-100K, where the truth is
 #   unknown and only held-out ratings judge, and on planted histories, where the number of
 #   interests and their order are known.
+# - Non-inferiority claims ("nearly free", "does not fall back") are judged against a
+#   margin declared before the runs, and reported as "not worse", never as held.
 #
 # ## Exercises
 
