@@ -19,9 +19,11 @@ from recfunnel.study import (
     claims_table,
     compare,
     exact_gap,
+    git_commit,
     judge_better,
     load_runs,
     paired_gap,
+    report_commit,
     run_variants,
     save_runs,
     seed_gap,
@@ -214,3 +216,29 @@ def test_judge_better_says_which_variant_the_runs_lack():
     assert judge_better(runs, "new beats old", "new", "old", "auc").outcome is Outcome.HELD
     missing = judge_better(runs, "new beats other", "new", "other", "auc")
     assert missing.text == "not resolved (the runs do not cover other)"
+
+
+def test_git_commit_is_dirty_for_code_but_not_for_rewritten_results(tmp_path):
+    """A benchmark that rewrites a committed result must not mark the next one's commit
+    dirty; a changed source file must."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text("{}")
+    (tmp_path / "src" / "m.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    clean = git_commit(tmp_path / "src")
+    assert len(clean) == 40 and not clean.endswith("+dirty")
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text('{"new": 1}')
+    assert git_commit(tmp_path / "src") == clean
+    (tmp_path / "src" / "m.py").write_text("x = 2\n")
+    assert git_commit(tmp_path / "src") == clean + "+dirty"
+    assert report_commit({"commit": clean + "+dirty"}) == clean[:12] + "+dirty"
+    assert report_commit({"commit": clean}) == clean[:12]

@@ -69,13 +69,16 @@ def package_version() -> str:
 
 
 def git_commit(root: str | Path | None = None) -> str:
-    """The commit of the checkout the package runs from, with "+dirty" when files differ
-    from it; "unknown" outside a git checkout (an installed wheel, Colab's copy)."""
+    """The commit of the checkout the package runs from, with "+dirty" when tracked files
+    other than committed results (``benchmarks/results/``, which one benchmark may rewrite
+    while the next starts) differ from it; "unknown" outside a git checkout (an installed
+    wheel, Colab's copy)."""
     root = Path(root) if root is not None else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ":/", ":(exclude,top)benchmarks/results"],
                                cwd=root, capture_output=True, text=True, check=True,
                                timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -96,7 +99,8 @@ def report_commit(report: Mapping[str, Any] | None) -> str:
     so."""
     if report is None:
         return "n/a"
-    return str(report.get("commit", "not recorded (older code)"))[:12]
+    commit = str(report.get("commit", "not recorded (older code)"))
+    return commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
 def write_report(path: str | Path, report: Mapping[str, Any]) -> Path:
