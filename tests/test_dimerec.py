@@ -27,6 +27,7 @@ from recfunnel.models.dimerec import (
     ComiRecSA,
     DimeRec,
     DimeRecConfig,
+    Guidance,
     ablation,
     best_interest,
     choose_sample_steps,
@@ -168,7 +169,7 @@ def test_losses_are_finite_and_every_module_learns():
 
 def test_raw_sequence_guidance_uses_the_newest_items():
     torch.manual_seed(0)
-    model, batch = DimeRec(tiny_config(guidance="last_k")), tiny_batch()
+    model, batch = DimeRec(tiny_config(guidance=Guidance.NEWEST_ITEMS)), tiny_batch()
     expected = torch.nn.functional.normalize(model.gem.item_emb(batch.user_seq[:, -3:]), dim=-1)
     assert torch.allclose(model.guidance(batch), expected)
 

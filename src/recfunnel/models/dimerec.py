@@ -18,6 +18,7 @@ and explained in chapter 4.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -31,7 +32,13 @@ from recfunnel.data.sequences import (
 )
 from recfunnel.layers.diffusion import NoiseSchedule, StepEmbedding, q_sample, sample
 
-GUIDANCE = ("comirec", "last_k")
+
+class Guidance(enum.Enum):
+    """What conditions the denoiser: the extractor's K interests (DimeRec's GEM, ComiRec-SA
+    style) or, as the ablation, the raw newest K items (no parameters)."""
+
+    EXTRACTED = "comirec"
+    NEWEST_ITEMS = "last_k"
 
 
 @dataclass(frozen=True)
@@ -52,12 +59,13 @@ class DimeRecConfig:
     recon_weight: float = 1.0  # lambda [proposed]
     ssm_weight: float = 1.0  # mu [proposed]
     sphere: bool = True  # False: the Euclidean ablation (no projection; tau is kept)
-    guidance: str = "comirec"  # "comirec" or "last_k" (the raw newest K items, no parameters)
+    guidance: Guidance = Guidance.EXTRACTED
     hidden: int = 256  # width of the denoiser MLP (4d)
 
     def __post_init__(self) -> None:
-        if self.guidance not in GUIDANCE:
-            raise ValueError(f"guidance must be one of {GUIDANCE}, got {self.guidance!r}")
+        if not isinstance(self.guidance, Guidance):
+            raise ValueError(f"guidance must be a Guidance ({', '.join(g.name for g in Guidance)}"
+                             f"), got {self.guidance!r}")
         if self.n_interests < 1 or self.n_interests > self.max_len:
             raise ValueError(f"n_interests must lie in [1, max_len={self.max_len}], "
                              f"got {self.n_interests}")
@@ -186,7 +194,7 @@ class DimeRec(nn.Module):
     """GEM -> guidance g [B, K, d]; DAM: noise the target's embedding, denoise it given g.
 
     Paper -> code: GEM_phi -> self.gem (or the newest K item embeddings when
-    ``guidance == "last_k"``), f_theta -> self.denoiser, Pi -> self.space.project,
+    ``Guidance.NEWEST_ITEMS``), f_theta -> self.denoiser, Pi -> self.space.project,
     L_gem / L_recon / L_ssm -> the three terms of forward(), the reverse chain ->
     generate(). The forward noise has per-coordinate variance 1/d [proposed], so a noised
     unit vector keeps an expected squared norm of 1 and the projection is a small correction.
@@ -204,7 +212,7 @@ class DimeRec(nn.Module):
     def guidance(self, batch: SeqBatch) -> torch.Tensor:
         """g [B, K, d] from the newest ``max_len`` items."""
         batch = batch.newest(self.cfg.max_len)
-        if self.cfg.guidance == "last_k":  # rule-based: the newest K items as they are
+        if self.cfg.guidance is Guidance.NEWEST_ITEMS:  # rule-based: the newest K items
             return self.space.project(self.gem.item_emb(batch.user_seq[:, -self.cfg.n_interests:]))
         return self.gem.interests(batch.user_seq, batch.is_pad)
 
@@ -283,7 +291,8 @@ def ablation(cfg: DimeRecConfig, name: str) -> DimeRecConfig:
     """The chapter's variants by name: "full", "no_gem_loss", "no_sphere" (Euclidean, the
     temperature kept), "no_temperature" (on the sphere, tau = 1), "last_k"."""
     variants = {"full": {}, "no_gem_loss": {"gem_weight": 0.0}, "no_sphere": {"sphere": False},
-                "no_temperature": {"temperature": 1.0}, "last_k": {"guidance": "last_k"}}
+                "no_temperature": {"temperature": 1.0},
+                "last_k": {"guidance": Guidance.NEWEST_ITEMS}}
     if name not in variants:
         raise KeyError(f"unknown variant {name!r}; choose one of {sorted(variants)}")
     return replace(cfg, **variants[name])
