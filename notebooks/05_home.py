@@ -574,8 +574,9 @@ glue("hm_claim_ablations", "; ".join(f"{v}: {verdict.text}" for v, verdict in fi
 
 # %% [markdown]
 # The equal-budget runs come from the same benchmark with three epochs and no early
-# stopping, read by `recipes.home.load_seed_report` like the main runs; only the budget
-# differs, so any change in the gap is the budget's doing.
+# stopping, read by `recipes.home.load_seed_report` like the main runs. The seeds and the
+# data are the same, only the budget differs, so a change in the gap beyond the noise of
+# both comparisons is the budget's doing; with three seeds that noise is itself rough.
 
 # %%
 budget = recipe.load_seed_report(Path("../benchmarks/results/home_seeds_3epochs.json"), SPARSE)
