@@ -27,7 +27,7 @@ from recfunnel.data.planted import plant_returning_interests, planted_world
 from recfunnel.data.world import World
 from recfunnel.models.elastic import Elastic, encoder_gflop
 from recfunnel.profiles import profile_for
-from recfunnel.recipes.elastic import elastic_config, long_run
+from recfunnel.recipes.elastic import capacity_configs, long_run
 from recfunnel.runtime import set_seed
 from recfunnel.study import provenance, write_report
 
@@ -51,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                                       seed=args.data_seed))
     returns = plant_returning_interests(world, size.long_len, size.long_gap, old_share=0.9,
                                         seed=args.data_seed)
-    base = elastic_config(size, returns.n_items, size.long_len)
-    configs = [base] + [dataclasses.replace(base, memory_size=bank or None)
-                        for bank in args.banks]
-    configs += [dataclasses.replace(base, n_experts=k) for k in args.experts]
+    configs = capacity_configs(size, returns.n_items, args.banks, args.experts)
     rows = []
     for seed in args.seeds:
         for cfg in configs:

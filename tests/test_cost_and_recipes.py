@@ -155,3 +155,17 @@ def test_home_seed_report_pairs_models_seed_by_seed():
     assert gap.se < 0.001
     summary = report.summary(["sparse AUC"])
     assert summary.loc["MMoE", ("sparse AUC", "mean")] == pytest.approx(0.72)
+
+
+def test_capacity_configs_change_one_thing_each():
+    from recfunnel.profiles import profile_for
+    from recfunnel.recipes.elastic import capacity_configs
+
+    size = profile_for("elastic", "smoke")
+    base, *others = capacity_configs(size, n_items=50, banks=[0, 4096], experts=[2])
+    assert base.max_len == size.long_len and base.memory_size == size.memory_size
+    changed = [[f for f in base.__dataclass_fields__ if getattr(base, f) != getattr(cfg, f)]
+               for cfg in others]
+    assert changed == [["memory_size"], ["memory_size"], ["n_experts"]]
+    assert others[0].memory_size is None  # 0 slots: the ablation without the memory
+    assert (others[1].memory_size, others[2].n_experts) == (4096, 2)

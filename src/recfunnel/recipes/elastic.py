@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,23 +244,31 @@ def expert_verdict(experts: list[Capacity], margin: float) -> Verdict:
                           margin * further.mean_b)])
 
 
+def capacity_configs(size: ElasticSize, n_items: int, banks: Sequence[int],
+                     experts: Sequence[int]) -> list[ElasticConfig]:
+    """The capacity sweep's models: the profile's ELASTIC on the returning-interest
+    histories first, then one per memory size in ``banks`` (0: no memory) and one per
+    expert count in ``experts``, each changed in that one respect only."""
+    base = elastic_config(size, n_items, size.long_len)
+    return ([base] + [dataclasses.replace(base, memory_size=bank or None) for bank in banks]
+            + [dataclasses.replace(base, n_experts=k) for k in experts])
+
+
 def capacity_sweep(returns: ReturningInterests, size: ElasticSize, base: LongRun, seed: int,
                    device: str = "auto") -> list[Capacity]:
     """The profile's memory sizes and expert counts (each beside the profile's ELASTIC,
-    ``base``, already trained) on the returning-interest histories, one seed."""
-    changes = [{"memory_size": bank} for bank in size.bank_sizes if bank != size.memory_size]
-    changes += [{"n_experts": k} for k in size.expert_counts if k != size.n_experts]
-    settings = [Capacity(size.memory_size, size.n_experts, base.per_user["ndcg@10"][None],
-                         encoder_gflop(elastic_config(size, returns.n_items, size.long_len)))]
-    for change in changes:
-        cfg = elastic_config(size, returns.n_items, size.long_len, **change)
-        cfg = dataclasses.replace(cfg, memory_size=cfg.memory_size or None)
+    ``base``, already trained) on the returning-interest histories, one seed; the
+    models of ``capacity_configs``, as ``benchmarks/elastic_capacity.py`` runs them."""
+    configs = capacity_configs(
+        size, returns.n_items, [b for b in size.bank_sizes if b != size.memory_size],
+        [k for k in size.expert_counts if k != size.n_experts])
+    runs = [base]
+    for cfg in configs[1:]:
         set_seed(seed)
-        run = long_run(f"ELASTIC, N={cfg.memory_size or 0}, k={cfg.n_experts}", Elastic(cfg),
-                       returns, size, seed, device)
-        settings.append(Capacity(cfg.memory_size or 0, cfg.n_experts,
-                                 run.per_user["ndcg@10"][None], encoder_gflop(cfg)))
-    return settings
+        runs.append(long_run(f"ELASTIC, N={cfg.memory_size or 0}, k={cfg.n_experts}",
+                             Elastic(cfg), returns, size, seed, device))
+    return [Capacity(cfg.memory_size or 0, cfg.n_experts, run.per_user["ndcg@10"][None],
+                     encoder_gflop(cfg)) for cfg, run in zip(configs, runs, strict=True)]
 
 
 # --------------------------------------------------------------------------- diagnostics
