@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from recfunnel.data.multimodal import make_multimodal
-from recfunnel.models import qarm
 from recfunnel.profiles import profile_for
 from recfunnel.recipes import qarm as recipe
 from recfunnel.study import provenance, write_report
@@ -46,15 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.perf_counter()
             data = make_multimodal(n_users=size.users, n_items=size.items,
                                    n_impressions=impressions, history=size.history, seed=seed)
-            aligned = recipe.align_items(data, size.d_align, size.window, size.align_epochs,
-                                       size.align_batch, seed=seed, progress=False)
-            vectors = {"raw": aligned.raw, "aligned": aligned.aligned}
-            codes = {name: qarm.build_codes(v, ~data.is_cold, size.vq_k, size.rq_levels,
-                                            size.rq_size, seed=seed)
-                     for name, v in vectors.items()}
-            scores = recipe.rank_variants(data, vectors, codes, args.variants, size.d_emb,
-                                        size.hidden, size.epochs, size.batch_size, size.lr,
-                                        size.patience, seed=seed, progress=False)
+            scores = recipe.seed_study(data, size, args.variants, seed).scores  # chapter 7's
             runs += [{"impressions": impressions, "seed": seed, "variant": name, **score}
                      for name, score in scores.items()]
             print(f"{impressions:>8,} seed {seed}: " + ", ".join(
