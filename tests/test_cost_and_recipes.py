@@ -72,7 +72,7 @@ def test_peer_summary_quotes_what_the_report_holds():
     assert set(values) == set(PEER_KEYS)
     assert values["parity_pct"] == "+5.0"  # 0.042 / 0.040 - 1
     assert values["kf_vs_sasrec"] == f"{100 * (0.030 / 0.042 - 1):+.1f}"
-    assert values["recbole_epoch_s"] == 10 and values["seeds"] == 2
+    assert values["recbole_epoch_s"] == 10 and values["seeds"] == "2 seeds"
     assert "after 12 s" in values["reached"] and values["commit"].startswith("not recorded")
     assert len(table) == 7
 

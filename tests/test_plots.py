@@ -57,3 +57,82 @@ def test_funnel_chart_highlights_one_stage():
     assert widths == sorted(widths, reverse=True)
     with pytest.raises(ValueError, match="not one of the stages"):
         plots.funnel_chart([1] * 6, highlight="recall")
+
+
+def test_export_figures_saves_each_shown_figure_at_the_slide_size(tmp_path, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.pylabtools import select_figure_formats
+    from PIL import Image
+
+    shell = InteractiveShell.instance()
+    try:
+        with pytest.raises(RuntimeError, match="inline"):
+            monkeypatch.setattr("IPython.get_ipython", lambda: shell)
+            plots.export_figures(tmp_path / "none")
+        select_figure_formats(shell, {"png"})  # what %matplotlib inline sets up
+        out = plots.export_figures(tmp_path / "02_kuaiformer")
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.plot([0, 1], [1, 0])
+        shown, _ = shell.display_formatter.format(fig)  # what plt.show() does
+        assert "image/png" in shown, "the page still gets its figure"
+        assert sorted(p.name for p in out.iterdir()) == ["fig-01.png", "fig-01.svg"]
+        width, height = Image.open(out / "fig-01.png").size
+        assert (width, height) == (round(plots.SLIDE_SIZE[0] * plots.SLIDE_DPI),
+                                   round(plots.SLIDE_SIZE[1] * plots.SLIDE_DPI))
+        assert tuple(fig.get_size_inches()) == (3, 2), "the page's figure keeps its size"
+    finally:
+        InteractiveShell.clear_instance()
+
+
+def test_table_rounds_wraps_and_drops_empty_columns():
+    import pandas as pd
+
+    frame = pd.DataFrame({"train_seconds": [665.558227, 1234.7], "ndcg@10": [0.0427081, 0.1],
+                          "empty": [np.nan, np.nan], "model": ["a", "b"]})
+    styled = plots.table(frame)
+    assert list(styled.data.columns) == ["train seconds", "ndcg@10", "model"]
+    rendered = styled.to_html()
+    for shown in (">665.5582<", ">1,235<", ">0.0427<", ">a<"):
+        assert shown in rendered, shown
+    assert "0.042708" not in rendered and "empty" not in rendered
+    custom = plots.table(frame, formats={"ndcg@10": "{:.2f}"}).to_html()
+    assert ">0.04<" in custom, "a column's own format wins"
+
+
+def test_mean_std_folds_the_two_columns_of_each_metric():
+    import pandas as pd
+
+    runs = pd.DataFrame({"model": ["a", "a", "b"], "auc": [0.7, 0.8, 0.6]})
+    folded = plots.mean_std(runs.groupby("model").agg(["mean", "std"]), digits=2)
+    assert folded.to_dict() == {"auc": {"a": "0.75 ± 0.07", "b": "0.60"}}
+
+
+def test_describe_gives_a_caption_and_alt_text_and_the_output_carries_them(monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.pylabtools import select_figure_formats
+
+    fig, (left, right) = plt.subplots(1, 2)
+    left.set(title="loss per epoch", xlabel="epoch", ylabel="loss")
+    right.set(title="recall", xlabel="k")
+    caption, alt = plots.describe(fig)
+    assert caption == "Loss per epoch; recall"
+    assert alt == ("Loss per epoch; recall. 2 panels: loss per epoch, x: epoch, y: loss; "
+                   "recall, x: k.")
+    shell = InteractiveShell.instance()
+    try:
+        monkeypatch.setattr("IPython.get_ipython", lambda: shell)
+        select_figure_formats(shell, {"png"})
+        plots.describe_figures()
+        _, metadata = shell.display_formatter.format(fig)
+        assert metadata["image/png"]["caption"] == caption
+    finally:
+        InteractiveShell.clear_instance()
+
+
+def test_log_axis_labels_only_the_major_ticks():
+    fig, ax = plt.subplots()
+    ax.plot([16, 64, 96], [1, 2, 3])
+    plots.log_axis(ax, ticks=[16, 64, 96])
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "64", "96"]
+    assert all(t.get_text() == "" for t in ax.get_xticklabels(minor=True))

@@ -21,6 +21,7 @@ from recfunnel.study import (
     exact_gap,
     git_commit,
     judge_better,
+    ledger_record,
     load_runs,
     paired_gap,
     report_commit,
@@ -202,6 +203,21 @@ def test_claims_table_renders_verdicts():
     assert list(table["verdict"]) == ["held", "not worse (margin 0.01)"]
     assert table.loc["1", "measured (a - b ± se)"] == "+0.1000 ± 0.0100"
     assert table.loc["1", "noise"] == "9 users and one seed"
+    assert "the paper" not in table
+
+
+def test_claims_table_and_ledger_carry_the_papers_statement():
+    verdicts = {"1": Verdict.better("a beats b", Gap("a", "b", "m", 0.1, 0.01, n_users=9)),
+                "2": Verdict.untested("c beats d", "not run")}
+    paper = {"1": "a is 3 % better (Table 2)"}
+    table = claims_table(verdicts, paper)
+    assert table.loc["1", "the paper"] == "a is 3 % better (Table 2)"
+    assert table.loc["2", "the paper"] == "(the course's own check)"
+    record = json.loads(ledger_record("Ch", "400M users", verdicts, paper))
+    assert [c["key"] for c in record["claims"]] == ["1", "2"]
+    assert record["claims"][1]["verdict"] == "not resolved (not run)"
+    with pytest.raises(KeyError, match="'3'"):
+        claims_table(verdicts, {"3": "a claim nobody judged"})
 
 
 def test_an_untested_claim_says_why():

@@ -52,6 +52,11 @@ def setup(chapter: str, profile: str, seed: int, device: str = "auto"):
     from recfunnel.runtime import environment_report, resolve_device, set_seed
 
     plots.use_style()
+    plots.describe_figures()
+    figures = os.environ.get("RECFUNNEL_FIGURES")  # set by `make book`
+    if figures:
+        named = sorted((ROOT / "notebooks").glob(f"[0-9][0-9]_{chapter}.ipynb"))
+        plots.export_figures(Path(figures) / (named[0].stem if named else chapter))
     set_seed(seed)
     resolved = resolve_device(device)
     size = profile_for(chapter, profile)
@@ -65,6 +70,11 @@ def show_source(obj: Any):
     from IPython.display import Markdown
 
     return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")
+
+
+def plural(count: int, noun: str) -> str:
+    """"1 seed", "3 seeds": a count with its noun, for the prose."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:
@@ -81,6 +91,39 @@ def glue(name: str, value: Any, display: bool = False) -> None:
             ipy_display(value)
         return
     myst_glue(name, value, display=display)
+
+
+# --------------------------------------------------------------------------- solutions
+
+
+def run_isolated(cell: str) -> None:
+    """Run ``cell`` in the kernel, then put back every variable and random generator as
+    they were, so that nothing after it depends on it (the tests run each exercise's
+    solution cells so: a chapter that still runs then also runs without them, as the
+    student copy does)."""
+    import random
+
+    import torch
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    names = dict(shell.user_ns)
+    generators = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    try:
+        result = shell.run_cell(cell)
+    finally:
+        for name in [n for n in shell.user_ns if n not in names]:
+            del shell.user_ns[name]
+        shell.user_ns.update(names)
+        random.setstate(generators[0])
+        np.random.set_state(generators[1])
+        torch.set_rng_state(generators[2])
+    result.raise_error()
+
+
+def load_ipython_extension(shell) -> None:
+    """``%load_ext recfunnel.notebook``: the ``%%isolated`` cell magic (``run_isolated``)."""
+    shell.register_magic_function(lambda line, cell: run_isolated(cell), "cell", "isolated")
 
 
 # --------------------------------------------------------------------------- executed notebooks

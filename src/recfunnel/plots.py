@@ -9,7 +9,9 @@ error bars over seeds), ``heatmap`` (gates, attention, similarity) and ``funnel_
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -33,9 +35,149 @@ STYLE = {
 }
 
 
+def table(frame, digits: int = 4, formats: Mapping[str, str] | None = None):
+    """A DataFrame as the book shows it: floats rounded to ``digits`` (large ones with
+    thousands separators and no decimals), columns that hold nothing dropped, and labels
+    that can wrap (underscores become spaces), so that no table runs off the page.
+    ``formats`` overrides the format of named columns. Returns a pandas ``Styler``."""
+    import pandas as pd
+
+    frame = frame.dropna(axis=1, how="all").copy()
+    frame.columns = [str(c).replace("_", " ") if not isinstance(c, tuple) else
+                     tuple(str(part).replace("_", " ") for part in c) for c in frame.columns]
+    overrides = {str(k).replace("_", " "): v for k, v in (formats or {}).items()}
+
+    def number(value) -> str:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            return str(value)
+        if pd.isna(value):
+            return "–"
+        if float(value).is_integer() and abs(value) >= 1 or abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}"
+
+    styled = frame.style.format(number)
+    for column, fmt in overrides.items():
+        styled = styled.format(fmt, subset=[column], na_rep="–")
+    return styled.set_table_styles([{"selector": "th", "props": "white-space: normal;"}])
+
+
+def mean_std(summary, digits: int = 4):
+    """A ``groupby(...).agg(["mean", "std"])`` table with one column per metric, each cell
+    "mean ± std" (the mean alone where the std is undefined), half as wide as the input."""
+    import pandas as pd
+
+    def cell(mean: float, std: float) -> str:
+        return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+    metrics = list(dict.fromkeys(summary.columns.get_level_values(0)))
+    return pd.DataFrame({m: [cell(a, b) for a, b in zip(summary[m]["mean"], summary[m]["std"],
+                                                        strict=True)] for m in metrics},
+                        index=summary.index)
+
+
 def use_style() -> None:
     """Apply the course's matplotlib style (chapters call it once, after imports)."""
     plt.rcParams.update(STYLE)
+
+
+def describe(figure: Figure) -> tuple[str, str]:
+    """A figure's caption and alt text, from what it says about itself: the title (or the
+    panels' titles) for the caption; the caption and each panel's axes for the alt text."""
+    panels = [ax for ax in figure.axes if ax.get_visible() and (ax.get_title() or
+                                                                 ax.get_xlabel())]
+    titles = [ax.get_title() for ax in panels if ax.get_title()]
+    caption = figure.get_suptitle() or "; ".join(titles[:3]) or "; ".join(
+        f"{ax.get_ylabel() or 'value'} against {ax.get_xlabel()}" for ax in panels[:3])
+    axes = [", ".join(part for part in (ax.get_title(), ax.get_xlabel() and
+                                        f"x: {ax.get_xlabel()}", ax.get_ylabel() and
+                                        f"y: {ax.get_ylabel()}") if part)
+            for ax in panels]
+    caption = (caption or "A figure")[0].upper() + (caption or "A figure")[1:]
+    alt = f"{caption}. " + (f"{len(axes)} panels: " if len(axes) > 1 else "") + "; ".join(axes)
+    return caption, alt.strip().rstrip(".") + "."
+
+
+def describe_figures() -> None:
+    """From now on, every figure the notebook shows carries its ``describe`` caption and
+    alt text in the output's metadata, where the book's build reads them (it numbers and
+    captions the figure and gives the image its alt text). Needs ``%matplotlib inline``;
+    elsewhere it does nothing."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        return
+    png = shell.display_formatter.formatters["image/png"]
+    try:
+        show_png = png.lookup_by_type(Figure)
+    except KeyError:
+        return
+
+    def with_description(figure: Figure):
+        shown = show_png(figure)
+        if shown is None:
+            return None
+        data, metadata = shown if isinstance(shown, tuple) else (shown, {})
+        caption, alt = describe(figure)
+        return data, {**metadata, "caption": caption, "alt": alt}
+
+    png.for_type(Figure, with_description)
+
+
+def log_axis(ax, axis: str = "x", ticks: Sequence[float] | None = None) -> None:
+    """A log scale whose tick labels cannot collide: plain numbers at the major ticks (at
+    ``ticks`` when given), no labels at the minor ones."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    scale = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    if ticks is not None:
+        scale.set_ticks(list(ticks))
+    scale.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    scale.set_minor_formatter(NullFormatter())
+
+
+SLIDE_SIZE = (10.0, 5.6)  # inches, about 16:9: every exported figure has this size
+SLIDE_DPI = 150
+
+
+def export_figures(directory: str | Path) -> Path:
+    """From now on, save every figure the notebook shows into ``directory`` as
+    ``fig-NN.png`` and ``fig-NN.svg`` at the slides' fixed size (``make book`` does this
+    for every chapter, into ``_build/figures/NN_name/``). The page keeps its own size.
+
+    It wraps the kernel's PNG formatter for figures, which both ``plt.show()`` and the
+    end of a cell go through, so it needs ``%matplotlib inline`` to have run."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        raise RuntimeError("export_figures runs inside a notebook kernel")
+    png = shell.display_formatter.formatters["image/png"]
+    try:
+        show_png = png.lookup_by_type(Figure)
+    except KeyError:
+        raise RuntimeError("export_figures needs the inline backend: run %matplotlib "
+                           "inline first") from None
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("fig-*"):
+        old.unlink()
+    count = 0
+
+    def save_then_show(figure: Figure):
+        nonlocal count
+        count += 1
+        shown_size = figure.get_size_inches().copy()
+        figure.set_size_inches(*SLIDE_SIZE)
+        for suffix in ("png", "svg"):
+            figure.savefig(directory / f"fig-{count:02d}.{suffix}", dpi=SLIDE_DPI)
+        figure.set_size_inches(*shown_size)
+        return show_png(figure)
+
+    png.for_type(Figure, save_then_show)
+    return directory
 
 
 def _subplots(*args, **kwargs):
@@ -102,7 +244,7 @@ def validation_curves(histories: Mapping[str, object], metric: str = "ndcg@10",
         ax.axhline(baseline, color=BASELINE_COLOR, ls="--", label=baseline_label)
     ax.set(xlabel="epoch", ylabel=f"validation {metric.upper()}",
            title=title)
-    ax.legend(fontsize=8)
+    ax.legend()
     fig.tight_layout()
     return fig
 
@@ -130,11 +272,15 @@ def metric_bars(
         color = BASELINE_COLOR if model == baseline else next(colors)
         bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, values, width, yerr=yerr,
                       capsize=3, label=model, color=color)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
-    ax.set_xticks(x, metrics)
+        if len(models) * len(metrics) <= 12:  # more labels than that would collide
+            ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+    # long group names wrap onto several lines, and many groups slant, so none overlap
+    ax.set_xticks(x, [textwrap.fill(str(m), 14) for m in metrics],
+                  rotation=30 if len(metrics) > 5 else 0, ha="right" if len(metrics) > 5
+                  else "center")
     ax.set_ylabel("value")
     ax.margins(y=0.15)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never on them
     if title:
         ax.set_title(title)
     fig.tight_layout()

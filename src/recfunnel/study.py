@@ -68,6 +68,16 @@ def package_version() -> str:
         return "unknown"
 
 
+def results_dir() -> Path:
+    """The committed benchmark results the chapters read: ``benchmarks/results/`` of the
+    checkout the package runs from, else the copy that a non-editable install (Colab's
+    ``pip install git+...``) puts under ``sys.prefix/share/recfunnel/results``."""
+    checkout = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "recfunnel" / "results"
+
+
 def git_commit(root: str | Path | None = None) -> str:
     """The commit of the checkout the package runs from, with "+dirty" when tracked files
     other than committed results (``benchmarks/results/``, which one benchmark may rewrite
@@ -475,14 +485,34 @@ def judge_better(runs: Sequence[Run], claim: str, a: str, b: str, metric: str,
     return Verdict.better(claim, compare(runs, a, b, metric), threshold)
 
 
-def claims_table(verdicts: Mapping[str, Verdict]):
-    """One row per claim: what was measured, with which noise, and the verdict."""
-    import pandas as pd
-
+def _claim_rows(verdicts: Mapping[str, Verdict], paper: Mapping[str, str]) -> list[dict]:
+    unknown = sorted(set(paper) - set(verdicts))
+    if unknown:
+        raise KeyError(f"paper statements for claims that were not judged: {unknown}")
     rows = []
     for key, v in verdicts.items():
         gaps = [v.gap] if v.gap is not None else [p.gap for p in v.parts if p.gap is not None]
-        rows.append({"#": key, "claim": v.claim, "measured (a - b ± se)": v.measured,
-                     "noise": "; ".join(dict.fromkeys(g.noise for g in gaps)),
+        rows.append({"key": key, "paper": paper.get(key, "(the course's own check)"),
+                     "claim": v.claim, "measured": v.measured,
+                     "noise": "; ".join(dict.fromkeys(g.noise for g in gaps)) or "—",
                      "verdict": v.text})
-    return pd.DataFrame(rows).set_index("#")
+    return rows
+
+
+def claims_table(verdicts: Mapping[str, Verdict], paper: Mapping[str, str] | None = None):
+    """One row per claim: what the paper says (when given), what this book tests, what was
+    measured, with which noise, and the verdict."""
+    import pandas as pd
+
+    rows = _claim_rows(verdicts, paper or {})
+    table = pd.DataFrame(rows).set_index("key").rename_axis("#").rename(columns={
+        "paper": "the paper", "claim": "this book tests", "measured": "measured (a - b ± se)"})
+    return table if paper else table.drop(columns="the paper")
+
+
+def ledger_record(title: str, scale: str, verdicts: Mapping[str, Verdict],
+                  paper: Mapping[str, str]) -> str:
+    """A chapter's claims as one JSON string, which the chapter glues under ``ledger`` and
+    the book's reproduction ledger collects (``recfunnel.book``)."""
+    return json.dumps({"title": title, "scale": scale,
+                       "claims": _claim_rows(verdicts, paper)})

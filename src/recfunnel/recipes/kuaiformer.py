@@ -23,6 +23,7 @@ from recfunnel.data.sequences import (
 )
 from recfunnel.metrics import ranking_metrics
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig
+from recfunnel.notebook import plural
 from recfunnel.profiles import KuaiFormerSize
 from recfunnel.recipes import NEXT_ITEM, fit_next_item, fit_recbole_sasrec
 from recfunnel.runtime import resolve_device, set_seed
@@ -233,7 +234,7 @@ def peer_summary(report: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any
         if reached is None else f"reached RecBole's best validation NDCG@10 after "
         f"{reached:.0f} s, against RecBole's {recbole['wall_seconds']:.0f} s in all",
         "kf_vs_sasrec": f"{100 * (best_kf / means['recfunnel SASRec'] - 1):+.1f}",
-        "seeds": len(report.get("seeds", [0])),
+        "seeds": plural(len(report.get("seeds", [0])), "seed"),
         "commit": report_commit(report)}
     return table, values
 
