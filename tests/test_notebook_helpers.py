@@ -79,3 +79,39 @@ def test_glue_records_numpy_scalars_as_plain_numbers(monkeypatch):
     glue("ndcg", np.float64(0.25))
     glue("epochs", np.int64(12))
     assert recorded == {"ndcg": "0.25", "epochs": "12"}
+
+
+def test_an_isolated_cell_leaves_no_trace_and_still_fails_loudly():
+    import numpy as np
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from recfunnel.notebook import load_ipython_extension
+
+    shell = InteractiveShell.instance()
+    try:
+        load_ipython_extension(shell)
+        shell.run_cell("import numpy as np\nnp.random.seed(0)\nx = 1")
+        expected_draw = np.random.RandomState(0).rand()
+        shell.run_cell("%%isolated\nx = 2\ny = 3\nnp.random.rand(5)")
+        assert shell.user_ns["x"] == 1 and "y" not in shell.user_ns
+        assert shell.run_cell("z = np.random.rand()").success
+        assert shell.user_ns["z"] == expected_draw, "the generators are put back"
+        failed = shell.run_cell("%%isolated\nraise ValueError('in a solution')")
+        assert not failed.success and isinstance(failed.error_in_exec, ValueError)
+        assert not shell.run_cell("print(y)").success, "a later cell cannot read it"
+    finally:
+        InteractiveShell.clear_instance()
+
+
+def test_the_page_hides_glue_bookkeeping_but_keeps_the_code():
+    from recfunnel.book import hide_bookkeeping
+
+    cell = ("gap = a - b\nglue('gap', gap)\nif ok:\n    glue('x', 1)\nelse:\n    glue('x', 2)\n"
+            "for k in keys:\n    glue(f'k_{k}', k)\n    total += k\nprint(gap)\n")
+    assert hide_bookkeeping(cell) == ("gap = a - b\nfor k in keys:\n    total += k\n"
+                                      "print(gap)")
+    assert hide_bookkeeping("glue('only', 1)") == ""
+    branch = "if data:\n    x = 1\n    glue('x', x)\nelse:\n    glue('x', 'n/a')\nprint(1)"
+    assert hide_bookkeeping(branch) == "if data:\n    x = 1\nprint(1)"
+    assert hide_bookkeeping("%matplotlib inline\nglue('x', 1)") == \
+        "%matplotlib inline\nglue('x', 1)"

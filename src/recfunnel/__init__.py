@@ -16,7 +16,10 @@ The shared core:
                 the shared training (fit_next_item, fit_multitask) and one module per
                 chapter (recipes/kuaiformer.py, elastic.py, dimerec.py, home.py, qarm.py)
     retrieval   exact and FAISS nearest-neighbour search
-    plots, notebook   figures and chapter helpers (setup, glue, show_source)
+    plots, notebook   figures and tables (plots.table), chapter helpers (setup, glue,
+                show_source)
+    book        the book's machinery: one execution per chapter, the build from executed
+                copies, the reproduction ledger, student and Colab copies
     data        download (checksums, safe archives), tables (feather and pickle IO),
                 movielens, sequences (the sequential protocol)
 
