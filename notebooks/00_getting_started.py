@@ -49,6 +49,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import display
 from torch.utils.data import TensorDataset
 
 from recfunnel import plots
@@ -57,6 +58,7 @@ from recfunnel.models.baselines import MatrixFactorization, MFConfig, Popularity
 from recfunnel.notebook import glue, setup, show_source
 from recfunnel.profiles import CHAPTER_SIZES
 from recfunnel.retrieval import build_index
+from recfunnel.study import Verdict, claims_table, ledger_record, paired_gap
 from recfunnel.train import TrainConfig, fit, make_loader
 
 device, size = setup("getting_started", PROFILE, SEED, DEVICE)
@@ -325,6 +327,28 @@ print(f"index '{backend}' agrees with the exact one on "
 glue("gs_index_agreement", agreement)
 
 # %% [markdown]
+# ## The claims, judged by one rule
+#
+# Every later chapter ends its experiments the same way: each claim becomes a gap between
+# two models measured per user, and `recfunnel.study` judges it by the book's one rule. The
+# gap counts only when its whole interval of two standard errors lies above zero (above
+# the bar); a gap within noise is "not resolved", never "held". Here there is one claim,
+# the course's own: matrix factorisation beats popularity on the test users.
+
+# %%
+with torch.no_grad():
+    per_user = {name: evaluate_ranking(score, users, test_targets, seen_before_test,
+                                       reduce=False)["ndcg@10"].numpy()
+                for name, score in (("matrix factorisation", lambda u: model.score_all(
+                    u.to(device)).cpu()), ("popularity", popularity.score_all))}
+claims = {"1": Verdict.better("matrix factorisation beats popularity on NDCG@10", paired_gap(
+    per_user["matrix factorisation"], per_user["popularity"], a="matrix factorisation",
+    b="popularity", metric="ndcg@10"))}
+display(claims_table(claims))
+glue("gs_claim1", claims["1"].text)
+glue("ledger", ledger_record("0. Getting started", "the course's own check", claims, {}))
+
+# %% [markdown]
 # ## Summary
 #
 # - A chapter runs at three profiles, `smoke`, `cpu` and `gpu`, chosen with
@@ -364,7 +388,7 @@ glue("gs_index_agreement", agreement)
 # which is why the course ranks every item. The hidden cell below measures it.
 # :::
 
-# %% tags=["hide-cell"]
+# %% tags=["hide-cell", "solution"]
 n_eval = min(2_000, size.n_users)  # a subset of users keeps the mask small at gpu size
 generator = torch.Generator().manual_seed(SEED)
 unseen = torch.ones(n_eval, size.n_items)  # 1 where an item may serve as a negative
@@ -396,7 +420,7 @@ print(f"NDCG@10 against {n_negatives} sampled items {sampled['ndcg@10']:.4f}, "
 # retrains with two dimensions.
 # :::
 
-# %% tags=["hide-cell"]
+# %% tags=["hide-cell", "solution"]
 small = dataclasses.replace(size, d_model=2)
 small_model = MatrixFactorization(MFConfig(small.n_users, small.n_items, small.d_model))
 fit(small_model, loader, cfg=dataclasses.replace(train_cfg, progress=False), evaluate=validate)
@@ -423,7 +447,7 @@ print(f"NDCG@10 with D=2: {small_test['ndcg@10']:.4f}, with D={size.d_model}: "
 # output). With $V$ items, chance is $10/V$ for Recall@10.
 # :::
 
-# %% tags=["hide-cell"]
+# %% tags=["hide-cell", "solution"]
 flat_picks, _ = plant_implicit_feedback(size.n_users, size.n_items, size.true_rank,
                                         size.positives_per_user, SEED, popularity_scale=0.0)
 flat_seen = [row[:-1].tolist() for row in flat_picks]  # training and validation items

@@ -69,16 +69,10 @@ from recfunnel.data.recflow import RecFlow
 from recfunnel.data.sequences import SequentialSplit
 from recfunnel.data.world import WORLD_PRESETS, World
 from recfunnel.metrics import auc
-from recfunnel.notebook import glue, show_source
-from recfunnel.profiles import profile_for
-from recfunnel.runtime import environment_report, set_seed
+from recfunnel.notebook import glue, setup, show_source
 
-plots.use_style()
-set_seed(SEED)
-size = profile_for("recflow", PROFILE)
+_, size = setup("recflow", PROFILE, SEED, "cpu")  # style, seeds, sizes, the machine
 world_cfg = dataclasses.replace(WORLD_PRESETS[size.world], seed=SEED)
-print(environment_report("cpu"))
-print(f"profile     {PROFILE}: world preset '{size.world}'")
 
 # %% [markdown]
 # ## The funnel at Kuaishou's scale
@@ -214,7 +208,7 @@ day_rows = rows[rows["request_id"].isin(data.read_seq(data.days("all_stage")[0])
 request = day_rows.loc[day_rows["realshow"] == 1, "request_id"].iloc[0]
 columns = ["video_id", "realshow", "rerank_pos", "rerank_neg", "rank_pos", "rank_neg",
            "coarse_neg", "prerank_neg", "rank_index", "effective_view", "playing_time"]
-day_rows.loc[day_rows["request_id"] == request, columns].head(12)
+day_rows.loc[day_rows["request_id"] == request, columns].head(8).set_index("video_id").T
 
 # %% [markdown]
 # An exposed item is also in the re-ranking stage's top 10, so a row can carry several
@@ -247,7 +241,7 @@ for color, (flag, values) in zip(plots.PALETTE, relevance_by_stage.items(), stri
     ax.hist(values, bins=40, density=True, histtype="step", lw=1.6, color=color, label=flag)
 ax.set(xlabel="true relevance r (units of its std)", ylabel="density",
        title="who survives: true relevance of the items each stage logged")
-ax.legend(fontsize=8)
+ax.legend()
 fig.tight_layout()
 means = [float(values.mean()) for values in relevance_by_stage.values()]
 glue("recflow_stage_means_increase", bool(means == sorted(means)))
@@ -389,8 +383,9 @@ if movielens is not None:
     genres = movielens.items.explode("genres")["genres"].value_counts()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     axes[0].hist(lengths, bins=40, color=plots.PALETTE[0])
-    axes[0].set(xscale="log", xlabel="ratings per user", ylabel="users",
+    axes[0].set(xlabel="ratings per user", ylabel="users",
                 title="MovieLens-100K: history lengths")
+    plots.log_axis(axes[0], ticks=[20, 50, 100, 200, 500])
     axes[1].barh(genres.index[:10][::-1], genres.to_numpy()[:10][::-1], color=plots.PALETTE[1])
     axes[1].set(xlabel="movies", title="the ten largest genres")
     fig.tight_layout()
@@ -426,7 +421,7 @@ if movielens is not None:
 # hidden cell computes it.
 # :::
 
-# %% tags=["hide-cell"]
+# %% tags=["hide-cell", "solution"]
 both = total = 0
 for _, batch in RecFlow(root).iter_rows("realshow", columns=["realshow", "rank_pos"]):
     both += int(batch["rank_pos"].sum())
@@ -450,7 +445,7 @@ print(f"{both / total:.1%} of exposures were in the ranking stage's top 10")
 # ranking cut both ways.
 # :::
 
-# %% tags=["hide-cell"]
+# %% tags=["hide-cell", "solution"]
 flat_log = simulate(World.build(dataclasses.replace(world_cfg, stage_noise=(1.0,) * 6)),
                     progress=False)
 flat_rows = flat_log.all_rows()

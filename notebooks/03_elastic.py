@@ -85,7 +85,6 @@ DEVICE = "auto"  # "auto", "cpu", "cuda" or "mps"
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -106,10 +105,18 @@ from recfunnel.metrics import ranking_metrics
 from recfunnel.models.baselines import Popularity, SASRec, SASRecConfig
 from recfunnel.models.elastic import DispatcherLayer, Elastic, ElasticConfig
 from recfunnel.models.kuaiformer import KuaiFormerConfig
-from recfunnel.notebook import glue, setup, show_source
+from recfunnel.notebook import glue, plural, setup, show_source
 from recfunnel.recipes import elastic as recipe
 from recfunnel.runtime import set_seed
-from recfunnel.study import Verdict, claims_table, exact_gap, paired_gap, report_commit
+from recfunnel.study import (
+    Verdict,
+    claims_table,
+    exact_gap,
+    ledger_record,
+    paired_gap,
+    report_commit,
+    results_dir,
+)
 
 device, size = setup("elastic", PROFILE, SEED, DEVICE)
 
@@ -344,9 +351,9 @@ print("value rows with a gradient:", rows_with_grad, "| slots read:",
 # gap would grow at lengths the benchmark did not run.
 
 # %%
-results_dir = Path("..") / "benchmarks" / "results"
+results = results_dir()
 bench = {}
-for path in sorted(results_dir.glob("long_sequence_*.json")):
+for path in sorted(results.glob("long_sequence_*.json")):
     report = json.loads(path.read_text())
     bench[report["device"]] = report
     print(f"{path.name}: {report['device_name']}, batch {report['batch_size']}, "
@@ -368,7 +375,7 @@ if bench:
                           label=f"{model} (slope {fit:.1f})")
             ax.set(xlabel="sequence length L", ylabel=label,
                    title=f"{report['device_name']} ({device_type}), batch {report['batch_size']}")
-            ax.legend(fontsize=8)
+            ax.legend()
     fig.tight_layout()
 
 
@@ -483,11 +490,11 @@ else:
 glue("el_claim2_gap", claims["2"].measured or "not measured (MovieLens-100K unavailable)")
 glue("el_claim2_held", claims["2"].text)
 glue("el_ml_epochs", size.ml_epochs)
-glue("el_ml_seeds", size.seeds)
+glue("el_ml_seeds", plural(size.seeds, "seed"))
 
 # %% [markdown]
 # ELASTIC's test NDCG@10 differs from SASRec's by {glue:text}`el_ml_gap_pct` % after
-# {glue:text}`el_ml_epochs` epochs each ({glue:text}`el_ml_seeds` seed(s)); per user, the
+# {glue:text}`el_ml_epochs` epochs each ({glue:text}`el_ml_seeds`); per user, the
 # difference is {glue:text}`el_claim2_gap` (mean ± standard error). Two things work
 # against ELASTIC here, and neither is about length. SASRec learns from every position of
 # every window in one pass. ELASTIC, to avoid looking into the future, learns from one
@@ -553,7 +560,8 @@ for window in size.truncations:
 ax.invert_xaxis()
 ax.set(xlabel="positions before the target", ylabel="topic",
        title="One user's history: the interest that returns")
-ax.legend(fontsize=8, loc="lower left")
+ax.legend(loc="lower left")
+plt.show()
 
 
 # %% [markdown]
@@ -761,7 +769,7 @@ fig.tight_layout()
 # sweep was run.
 
 # %%
-capacity_path = results_dir / "elastic_capacity.json"
+capacity_path = results / "elastic_capacity.json"
 settings, sweep_source = [], "no sweep results"
 base_memory, base_k = size.memory_size, size.n_experts
 if size.bank_sizes or size.expert_counts:  # this profile runs the sweeps here, one seed
@@ -859,7 +867,17 @@ glue("el_sweep_base_seeds", ", ".join(f"{v:.4f}" for v in base_setting[0].per_se
 # the composite claims with its gap and the noise it was judged against.
 
 # %%
-display(claims_table(claims))
+PAPER = {
+    "1": "linear-time attention: up to 90 % less memory and 2.7x faster inference "
+         "(baseline and length not given)",
+    "2": "beats the baselines on public datasets; the book tests parity with SASRec",
+    "3": "modelling much longer histories pays (the abstract's premise)",
+    "4": "the interest memory adds capacity at almost constant compute",
+    "5": "more experts help, then saturate (a hypothesis drawn from the design)"}
+display(claims_table(claims, PAPER))
+SCALE = ("Kuaishou's logs and public sets, sequences of thousands of items "
+         "(claims read from the abstract)")
+glue("ledger", ledger_record("3. ELASTIC", SCALE, claims, PAPER))
 
 # %% [markdown]
 # How to read the table: one row per claim. "measured" gives each gap the claim was judged
@@ -939,13 +957,16 @@ for baseline, key in (("SASRec (eager)", "eager"), ("SASRec (SDPA)", "sdpa")):
 #   error, as it is in the committed sweep's comparisons, paired over users and seeds.
 # ## Exercises
 #
-# 1. **Chunk-causal dispatching.** Split the sequence into chunks of $c$ positions. Let the
-#    experts that chunk $j$ reads aggregate only chunks before $j$, keeping per chunk the
-#    maximum score, $\sum e^{s - m} v$ and $\sum e^{s - m}$, and combining them over earlier
-#    chunks. Check the result against attention with an explicit mask, and check that a
-#    later chunk cannot change an earlier one.
+# :::{exercise} Chunk-causal dispatching
+# :label: ex-03-1
+# Split the sequence into chunks of $c$ positions. Let the
+# experts that chunk $j$ reads aggregate only chunks before $j$, keeping per chunk the
+# maximum score, $\sum e^{s - m} v$ and $\sum e^{s - m}$, and combining them over earlier
+# chunks. Check the result against attention with an explicit mask, and check that a
+# later chunk cannot change an earlier one.
+# :::
 #
-# ```{admonition} Solution
+# :::{solution} ex-03-1
 # :class: dropdown
 # Per chunk $c$ keep $m_c = \max s$, $n_c = \sum e^{s-m_c} v$ and $d_c = \sum e^{s-m_c}$.
 # For chunk $j$ take $M_j = \max_{c<j} m_c$ and combine
@@ -953,9 +974,9 @@ for baseline, key in (("SASRec (eager)", "eager"), ("SASRec (SDPA)", "sdpa")):
 # over all earlier positions, and it costs $O(kL + kC^2)$ for $C$ chunks. The hidden cell
 # below implements it for one head and checks both properties. Chunk 0 has no earlier
 # chunk, so give it the initial experts.
-# ```
+# :::
 
-# %% tags=["hide-cell"]
+# %% tags=["hide-cell", "solution"]
 def chunk_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                            chunk: int) -> torch.Tensor:
     """q [E, D] expert queries, k and v [L, D] -> [C, E, D]: for each chunk j, the experts'
@@ -987,36 +1008,42 @@ assert torch.allclose(chunk_prefix_attention(q_ex, k_later, v_later, 4)[:3], fas
 print("chunk-causal aggregation matches masked attention and ignores later chunks")
 
 # %% [markdown]
-# 2. **How big can eager attention get?** At what length does one layer's attention map for
-#    a batch of 32 users with 2 heads (float32) exceed the 80 GB of an H100? Compare it with
-#    the memory ELASTIC's two maps need at that length with $k = 32$.
+# :::{exercise} How big can eager attention get?
+# :label: ex-03-2
+# At what length does one layer's attention map for
+# a batch of 32 users with 2 heads (float32) exceed the 80 GB of an H100? Compare it with
+# the memory ELASTIC's two maps need at that length with $k = 32$.
+# :::
 #
-# ```{admonition} Solution
+# :::{solution} ex-03-2
 # :class: dropdown
 # $4 \cdot 32 \cdot 2 \cdot L^2 > 80 \cdot 10^9$ at $L \approx 17{,}700$. The dispatcher maps
 # take $4 \cdot 32 \cdot 2 \cdot 2 \cdot 32 \cdot L$ bytes, about 0.3 GB there. The hidden
 # cell computes both.
-# ```
+# :::
 
-# %% tags=["hide-cell"]
+# %% tags=["hide-cell", "solution"]
 L_limit = math.sqrt(80e9 / (4 * 32 * 2))
 print(f"map exceeds 80 GB from L = {L_limit:,.0f}; "
       f"dispatcher maps there: {4 * 32 * 2 * 2 * 32 * L_limit / 1e9:.2f} GB")
 
 # %% [markdown]
-# 3. **When is the product-key search exact?** Show that keeping the top $c$ sub-keys of each
-#    half finds the exact top-$k$ of all $N$ keys whenever $c \ge k$. Then find a query for
-#    which $c < k$ misses a slot.
+# :::{exercise} When is the product-key search exact?
+# :label: ex-03-3
+# Show that keeping the top $c$ sub-keys of each
+# half finds the exact top-$k$ of all $N$ keys whenever $c \ge k$. Then find a query for
+# which $c < k$ misses a slot.
+# :::
 #
-# ```{admonition} Solution
+# :::{solution} ex-03-3
 # :class: dropdown
 # If a pair $(a, b)$ is among the top $k$, then fewer than $k$ first-half sub-keys beat $a$:
 # each one that did would pair with $b$ into a better key. So $a$ is in the first half's top
 # $k \le c$, and $b$ likewise. With $c < k$ this argument breaks. The hidden cell searches
 # random queries until $c = 3$, $k = 6$ misses a slot that brute force finds.
-# ```
+# :::
 
-# %% tags=["hide-cell"]
+# %% tags=["hide-cell", "solution"]
 set_seed(SEED)
 small = ProductKeyMemory(n_slots=64, d_query=8, d_value=2, top_c=3, top_k=6)  # c < k
 keys64 = torch.cat([small.sub_keys[0].repeat_interleave(8, 0), small.sub_keys[1].repeat(8, 1)], 1)
@@ -1028,17 +1055,26 @@ for trial in range(100):
         break
 
 # %% [markdown]
-# 4. **Make the memory matter.** Claim 4 asks whether a larger memory adds accuracy. Change
-#    `plant_returning_interests` so that each user draws on more topics than $k$ experts
-#    can hold, and the world has many more topics, then rerun the memory sweep. Which
-#    readout of the memory (slots used, entropy, expert cosine) moves first?
-# 5. **Measure the leak.** Train ELASTIC with a loss at every position, as SASRec is
-#    trained, on the returning-interest histories. Compare its training loss and its
-#    validation NDCG@10 with those of the model trained on the newest position only. Which
-#    pitfall above does the difference between the two measure?
-# 6. **A look-back budget.** Give SASRec the whole history at the `gpu` profile's length
-#    and compare its training-step time and its test NDCG@10 with ELASTIC's on the same
-#    users, with `study.paired_gap`. What does the quadratic cost buy on this task?
+# :::{exercise} Make the memory matter
+# :label: ex-03-4
+# Claim 4 asks whether a larger memory adds accuracy. Change
+# `plant_returning_interests` so that each user draws on more topics than $k$ experts
+# can hold, and the world has many more topics, then rerun the memory sweep. Which
+# readout of the memory (slots used, entropy, expert cosine) moves first?
+# :::
+# :::{exercise} Measure the leak
+# :label: ex-03-5
+# Train ELASTIC with a loss at every position, as SASRec is
+# trained, on the returning-interest histories. Compare its training loss and its
+# validation NDCG@10 with those of the model trained on the newest position only. Which
+# pitfall above does the difference between the two measure?
+# :::
+# :::{exercise} A look-back budget
+# :label: ex-03-6
+# Give SASRec the whole history at the `gpu` profile's length
+# and compare its training-step time and its test NDCG@10 with ELASTIC's on the same
+# users, with `study.paired_gap`. What does the quadratic cost buy on this task?
+# :::
 
 # %% [markdown]
 # ## Summary

@@ -83,7 +83,7 @@ DEVICE = "auto"  # "auto", "cpu", "cuda" or "mps"
 
 # %%
 # %matplotlib inline
-from pathlib import Path
+import dataclasses
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -104,9 +104,17 @@ from recfunnel.data.kuairand import load_kuairand
 from recfunnel.layers.moe import FeatureGate, Gate, SelfGate, gate_mass
 from recfunnel.metrics import auc
 from recfunnel.models.multitask import build_ranker, count_parameters, task_metrics, trace
-from recfunnel.notebook import glue, setup, show_source
+from recfunnel.notebook import glue, plural, setup, show_source
 from recfunnel.recipes import home as recipe
-from recfunnel.study import Verdict, claims_table, compare, judge_better, seed_gap
+from recfunnel.study import (
+    Verdict,
+    claims_table,
+    compare,
+    judge_better,
+    ledger_record,
+    results_dir,
+    seed_gap,
+)
 
 device, size = setup("home", PROFILE, SEED, DEVICE)
 
@@ -136,8 +144,8 @@ device, size = setup("home", PROFILE, SEED, DEVICE)
 # interactions, and long videos ($\text{len}_i$, the log duration) earn more interactions
 # while being watched to the end less often. Without it ($\kappa = 0$) every task would
 # want the same videos, and a model that shares everything would be hard to beat; we come
-# back to that world at the end. The weights say how much of each task is shared by all, by
-# its group, private, or in conflict:
+# back to that world at the end. The weights $a$, $b$, $e$ and $k$ say how much of each task
+# is shared by all, by its group, private, or in conflict:
 
 # %%
 data = make_impressions(ImpressionConfig(n_users=size.users, n_items=size.items,
@@ -151,15 +159,13 @@ tasks_table = pd.DataFrame({
     "group": [group_of[t] for t in data.tasks],
     "positive rate": [rates[t] for t in data.tasks],
     "test positives": test.labels.sum(0),
-    "a (shared)": [FACTOR_WEIGHTS[t][0] for t in data.tasks],
-    "b (group)": [FACTOR_WEIGHTS[t][1] for t in data.tasks],
-    "e (own)": [FACTOR_WEIGHTS[t][2] for t in data.tasks],
-    "k (clickbait)": [CLICKBAIT[t] for t in data.tasks],
+    "weights a / b / e / k": [" / ".join(f"{w:.1f}" for w in (*FACTOR_WEIGHTS[t][:3],
+                                                               CLICKBAIT[t]))
+                              for t in data.tasks],
     "best possible AUC": [oracle[t] for t in data.tasks],
 }, index=pd.Index(data.tasks, name="task"))
-display(tasks_table.style.format({"positive rate": "{:.3%}", "best possible AUC": "{:.3f}"}
-                                 | {c: "{:.1f}" for c in ("a (shared)", "b (group)",
-                                                          "e (own)", "k (clickbait)")}))
+display(plots.table(tasks_table, formats={"positive rate": "{:.3%}",
+                                          "best possible AUC": "{:.3f}"}))
 SPARSE = tuple(sorted(data.tasks, key=rates.get)[:4])
 DENSE = tuple(t for t in data.tasks if t not in SPARSE)
 print(f"{len(train):,} training, {len(valid):,} validation and {len(test):,} test impressions "
@@ -356,11 +362,10 @@ fixes.index.name = f"seed {SEED}"
 glue("hm_seed", SEED)
 glue("hm_run_sparse_mmoe", float(runs["MMoE"]["sparse_auc"]))
 glue("hm_run_sparse_home", float(runs["+ self-gate (HoME)"]["sparse_auc"]))
-display(fixes.style.format({"parameters": "{:,.0f}", "seconds": "{:.0f}",
-                            "dead_units": "{:.1%}", "scale_spread": "{:.2f}"}
-                           | {c: "{:.4f}" for c in ("sparse_auc", "dense_auc", "mean_gauc",
-                                                    "degradation", "own_share")},
-                           na_rep="-"))
+quality = ["parameters", "seconds", "sparse_auc", "dense_auc", "mean_gauc"]
+display(plots.table(fixes[quality], formats={"seconds": "{:.1f}"}))  # accuracy and cost
+display(plots.table(fixes.drop(columns=quality),  # the diagnostics
+                    formats={"dead_units": "{:.1%}", "scale_spread": "{:.2f}"}))
 plots.metric_bars({name: {"sparse tasks, AUC": run["sparse_auc"],
                           "dense tasks, AUC": run["dense_auc"],
                           "all tasks, GAUC": run["mean_gauc"]}
@@ -419,7 +424,7 @@ for name, key in (("MMoE", "mmoe"), ("PLE", "ple"), ("+ self-gate (HoME)", "home
 # ### How fast each model learns
 #
 # Every run above stops when its validation mean AUC has not improved for
-# {glue:text}`hm_patience` epoch(s) and keeps its best epoch. The models do not need the
+# {glue:text}`hm_patience` and keeps its best epoch. The models do not need the
 # same number of epochs, which is why a fixed, equal budget would be unfair to the slower
 # ones; the curves show the validation AUC of the sparse and the dense tasks per epoch.
 
@@ -433,10 +438,10 @@ for (name, run), color in zip(runs.items(), plots.PALETTE + plots.PALETTE, stric
                 "o-", color=color, label=name, ms=3)
 axes[0].set(title="four sparsest tasks", xlabel="epoch", ylabel="validation AUC")
 axes[1].set(title="four densest tasks", xlabel="epoch")
-axes[1].legend(fontsize=7)
+axes[1].legend()
 plt.tight_layout()
 plt.show()
-glue("hm_patience", size.patience)
+glue("hm_patience", plural(size.patience, "epoch"))
 best_epochs = {name: run["history"].best_epoch for name, run in runs.items()}
 glue("hm_best_epochs", ", ".join(f"{name} {epoch}" for name, epoch in best_epochs.items()))
 
@@ -500,9 +505,10 @@ for seed in range(SEED + 1, SEED + size.seeds):
     for name in ("MMoE", "HoME"):
         own_rows.append(recipe.ranker_row(name, seed, train_ranker(name, seed=seed)[1]))
 
-committed = recipe.load_seed_report(Path("../benchmarks/results/home_seeds.json"), SPARSE)
+committed = recipe.load_seed_report(results_dir() / "home_seeds.json", SPARSE)
 seeds = (committed if size.seeds == 1 and committed is not None else
-         recipe.seed_report(own_rows, SPARSE, PROFILE, source=f"this run, {size.seeds} seed(s)"))
+         recipe.seed_report(own_rows, SPARSE, PROFILE,
+                            source=f"this run, {plural(size.seeds, 'seed')}"))
 seed_source = seeds.source
 print("seeds from:", seed_source)
 glue("hm_seed_source", seed_source)
@@ -513,7 +519,7 @@ for name in ("MMoE", "HoME"):
         frame = seeds.per_task(name, metric)
         table[(name, metric.upper())] = {t: f"{frame[t].mean():.4f} ± {frame[t].std():.4f}"
                                          for t in data.tasks}
-display(pd.DataFrame(table).T)
+display(plots.table(pd.DataFrame(table).T))
 auc_frames = {name: seeds.per_task(name, "auc") for name in ("MMoE", "HoME")}
 plots.metric_bars({name: frame.mean().to_dict() for name, frame in auc_frames.items()},
                   errors={name: frame.std().to_dict() for name, frame in auc_frames.items()},
@@ -526,7 +532,7 @@ plt.show()
 
 # %%
 seeds_summary = seeds.summary()
-display(seeds_summary.style.format("{:.4f}", na_rep="-"))
+display(plots.table(plots.mean_std(seeds_summary)))  # mean ± std over the seeds
 means = seeds_summary.xs("mean", axis=1, level=1)
 seed_runs = seeds.runs
 for key, metric in (("sparse", "sparse AUC"), ("dense", "dense AUC"), ("gauc", "mean GAUC")):
@@ -579,10 +585,10 @@ glue("hm_claim_ablations", "; ".join(f"{v}: {verdict.text}" for v, verdict in fi
 # both comparisons is the budget's doing; with three seeds that noise is itself rough.
 
 # %%
-budget = recipe.load_seed_report(Path("../benchmarks/results/home_seeds_3epochs.json"), SPARSE)
+budget = recipe.load_seed_report(results_dir() / "home_seeds_3epochs.json", SPARSE)
 if budget is not None:
     glue("hm_budget_commit", budget.commit)
-    display(budget.summary(["sparse AUC", "dense AUC", "mean GAUC"]).style.format("{:.4f}"))
+    display(plots.table(plots.mean_std(budget.summary(["sparse AUC", "dense AUC", "mean GAUC"]))))
     b_gap = compare(budget.runs, "HoME", "MMoE", "sparse AUC")
     claims["2'"] = Verdict.better("the same at an equal budget of three epochs", b_gap)
     glue("hm_budget_gap", str(b_gap))
@@ -618,12 +624,12 @@ else:
 # wants the same videos, only more or less strongly.
 
 # %%
-aligned = recipe.load_seed_report(Path("../benchmarks/results/home_seeds_aligned.json"), SPARSE)
+aligned = recipe.load_seed_report(results_dir() / "home_seeds_aligned.json", SPARSE)
 if aligned is not None:
     glue("hm_aligned_commit", aligned.commit)
     aligned_summary = aligned.summary(["sparse AUC", "dense AUC", "mean GAUC", "dead_units",
                                        "degradation"])
-    display(aligned_summary.style.format("{:.4f}", na_rep="-"))
+    display(plots.table(plots.mean_std(aligned_summary)))
     a_means = aligned_summary.xs("mean", axis=1, level=1)
     glue("hm_aligned", ", ".join(f"{m} {a_means.loc[m, 'sparse AUC']:.4f}"
                                  for m in ("shared-bottom", "MMoE", "PLE", "HoME")))
@@ -714,7 +720,7 @@ if real is not None:
         scores = run["tasks"]
         real_rows[name] = {t: scores[t]["gauc"] for t in real.tasks} | {
             "sparse mean AUC": np.mean([scores[t]["auc"] for t in real_sparse])}
-    display(pd.DataFrame(real_rows).T.style.format("{:.4f}"))
+    display(plots.table(pd.DataFrame(real_rows).T))
 
 # %% [markdown]
 # ## The claims, held or not
@@ -753,7 +759,16 @@ claims["4"] = Verdict.all_of("sparse tasks use their own experts more with the g
 glue("hm_claim_collapse", claims["1"].text)
 glue("hm_claim_degradation", claims["3"].text)
 glue("hm_claim_own", claims["4"].text)
-display(claims_table(claims))
+PAPER = {
+    "1": "ReLU experts of MMoE collapse; BatchNorm and Swish remove the collapse",
+    "2": "HoME beats MMoE, most on the sparse tasks",
+    "3": "shared experts of MMoE and PLE degrade to serving one task; HoME's do not",
+    "4": "the feature- and self-gates stop sparse tasks from underfitting",
+    "5": "each fix (normalisation, hierarchy, feature-gate, self-gate) adds GAUC in the "
+         "ablation"}
+display(claims_table(claims, PAPER))
+SCALE = "Kuaishou's ranking logs: eight tasks, hundreds of millions of users"
+glue("ledger", ledger_record("5. HoME", SCALE, claims, PAPER))
 glue("hm_home_degr", runs["+ self-gate (HoME)"]["degradation"])
 glue("hm_mmoe_degr", runs["MMoE"]["degradation"])
 
@@ -831,21 +846,23 @@ glue("hm_mmoe_degr", runs["MMoE"]["degradation"])
 #
 # ## Exercises
 #
-# 1. **Is it the experts or the parameters?** HoME has more experts than MMoE. Give MMoE as
-#    many parameters as HoME (more experts, or wider ones) and compare the sparse-task AUC
-#    again. What would you conclude if the wide MMoE matched HoME?
+# :::{exercise} Is it the experts or the parameters?
+# :label: ex-05-1
+# HoME has more experts than MMoE. Give MMoE as
+# many parameters as HoME (more experts, or wider ones) and compare the sparse-task AUC
+# again. What would you conclude if the wide MMoE matched HoME?
+# :::
 #
-# ```{admonition} Solution
+# :::{solution} ex-05-1
 # :class: dropdown
 # The hidden cell counts the parameters of MMoE with 8, 12 and 16 experts next to HoME's.
 # If a wider MMoE matched HoME, the gain would be capacity, not structure; HoME's argument
 # is that without its fixes extra experts do not help, because they collapse or degrade.
 # Train `build_ranker(config, data)` with a wider `MMoEConfig` (a `dataclasses.replace` of
 # `configs["MMoE"]`) over the same seeds to answer it.
-# ```
+# :::
 
-# %% tags=["hide-cell"]
-import dataclasses  # noqa: E402
+# %% tags=["hide-cell", "solution"]
 
 for n_experts in (8, 12, 16):
     wide = build_ranker(dataclasses.replace(configs["MMoE"], n_experts=n_experts), data)
@@ -853,11 +870,14 @@ for n_experts in (8, 12, 16):
 print(f"HoME: {count_parameters(home):,} parameters")
 
 # %% [markdown]
-# 2. **A task in the wrong group.** Move "like" into the watch group and train HoME again.
-#    What do you expect for like's AUC, and for the interaction tasks that shared its
-#    experts?
+# :::{exercise} A task in the wrong group
+# :label: ex-05-2
+# Move "like" into the watch group and train HoME again.
+# What do you expect for like's AUC, and for the interaction tasks that shared its
+# experts?
+# :::
 #
-# ```{admonition} Solution
+# :::{solution} ex-05-2
 # :class: dropdown
 # Like's label is built from the interaction factor; in the watch group its gate can no
 # longer read the interaction experts, so it must learn that factor through the global
@@ -865,9 +885,9 @@ print(f"HoME: {count_parameters(home):,} parameters")
 # their densest group member, whose gradient shaped the group's experts, so they should
 # fall too. The hidden cell builds the regrouped model; train it with
 # `recipes.fit_multitask`.
-# ```
+# :::
 
-# %% tags=["hide-cell"]
+# %% tags=["hide-cell", "solution"]
 regrouped = {"watch": (*TASK_GROUPS["watch"], "like"),
              "interaction": tuple(t for t in TASK_GROUPS["interaction"] if t != "like")}
 wrong = build_ranker(configs["HoME"], dataclasses.replace(data, groups=regrouped))
@@ -875,18 +895,21 @@ print("like may read:", [k for k, ok in enumerate(
     wrong.mixer.task_gates[data.tasks.index("like")].allowed.tolist()) if ok])
 
 # %% [markdown]
-# 3. **Why must the mask be on the logits?** Someone masks the gate after the softmax,
-#    $g^t \odot m$, instead of adding $-\infty$ before it. What goes wrong?
+# :::{exercise} Why must the mask be on the logits?
+# :label: ex-05-3
+# Someone masks the gate after the softmax,
+# $g^t \odot m$, instead of adding $-\infty$ before it. What goes wrong?
+# :::
 #
-# ```{admonition} Solution
+# :::{solution} ex-05-3
 # :class: dropdown
 # The remaining weights no longer sum to one: the mixture shrinks by the mass the masked
 # experts would have had, and that share changes from input to input, so the task's tower
 # sees an output whose scale depends on experts it cannot read. With $-\infty$ on the
 # logits the softmax renormalises over the allowed experts. The hidden cell shows both.
-# ```
+# :::
 
-# %% tags=["hide-cell"]
+# %% tags=["hide-cell", "solution"]
 torch.manual_seed(0)
 logits_gate = Gate(6, 4)
 x_gate = torch.randn(5, 6)
@@ -898,21 +921,24 @@ print("mask after the softmax, row sums:", after.sum(-1).round(decimals=3).tolis
 print("mask on the logits, row sums:   ", masked_gate(x_gate).sum(-1).round(decimals=3).tolist())
 
 # %% [markdown]
-# 4. **One pass over a stream.** Production rankers see each impression once. Train MMoE
-#    and HoME for a single epoch with a smaller batch (for example 512) so that they take
-#    as many optimiser steps as above, and compare them on the sparse tasks over three
-#    seeds. Which of this chapter's explanations does the result support?
+# :::{exercise} One pass over a stream
+# :label: ex-05-4
+# Production rankers see each impression once. Train MMoE
+# and HoME for a single epoch with a smaller batch (for example 512) so that they take
+# as many optimiser steps as above, and compare them on the sparse tasks over three
+# seeds. Which of this chapter's explanations does the result support?
+# :::
 #
-# ```{admonition} Solution
+# :::{solution} ex-05-4
 # :class: dropdown
 # With one pass there is no repeated epoch to memorise, so if HoME's deficit came from
 # overfitting the id embeddings it should shrink or turn into a lead; if it stays, the
 # cause is elsewhere (for example the batch statistics, which the chapter also checks by
 # evaluating in eval mode). The hidden cell sets up the run with `recipes.fit_multitask`
 # at one epoch and a batch of 512; it takes a few minutes per seed at the `cpu` sizes.
-# ```
+# :::
 
-# %% tags=["hide-cell"]
+# %% tags=["hide-cell", "solution"]
 print("one pass: fit_multitask(model, train, valid, TrainConfig(epochs=1, lr=size.lr, "
       "monitor='valid_mean_auc', seed=seed), batch_size=512) -> "
       f"{len(train) // 512:,} optimiser steps; the runs above took about "

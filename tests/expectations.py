@@ -19,6 +19,7 @@ EXPECTATIONS: dict[str, list[tuple[str, str]]] = {
         ("the exact index returns what score_all ranks first",
          "gs_index_agreement > 0.99"),
         ("early stopping picked a trained epoch", "gs_best_epoch >= 2"),
+        ("the book's rule finds the gap over the test users", "gs_claim1 == 'held'"),
     ],
     "01_recflow": [
         ("the world's files pass every check of the RecFlow format",

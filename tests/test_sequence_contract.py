@@ -75,3 +75,28 @@ def test_the_loss_of_a_batch_is_a_finite_scalar_that_training_lowers(name):
         loss_of(model(rows)).backward()
         optimiser.step()
     assert loss_of(model(rows)).item() < first.item()
+
+
+def test_the_gpu_profiles_configurations_build_and_train_a_step():
+    """The sizes only the gpu profile uses (wider models, ELASTIC's 65,536-slot memory,
+    200-step diffusion), built by the chapters' own recipes and trained for one step on a
+    small batch, so that a Colab user is not the first to run them."""
+    from recfunnel.profiles import profile_for
+    from recfunnel.recipes.dimerec import dimerec_config
+    from recfunnel.recipes.elastic import elastic_config
+
+    elastic = elastic_config(profile_for("elastic", "gpu"), n_items=V, max_len=8)
+    dimerec = dimerec_config(profile_for("dimerec", "gpu"), n_items=V)
+    assert elastic.memory_size == 65_536 and dimerec.diffusion_steps == 200
+    for model in (Elastic(elastic), DimeRec(dimerec)):
+        torch.manual_seed(0)
+        rows = batch(8)
+        if isinstance(model, DimeRec):  # its window is 50 long: pad the histories
+            rows = SeqBatch(rows.user_ids, torch.nn.functional.pad(rows.user_seq, (42, 0)),
+                            torch.nn.functional.pad(rows.is_pad, (42, 0), value=True),
+                            rows.target_ids)
+        out = model(rows)
+        loss = out[0] if isinstance(out, tuple) else out
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())

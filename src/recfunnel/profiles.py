@@ -198,7 +198,7 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
                         lora_rank=16, batch_size=4_096, lr=1e-3, kuairand=True),
     },
     "dimerec": {
-        "smoke": DimeRecSize(epochs=4, sasrec_epochs=3, d_model=32, diffusion_steps=20,
+        "smoke": DimeRecSize(epochs=4, sasrec_epochs=2, d_model=32, diffusion_steps=20,
                              per_user=8, norm_steps=40),
         "cpu": DimeRecSize(epochs=10, sasrec_epochs=8, d_model=32, diffusion_steps=50,
                            per_user=32, norm_steps=150, ablations=ALL_DIMEREC_ABLATIONS),
@@ -208,7 +208,7 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
     },
     "elastic": {
         "smoke": ElasticSize(
-            ml_epochs=4, ml_max_len=50, d_model=32, n_experts=4, memory_size=256, top_c=4,
+            ml_epochs=3, ml_max_len=50, d_model=32, n_experts=4, memory_size=256, top_c=4,
             long_users=1_500, long_items=300, long_topics=10, long_len=200, long_gap=120,
             long_epochs=10, truncations=(50,),
         ),
@@ -227,7 +227,7 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
     },
     "kuaiformer": {
         "smoke": KuaiFormerSize(
-            sasrec_epochs=3, kuaiformer_epochs=4, d_model=32, planted_users=150,
+            sasrec_epochs=2, kuaiformer_epochs=3, d_model=32, planted_users=150,
             planted_items=600, planted_topics=16, planted_epochs=4, long_len=96,
             long_compression=((1, 32), (2, 16)), short_lens=(16,), per_user=4,
         ),
