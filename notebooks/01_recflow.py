@@ -151,8 +151,8 @@ show_source(RecFlow.iter_rows)
 # $r + \sigma_s \varepsilon$ and keeps its top $K_s$; the noise shrinks downstream
 # ($\sigma$ = {glue:text}`recflow_stage_noise`), so later stages are more precise, as in
 # production. What the stages drop is sampled into the log exactly as RecFlow logs it, and
-# the exposures get feedback whose rates are calibrated to targets. The card of the paper
-# gives no label rates (its tables could not be read), so the targets are placeholders:
+# the exposures get feedback whose rates are calibrated to targets. The paper's label rates
+# are not given in a form we could use, so the targets are placeholders:
 # effective view {glue:text}`recflow_target_ev`, long view {glue:text}`recflow_target_lv`,
 # like {glue:text}`recflow_target_like` per exposure.
 #
@@ -287,9 +287,9 @@ print(f"AUC of the true relevance for effective views: {oracle_auc:.3f}")
 
 # %% [markdown]
 # Even the truth predicts an effective view with an AUC of only
-# {glue:text}`recflow_oracle_auc`: feedback is noisy, as it is in production. The paper
-# card asks a generator for 0.70 to 0.78 here, so that trained ranking models land in a
-# production-like range; a model trained on this world can be compared against this ceiling.
+# {glue:text}`recflow_oracle_auc`: feedback is noisy, as it is in production. The world is
+# meant to give 0.70 to 0.78 here, so that trained ranking models land in a production-like
+# range; a model trained on this world can be compared against this ceiling.
 #
 # ## Popularity and activity
 #

@@ -4,7 +4,7 @@ Each request's candidates pass retrieval, pre-ranking, ranking and re-ranking, e
 noisy model of the true relevance that grows more precise downstream; the exposures get
 multi-behaviour feedback (effective view, long view, like, follow, comment, forward, and
 gifts on live streams) at configurable rates, and every stage's samples are logged exactly
-as RecFlow logs them (RecFlow paper card, sections 10.3-10.5; [proposed] choices marked).
+as RecFlow logs them ([proposed] marks the choices RecFlow's paper leaves open).
 
     world, log = make_world("smoke")   # World.build + simulate
 """
@@ -269,7 +269,7 @@ def _assemble_rows(world: World, log: dict, users: np.ndarray, request_ids: np.n
 
 def _feedback(world: World, rng: np.random.Generator, frame: pd.DataFrame, rates: dict,
               gammas: dict | None) -> tuple[pd.DataFrame, dict]:
-    """Watch time and the behaviours, on exposed rows only (the card's 10.2). Intercepts are
+    """Watch time and the behaviours, on exposed rows only. Intercepts are
     calibrated by bisection on the first day to hit the target rates, then kept fixed."""
     shown = frame["realshow"].to_numpy() == 1
     found = dict(gammas or {})

@@ -1,7 +1,7 @@
 """RecFlow's real on-disk format (Liu et al., ICLR 2025, bibkey liu2025recflow): read it in
 bounded memory, check it, and write tiny copies of it.
 
-Layout (paper card, section 3)::
+Layout (as RecFlow publishes it)::
 
     all_stage/YYYY-MM-DD.feather            exposures and every logged stage sample
     realshow/YYYY-MM-DD.feather             the exposures only (realshow == 1)

@@ -5,8 +5,8 @@ day to day; short videos and live streams from creators; visual, text and audio 
 item generated from its topic plus noise; live streams whose appeal changes minute by
 minute; and the relevance of every user-item pair, from latent factors that stay available
 (``World``), so a chapter can measure how much of the truth a model recovers. The design
-follows the RecFlow paper card's generator proposal (its sections 10.1-10.5); choices it
-leaves open are marked [proposed].
+follows the generator this course designed for RecFlow's funnel; choices that RecFlow's
+paper leaves open are marked [proposed].
 
 Three modules, one concern each:
 
@@ -36,7 +36,7 @@ BEIJING = dt.timezone(dt.timedelta(hours=8))  # RecFlow's timestamps are Beijing
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Sizes, funnel shape and feedback rates of a world. The defaults are the paper card's
+    """Sizes, funnel shape and feedback rates of a world. The defaults are the course's
     ``small`` preset; ``WORLD_PRESETS`` holds the course's three sizes."""
 
     n_users: int = 1_500
@@ -65,7 +65,7 @@ class WorldConfig:
     modality_dims: tuple[tuple[str, int], ...] = (("visual", 32), ("text", 24), ("audio", 16))
     modality_informativeness: float = 0.7  # 0: modalities are noise; 1: pure topic signal
     behaviour_in_content: float = 0.2  # share of an item's behaviour factor the content shows
-    # target rates per exposure [proposed placeholders of the card, 10.3]; the gift rate is
+    # target rates per exposure [proposed placeholders]; the gift rate is
     # per effective view of a live stream [proposed]
     rates: tuple[tuple[str, float], ...] = (
         ("effective_view", 0.40), ("long_view", 0.20), ("like", 0.02), ("follow", 0.003),
