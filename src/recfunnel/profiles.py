@@ -65,6 +65,7 @@ class KuaiFormerSize:
     batch_size: int = 256
     lr: float = 2e-3
     seeds: int = 1  # seeds of the MovieLens-100K comparison
+    ml_per_user: int = 8  # cut points per user and epoch on MovieLens-100K
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
     },
     "dimerec": {
         "smoke": DimeRecSize(epochs=4, sasrec_epochs=2, d_model=32, diffusion_steps=20,
-                             per_user=8, norm_steps=40),
+                             per_user=4, norm_steps=40),
         "cpu": DimeRecSize(epochs=10, sasrec_epochs=8, d_model=32, diffusion_steps=50,
                            per_user=32, norm_steps=150, ablations=ALL_DIMEREC_ABLATIONS),
         "gpu": DimeRecSize(epochs=100, sasrec_epochs=200, d_model=64, diffusion_steps=200,
@@ -210,7 +211,7 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
         "smoke": ElasticSize(
             ml_epochs=3, ml_max_len=50, d_model=32, n_experts=4, memory_size=256, top_c=4,
             long_users=1_500, long_items=300, long_topics=10, long_len=200, long_gap=120,
-            long_epochs=10, truncations=(50,),
+            long_epochs=10, truncations=(50,), per_user=4,
         ),
         "cpu": ElasticSize(
             ml_epochs=8, ml_max_len=50, d_model=32, n_experts=8, memory_size=1_024, top_c=8,

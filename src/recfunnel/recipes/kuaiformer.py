@@ -85,7 +85,7 @@ def movielens_runs(sas_split: SequentialSplit, kf_split: SequentialSplit,
                 split = sas_split
             else:
                 model = KuaiFormer(dataclasses.replace(kuaiformer, n_interests=k))
-                history = fit_kuaiformer(model, kf_split, 8, size.batch_size, s,
+                history = fit_kuaiformer(model, kf_split, size.ml_per_user, size.batch_size, s,
                                          dataclasses.replace(cfg, epochs=size.kuaiformer_epochs,
                                                              lr=size.lr))
                 split = kf_split
