@@ -335,7 +335,7 @@ energy = float((aligned ** 2).mean())
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.plot(range(1, len(errors) + 1), errors / energy, "o-", color=plots.PALETTE[0])
 ax.set(xlabel="levels used", ylabel="MSE / mean squared value", ylim=(0, None),
-       title="Residual k-means reconstruction")
+       title="Residual k-means reconstruction", xticks=range(1, len(errors) + 1))
 plt.show()
 glue("qa_rq_error_first", float(errors[0] / energy))
 glue("qa_rq_error_last", float(errors[-1] / energy))

@@ -262,7 +262,8 @@ def metric_bars(
     ``baseline`` model is drawn in grey so the eye finds the comparison."""
     models = list(results)
     metrics = list(metrics) if metrics is not None else list(results[models[0]])
-    fig, ax = _axes(ax, figsize=(max(4.0, 1.2 * len(metrics) * max(len(models), 2) / 2), 3.4))
+    # about 1.9 inches a group: room for a name wrapped at 11 characters under each
+    fig, ax = _axes(ax, figsize=(max(6.4, 1.9 * len(metrics)), 3.4))
     width = 0.8 / len(models)
     x = np.arange(len(metrics))
     colors = iter(PALETTE)
@@ -272,10 +273,10 @@ def metric_bars(
         color = BASELINE_COLOR if model == baseline else next(colors)
         bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, values, width, yerr=yerr,
                       capsize=3, label=model, color=color)
-        if len(models) * len(metrics) <= 12:  # more labels than that would collide
+        if len(models) <= 2 and len(metrics) <= 6:  # narrower bars: labels would collide
             ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
     # long group names wrap onto several lines, and many groups slant, so none overlap
-    ax.set_xticks(x, [textwrap.fill(str(m), 14) for m in metrics],
+    ax.set_xticks(x, [textwrap.fill(str(m), 11) for m in metrics],
                   rotation=30 if len(metrics) > 5 else 0, ha="right" if len(metrics) > 5
                   else "center")
     ax.set_ylabel("value")
