@@ -324,7 +324,7 @@ print(f"Gini coefficient of exposures per item: {gini:.3f}; "
 # | requests | 9.3 million | {glue:text}`recflow_requests` |
 # | exposures per request | about 4.1 (38M / 9.3M) | {glue:text}`recflow_shown_per_request` |
 # | stage rows per request | ~120 by Figure 1, ~204 by the totals | {glue:text}`recflow_rows_per_request` |
-# | effective-view rate | not given | {glue:text}`recflow_ev_rate` (target 0.40) |
+# | effective-view rate | not given | {glue:text}`recflow_ev_rate` (target {glue:text}`recflow_target_ev`) |
 #
 # The world keeps RecFlow's schema, its funnel order and its logging rules, and scales
 # everything else down so that a chapter runs on a laptop; the `gpu` profile comes closer
