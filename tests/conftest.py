@@ -1,8 +1,15 @@
 """Shared fixtures. ``executed`` runs each chapter once per test session (papermill, at
 the smoke profile, into ``_build/smoke/executed``); every test that looks at a chapter's
 outputs (its glued claims, the cells nbval compares, the smoke book, the student copy's
-baseline) reads that one execution."""
+baseline) reads that one execution.
 
+The chapters share one run cache (``recfunnel.runcache``), emptied when the session
+starts: the first chapter that trains a model trains it, and a later chapter that trains
+the very same one (chapter 2's SASRec in chapters 3 and 4) loads it, as it would for a
+reader running the chapters in order."""
+
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,6 +22,9 @@ from recfunnel.book import Execution, execute, toc_chapters  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTED = ROOT / "_build" / "smoke" / "executed"
+RUN_CACHE = ROOT / "_build" / "smoke" / "runs"
+shutil.rmtree(RUN_CACHE, ignore_errors=True)
+os.environ["RECFUNNEL_RUN_CACHE"] = str(RUN_CACHE)  # the kernels inherit it
 _runs: dict[str, Execution] = {}
 
 

@@ -156,6 +156,15 @@ class SequentialSplit:
             digest.update(f"{user}:".encode() + self.sequences[user].astype(np.int64).tobytes())
         return digest.hexdigest()
 
+    def fingerprint(self) -> str:
+        """SHA-256 of everything a model trained on the split reads: the sequences (the
+        ``checksum``), the window, the vocabulary and every side feature."""
+        digest = hashlib.sha256(f"{self.checksum()} {self.max_len} {self.n_items} "
+                                f"{self.feature_columns}".encode())
+        for user in self.user_ids if self.features else ():
+            digest.update(self.features[user].astype(np.int64).tobytes())
+        return digest.hexdigest()
+
     def train_samples(self) -> tuple[np.ndarray, np.ndarray]:
         """(user of each sample, position of its target in the user's sequence): every
         target from the 2nd item to the 3rd-last."""

@@ -28,6 +28,7 @@ from recfunnel.data.sequences import SeqBatch, SequentialSplit, every_window, ne
 from recfunnel.models import SequenceModel
 from recfunnel.models.baselines import SASRec, SASRecConfig
 from recfunnel.models.multitask import MultiTaskRanker, validation_auc
+from recfunnel.runcache import cached_training
 from recfunnel.train import Batches, History, TrainConfig, fit, shuffled
 
 NEXT_ITEM = TrainConfig(monitor="ndcg@10", patience=5)  # a sequence model's settings
@@ -45,11 +46,14 @@ def fit_recbole_sasrec(split: SequentialSplit, seed: int, cfg: TrainConfig,
                        patience: int | None = 10) -> tuple[SASRec, History]:
     """SASRec with RecBole's settings (50 items, d = 64, all-position softmax, batches of
     128 windows, early stop after ``patience`` epochs), built from the current seed state
-    and trained on ``split``: the reference of chapters 2, 3 and 4."""
+    and trained on ``split``: the reference of chapters 2, 3 and 4, trained once and then
+    loaded from the run cache (``recfunnel.runcache``) by the chapters that follow."""
     model = SASRec(SASRecConfig(n_items=split.n_items))
     cfg = dataclasses.replace(cfg, patience=patience)
-    history = fit_next_item(model, every_window(split, 128, seed), split.eval_batch("valid"),
-                            cfg)
+    history = cached_training(
+        model, lambda: fit_next_item(model, every_window(split, 128, seed),
+                                     split.eval_batch("valid"), cfg),
+        cfg, "every_window", split.fingerprint(), 128, seed, label=cfg.desc)
     return model, history
 
 

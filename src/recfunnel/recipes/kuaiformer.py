@@ -26,6 +26,7 @@ from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig
 from recfunnel.notebook import plural
 from recfunnel.profiles import KuaiFormerSize
 from recfunnel.recipes import NEXT_ITEM, fit_next_item, fit_recbole_sasrec
+from recfunnel.runcache import cached_training
 from recfunnel.runtime import resolve_device, set_seed
 from recfunnel.study import Gap, Verdict, exact_gap, paired_gap, report_commit
 from recfunnel.train import History, TrainConfig
@@ -37,10 +38,13 @@ def fit_kuaiformer(model: KuaiFormer, split: SequentialSplit, per_user: int, bat
                    seed: int, cfg: TrainConfig) -> History:
     """KuaiFormer's training: log Q from the split's training targets, ``per_user`` random
     cut points per user and epoch [proposed: the paper trains on a stream, and one target
-    per sequence needs several cuts to see enough targets]."""
+    per sequence needs several cuts to see enough targets]. Chapter 3 trains the same
+    KuaiFormer as chapter 2: the run cache (``recfunnel.runcache``) loads it there."""
     model.set_item_frequencies(torch.as_tensor(split.train_item_counts()))
-    return fit_next_item(model, cut_points(split, per_user, batch_size, seed),
-                         split.eval_batch("valid"), cfg)
+    return cached_training(
+        model, lambda: fit_next_item(model, cut_points(split, per_user, batch_size, seed),
+                                     split.eval_batch("valid"), cfg),
+        cfg, "cut_points", split.fingerprint(), per_user, batch_size, seed, label=cfg.desc)
 
 
 def test_metrics(model: torch.nn.Module, split: SequentialSplit) -> dict[str, float]:
