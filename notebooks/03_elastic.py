@@ -490,13 +490,15 @@ else:
 glue("el_claim2_gap", claims["2"].measured or "not measured (MovieLens-100K unavailable)")
 glue("el_claim2_held", claims["2"].text)
 glue("el_ml_epochs", size.ml_epochs)
+glue("el_sasrec_epochs", size.sasrec_epochs)
 glue("el_ml_seeds", plural(size.seeds, "seed"))
 
 # %% [markdown]
 # ELASTIC's test NDCG@10 differs from SASRec's by {glue:text}`el_ml_gap_pct` % after
-# {glue:text}`el_ml_epochs` epochs each ({glue:text}`el_ml_seeds`); per user, the
-# difference is {glue:text}`el_claim2_gap` (mean ± standard error). Two things work
-# against ELASTIC here, and neither is about length. SASRec learns from every position of
+# {glue:text}`el_ml_epochs` epochs (SASRec: {glue:text}`el_sasrec_epochs`;
+# {glue:text}`el_ml_seeds`); per user, the difference is {glue:text}`el_claim2_gap`
+# (mean ± standard error). Two things work against ELASTIC here, and neither is about
+# length. SASRec learns from every position of
 # every window in one pass. ELASTIC, to avoid looking into the future, learns from one
 # target per sequence, so at equal epochs it has seen several times fewer targets. Chapter 2
 # measured the same handicap for KuaiFormer. Also, the newest position reaches the items

@@ -75,7 +75,8 @@ class ElasticSize:
     at ``long_len`` and by SASRec truncated to each of ``truncations``; the sweeps of the
     memory size (0: no memory) and of the expert count (empty: not run)."""
 
-    ml_epochs: int  # every model on MovieLens-100K
+    ml_epochs: int  # KuaiFormer and ELASTIC on MovieLens-100K
+    sasrec_epochs: int  # SASRec on MovieLens-100K (chapters 2 and 4 train the same one)
     ml_max_len: int  # ELASTIC's window on MovieLens-100K (SASRec keeps RecBole's 50)
     d_model: int
     n_experts: int  # k
@@ -199,7 +200,7 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
                         lora_rank=16, batch_size=4_096, lr=1e-3, kuairand=True),
     },
     "dimerec": {
-        "smoke": DimeRecSize(epochs=4, sasrec_epochs=2, d_model=32, diffusion_steps=20,
+        "smoke": DimeRecSize(epochs=4, sasrec_epochs=1, d_model=32, diffusion_steps=20,
                              per_user=4, norm_steps=40),
         "cpu": DimeRecSize(epochs=10, sasrec_epochs=8, d_model=32, diffusion_steps=50,
                            per_user=32, norm_steps=150, ablations=ALL_DIMEREC_ABLATIONS),
@@ -209,17 +210,20 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
     },
     "elastic": {
         "smoke": ElasticSize(
-            ml_epochs=3, ml_max_len=50, d_model=32, n_experts=4, memory_size=256, top_c=4,
+            ml_epochs=3, sasrec_epochs=1, ml_max_len=50, d_model=32, n_experts=4,
+            memory_size=256, top_c=4,
             long_users=1_500, long_items=300, long_topics=10, long_len=200, long_gap=120,
             long_epochs=10, truncations=(50,), per_user=4,
         ),
         "cpu": ElasticSize(
-            ml_epochs=8, ml_max_len=50, d_model=32, n_experts=8, memory_size=1_024, top_c=8,
+            ml_epochs=8, sasrec_epochs=8, ml_max_len=50, d_model=32, n_experts=8,
+            memory_size=1_024, top_c=8,
             long_users=2_000, long_items=1_000, long_topics=20, long_len=384, long_gap=224,
             long_epochs=12, truncations=(50, 200),
         ),
         "gpu": ElasticSize(
-            ml_epochs=200, ml_max_len=200, d_model=64, n_experts=32, memory_size=65_536,
+            ml_epochs=200, sasrec_epochs=200, ml_max_len=200, d_model=64, n_experts=32,
+            memory_size=65_536,
             top_c=32, long_users=8_000, long_items=3_000, long_topics=32, long_len=2_048,
             long_gap=600, long_epochs=40, truncations=(50, 200, 2_048),
             bank_sizes=(0, 1_024, 16_384, 65_536), expert_counts=(2, 4, 8, 16, 32),
@@ -228,8 +232,8 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
     },
     "kuaiformer": {
         "smoke": KuaiFormerSize(
-            sasrec_epochs=2, kuaiformer_epochs=3, d_model=32, planted_users=150,
-            planted_items=600, planted_topics=16, planted_epochs=4, long_len=96,
+            sasrec_epochs=1, kuaiformer_epochs=3, d_model=32, planted_users=150,
+            planted_items=600, planted_topics=16, planted_epochs=3, long_len=96,
             long_compression=((1, 32), (2, 16)), short_lens=(16,), per_user=4,
         ),
         "cpu": KuaiFormerSize(

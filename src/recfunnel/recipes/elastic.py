@@ -76,7 +76,8 @@ def movielens_runs(splits: dict[str, SequentialSplit], kuaiformer: KuaiFormerCon
             cfg = dataclasses.replace(NEXT_ITEM, epochs=size.ml_epochs, device=device,
                                       desc=f"{name}, seed {s}")
             if name == "SASRec":
-                model, _ = fit_recbole_sasrec(split, s, cfg)
+                model, _ = fit_recbole_sasrec(
+                    split, s, dataclasses.replace(cfg, epochs=size.sasrec_epochs))
             elif name == "KuaiFormer":
                 model = KuaiFormer(kuaiformer)
                 fit_kuaiformer(model, split, 8, 256, s, dataclasses.replace(cfg, lr=size.lr))
