@@ -157,3 +157,26 @@ def test_ledger_lists_every_claim_of_every_chapter(built_book, executed):
             assert " ".join(row[key].split()) in text, f"{row['chapter']}: {row[key]!r}"
     intro = (built_book / "book" / "intro.html").read_text()
     assert 'href="ledger.html"' in intro, "the introduction does not link the ledger"
+
+
+@pytest.mark.book
+def test_colab_buttons_open_the_published_colab_copies(built_book, executed, tmp_path):
+    """The button points to the branch that the book workflow fills with ``make colab``, at
+    the path where ``recfunnel.book.colab`` writes each chapter's copy."""
+    import yaml
+
+    from recfunnel.book import colab
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    branch = config["sphinx"]["config"]["recfunnel_colab_branch"]
+    workflow = (ROOT / ".github" / "workflows" / "book.yml").read_text()
+    assert "make colab" in workflow and f"-b {branch}" in workflow, "the workflow publishes it"
+    repo = config["repository"]["url"].removeprefix("https://github.com/")
+    written = {p.relative_to(tmp_path).as_posix() for p in colab(EXECUTED, tmp_path, "smoke")}
+    for chapter in CHAPTERS:
+        page = (built_book / "notebooks" / f"{chapter}.html").read_text()
+        links = re.findall(r'href="(https://colab\.research\.google\.com/[^"]+)"', page)
+        path = f"notebooks/{chapter}.ipynb"
+        assert links == [f"https://colab.research.google.com/github/{repo}/blob/{branch}/{path}"
+                         ], f"{chapter}: {links}"
+        assert path in written

@@ -379,6 +379,9 @@ def setup(app) -> dict[str, Any]:
     app.connect("doctree-read", _hide_bookkeeping_in_pages)
     app.connect("doctree-read", _caption_figures)
     app.connect("html-page-context", _offer_downloads)
+    app.add_config_value("recfunnel_colab_branch", "", "html")
+    # after sphinx-book-theme has made its launch buttons (priority 501)
+    app.connect("html-page-context", _colab_from_published_branch, priority=600)
     app.connect("build-finished", _publish_student_copies)
     return {"parallel_read_safe": False, "parallel_write_safe": True}
 
@@ -458,6 +461,25 @@ def _offer_downloads(app, pagename: str, templatename: str, context: dict, doctr
         f'<a href="../_sources/{pagename}.ipynb" download>with solutions</a> or '
         f'<a href="../student/{chapter}.ipynb" download>the student copy</a> '
         f"(exercises without their solutions).</p>\n" + context["body"])
+
+
+def _colab_from_published_branch(app, pagename: str, templatename: str, context: dict,
+                                 doctree) -> None:
+    """The Colab button opens the chapter's Colab copy, which the book workflow publishes to
+    the ``recfunnel_colab_branch`` branch (``make colab``), instead of main's notebook."""
+    branch = app.config.recfunnel_colab_branch
+    source = app.config.html_theme_options.get("repository_branch", "main")
+    if not branch:
+        return
+
+    def point(buttons: list) -> None:
+        for button in buttons:
+            if isinstance(button, dict) and "colab.research.google.com" in button.get("url", ""):
+                button["url"] = button["url"].replace(f"/blob/{source}/", f"/blob/{branch}/", 1)
+            if isinstance(button, dict):
+                point(button.get("buttons", []))
+
+    point(context.get("header_buttons", []))
 
 
 # --------------------------------------------------------------------------- Colab copies
