@@ -9,7 +9,13 @@ import torch
 
 from recfunnel.data.movielens import MovieLens
 from recfunnel.data.multimodal import MultiModalConfig, make_multimodal, rank_batch
-from recfunnel.data.text import TextEncoderUnavailableError, encode_texts, movielens_text_items
+from recfunnel.data.text import (
+    MINILM_VAR,
+    TextEncoderUnavailableError,
+    encode_texts,
+    movie_texts,
+    movielens_text_items,
+)
 from recfunnel.layers.features import masked_mean
 from recfunnel.layers.quantize import (
     NearestItemCode,
@@ -18,6 +24,7 @@ from recfunnel.layers.quantize import (
     kmeans,
 )
 from recfunnel.models import qarm, qarm_pretrain
+from recfunnel.profiles import profile_for
 from recfunnel.recipes import qarm as recipe
 
 # --------------------------------------------------------------------------- quantisers
@@ -311,6 +318,46 @@ def test_movie_texts_are_encoded_offline_in_time_order():
     # the two Toy Story titles share words, so their vectors are the most alike
     unit = torch.nn.functional.normalize(torch.from_numpy(text_items.content), dim=1)
     assert int((unit @ unit.T).fill_diagonal_(-2)[0].argmax()) == 1
+
+
+def tiny_sentence_encoder(folder) -> str:
+    """A randomly initialised one-layer BERT with mean pooling, saved in
+    sentence-transformers' format: the loading and encoding path of all-MiniLM-L6-v2."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = sorted({w.strip(".,():").lower() for t in movie_texts(tiny_movielens().items)
+                    for w in t.split()})
+    bert = folder / "bert"
+    bert.mkdir()
+    (bert / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                                              + words))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=32)).save_pretrained(bert)
+    BertTokenizerFast(vocab_file=str(bert / "vocab.txt")).save_pretrained(bert)
+    encoder = SentenceTransformer(modules=[Transformer(str(bert)), Pooling(16, "mean")],
+                                  device="cpu")
+    encoder.save(str(folder / "encoder"))
+    return str(folder / "encoder")
+
+
+def test_the_gpu_profiles_minilm_branch_encodes_movies_with_a_local_model(tmp_path,
+                                                                          monkeypatch):
+    """Chapter 7 encodes MovieLens' movies with all-MiniLM-L6-v2 at the gpu profile only: the
+    same code path, through sentence-transformers, on a tiny model of the same format."""
+    pytest.importorskip("sentence_transformers")  # the course's dev install has it
+    assert profile_for("qarm", "gpu").text_encoder == "minilm"
+    monkeypatch.setenv(MINILM_VAR, tiny_sentence_encoder(tmp_path))
+    first = movielens_text_items(tiny_movielens(), encoder="minilm", held_out=0.34)
+    again = movielens_text_items(tiny_movielens(), encoder="minilm", held_out=0.34)
+    assert first.content.shape == (6, 16) and first.content.dtype == np.float32
+    assert np.isfinite(first.content).all() and np.array_equal(first.content, again.content)
+    assert np.allclose(first.content.mean(0), 0, atol=1e-5)  # standardised like TF-IDF's
+    monkeypatch.setenv(MINILM_VAR, str(tmp_path / "absent"))
+    with pytest.raises(TextEncoderUnavailableError, match="absent"):
+        encode_texts(["a b"], encoder="minilm")
 
 
 def test_text_encoders_say_what_is_missing():

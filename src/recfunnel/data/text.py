@@ -9,7 +9,8 @@ into vectors offline:
   deterministic under its seed and quick on a CPU;
 * ``"minilm"``: the sentence-transformers model all-MiniLM-L6-v2 (384 columns), used only
   when the package and the model's weights can be loaded (``TextEncoderUnavailableError``
-  otherwise, with the reason).
+  otherwise, with the reason). The weights come from the Hugging Face hub, or from a local
+  folder in sentence-transformers' format named by ``RECFUNNEL_MINILM`` (offline).
 
 ``movie_texts`` writes the text each movie is encoded from; ``movielens_text_items`` puts
 the vectors next to each user's ratings in time order (a rating counts as a click), split
@@ -18,6 +19,7 @@ per user into an earlier training part and a later held-out part.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +28,7 @@ import pandas as pd
 from recfunnel.data.movielens import MovieLens
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_VAR = "RECFUNNEL_MINILM"  # a local copy of the model, used instead of the hub
 
 
 class TextEncoderUnavailableError(RuntimeError):
@@ -78,10 +81,11 @@ def _minilm(texts: list[str]) -> np.ndarray:
         raise TextEncoderUnavailableError(
             "the 'minilm' encoder needs sentence-transformers (pip install "
             "sentence-transformers)") from error
+    source = os.environ.get(MINILM_VAR, "").strip() or MINILM
     try:
-        model = SentenceTransformer(MINILM, device="cpu")
-    except OSError as error:  # no cached weights and no network
-        raise TextEncoderUnavailableError(f"cannot load {MINILM}: {error}") from error
+        model = SentenceTransformer(source, device="cpu")
+    except OSError as error:  # no cached weights and no network, or no such folder
+        raise TextEncoderUnavailableError(f"cannot load {source}: {error}") from error
     return model.encode(texts, batch_size=256, show_progress_bar=False).astype(np.float32)
 
 
