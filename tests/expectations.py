@@ -34,6 +34,8 @@ EXPECTATIONS: dict[str, list[tuple[str, str]]] = {
          "0.65 < recflow_oracle_auc < 0.9"),
         ("a stage cut is neither random nor perfect", "0.6 < recflow_auc_pre_coarse < 0.9"),
         ("exposures concentrate on popular items", "recflow_exposure_gini > 0.3"),
+        ("every cut keeps better items than it drops, beyond noise", "recflow_claim2 == 'held'"),
+        ("unexposed samples outnumber exposures tenfold", "recflow_unexposed_per_exposure >= 10"),
         ("MovieLens-100K has RecBole's counts",
          "(ml100k_users, ml100k_items, ml100k_interactions) == (943, 1682, 100000)"),
         ("the split has RecBole's 97,171 training samples", "ml100k_train_samples == 97171"),

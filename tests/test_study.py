@@ -44,6 +44,8 @@ def test_one_seed_gap_is_the_classic_paired_test():
     gap = paired_gap(a, b)
     assert (gap.mean, gap.se) == pytest.approx(paired_difference(a, b))
     assert gap.n_seeds == 1 and gap.n_users == 500
+    assert gap.noise == "500 users and one seed"
+    assert paired_gap(a, b, unit="requests").noise == "500 requests and one seed"
 
 
 def test_the_standard_error_adds_the_seed_term_to_the_user_term():

@@ -254,6 +254,7 @@ class Gap:
     n_seeds: int = 1
     mean_a: float = math.nan
     mean_b: float = math.nan
+    unit: str = "users"  # what the paired values were measured on (users, requests)
 
     @property
     def noise(self) -> str:
@@ -262,7 +263,7 @@ class Gap:
             return "not measured"
         if self.se == 0 and self.n_users == 0 and self.n_seeds == 0:
             return "none (an exact count)"
-        users = f"{self.n_users:,} users" if self.n_users else ""
+        users = f"{self.n_users:,} {self.unit}" if self.n_users else ""
         seeds = f"{self.n_seeds} seeds" if self.n_seeds > 1 else "one seed"
         return f"{users} and {seeds}" if users else seeds
 
@@ -285,9 +286,11 @@ class Gap:
         return f"{self.mean:+.4f} ± {self.se:.4f}"
 
 
-def paired_gap(a_values, b_values, *, a: str = "a", b: str = "b", metric: str = "") -> Gap:
+def paired_gap(a_values, b_values, *, a: str = "a", b: str = "b", metric: str = "",
+               unit: str = "users") -> Gap:
     """The gap between two variants' per-user values on the same users: arrays [U] (one
-    seed) or [S, U] (seed s of ``a`` paired with seed s of ``b``)."""
+    seed) or [S, U] (seed s of ``a`` paired with seed s of ``b``); ``unit`` names what was
+    paired when it is not users (requests, say)."""
     a_values = np.atleast_2d(np.asarray(a_values, dtype=np.float64))
     b_values = np.atleast_2d(np.asarray(b_values, dtype=np.float64))
     if a_values.shape != b_values.shape or a_values.ndim != 2:
@@ -301,7 +304,7 @@ def paired_gap(a_values, b_values, *, a: str = "a", b: str = "b", metric: str = 
     seed_term = diff.mean(1).var(ddof=1) / S if S > 1 else 0.0
     return Gap(a, b, metric, float(diff.mean()), float(math.sqrt(user_term + seed_term)),
                n_users=U, n_seeds=S, mean_a=float(a_values.mean()),
-               mean_b=float(b_values.mean()))
+               mean_b=float(b_values.mean()), unit=unit)
 
 
 def seed_gap(a_values, b_values, *, a: str = "a", b: str = "b", metric: str = "") -> Gap:
