@@ -232,7 +232,7 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
     },
     "kuaiformer": {
         "smoke": KuaiFormerSize(
-            sasrec_epochs=1, kuaiformer_epochs=3, d_model=32, planted_users=150,
+            sasrec_epochs=1, kuaiformer_epochs=3, d_model=32, planted_users=120,
             planted_items=600, planted_topics=16, planted_epochs=3, long_len=96,
             long_compression=((1, 32), (2, 16)), short_lens=(16,), per_user=4,
         ),
