@@ -124,3 +124,22 @@ def test_sasrec_of_chapters_2_to_4_is_trained_once(cache, capsys):
     assert "loaded from the run cache" in capsys.readouterr().out
     for name, value in first.state_dict().items():
         assert torch.equal(value, second.state_dict()[name])
+
+
+def test_a_change_to_the_package_source_changes_every_key(tmp_path, monkeypatch):
+    """A stale run can never hide a change under src/: the key hashes every source file."""
+    import recfunnel.runcache as runcache
+
+    package = tmp_path / "recfunnel"
+    package.mkdir()
+    (package / "train.py").write_text("STEP = 1\n")
+    monkeypatch.setattr(runcache, "PACKAGE", package)
+    runcache._source_digest.cache_clear()
+    set_seed(0)
+    model = torch.nn.Linear(2, 1)
+    before = runcache.run_key(model, "cpu", CFG)
+    (package / "train.py").write_text("STEP = 2\n")
+    runcache._source_digest.cache_clear()
+    after = runcache.run_key(model, "cpu", CFG)
+    runcache._source_digest.cache_clear()
+    assert before != after
