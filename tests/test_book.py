@@ -58,8 +58,11 @@ def test_chapter_page_shows_outputs_and_figures_and_no_errors(built_book, chapte
     page = (built_book / "notebooks" / f"{chapter}.html").read_text()
     figures = re.findall(r'<img[^>]+src="\.\./_images/[^"]+\.png"[^>]*>', page)
     assert len(figures) >= 2, f"{chapter} shows {len(figures)} figures"
-    numbered = re.findall(r'<span class="caption-number">Fig\. [\d.]+ </span>', page)
-    assert len(numbered) == len(figures), f"{len(numbered)} of {len(figures)} figures captioned"
+    number = int(chapter[:2])
+    numbered = re.findall(rf"<strong>Figure {number}\.(\d+)</strong> \w", page)
+    assert numbered == [str(k) for k in range(1, len(figures) + 1)], \
+        f"{chapter}: figures numbered {numbered}, {len(figures)} shown"
+    assert "caption-number" not in page, "no figure numbered across the book"
     for figure in figures:
         alt = re.search(r'alt="([^"]*)"', figure)
         assert alt and len(alt.group(1)) >= 10, f"a figure without alt text: {figure[:120]}"
@@ -108,6 +111,9 @@ def page_defects(page: str) -> list[str]:
                   for i in range(n)]
         if sum(w + 3 for w in widths) > PAGE_CHARACTERS:
             defects.append(f"a table {sum(w + 3 for w in widths)} characters wide")
+        cut = [c for row in rows for c in row if c.endswith("...")]
+        if cut:
+            defects.append(f"a table cell cut short: {cut[0][-40:]!r}")
         raw = sorted({c for row in rows for c in row if re.fullmatch(r"-?\d+\.\d{5,}", c)})
         if raw:
             defects.append(f"raw floats {raw[:3]}")
@@ -119,6 +125,8 @@ def page_defects(page: str) -> list[str]:
 
 
 def test_page_defects_are_found():
+    cut = "<table><tr><td>the verdict is within two standa...</td></tr></table>"
+    assert any("cut short" in d for d in page_defects(cut))
     wide = "<table><tr>" + "<th>a_column_header</th>" * 7 + "</tr></table>"
     floats = "<table><tr><th>x</th><th>y</th></tr><tr><td>665.558227</td><td>NaN</td></tr></table>"
     glue = '<span class="n">glue</span><span class="p">(</span>'

@@ -341,8 +341,11 @@ def _figure_descriptions(executed_copy: Path) -> list[dict[str, str]]:
 
 
 def _caption_figures(app, doctree) -> None:
-    """Every figure of a chapter page numbered, captioned and given alt text, from what
-    ``plots.describe_figures`` stored with the figure's output."""
+    """Every figure of a chapter page numbered within its chapter ("Figure 3.2": chapter 3's
+    second figure, ``fig-02`` of its slide exports), captioned and given alt text, from
+    what ``plots.describe_figures`` stored with the figure's output. The number is part of
+    the caption's text, so Sphinx's own figure numbering, which counts across the whole
+    book, leaves these figures alone."""
     from docutils import nodes
 
     docname = app.env.docname
@@ -362,7 +365,10 @@ def _caption_figures(app, doctree) -> None:
         figure = nodes.figure("", ids=[f"fig-{chapter}-{number}"], classes=["chapter-figure"])
         image.parent.replace(image, figure)
         figure += image
-        figure += nodes.caption(described["caption"], described["caption"])
+        label = f"Figure {int(chapter[:2])}.{number}"
+        text = nodes.paragraph("", "", nodes.strong(label, label),
+                               nodes.Text(f" {described['caption']}"))
+        figure += nodes.legend("", text, classes=["chapter-figure-caption"])
 
 
 def _ancestors(node):
