@@ -47,10 +47,13 @@ def setup(chapter: str, profile: str, seed: int, device: str = "auto"):
     resolved ("auto": cuda, then mps, then cpu), and the chapter's sizes at ``profile``
     (``profiles.profile_for``); prints the environment and the sizes. Returns
     ``(device, size)``."""
+    import pandas as pd
+
     from recfunnel import plots
     from recfunnel.profiles import profile_for
     from recfunnel.runtime import environment_report, resolve_device, set_seed
 
+    pd.set_option("display.max_colwidth", None)  # no cell cut to "...": the page wraps it
     plots.use_style()
     plots.describe_figures()
     figures = os.environ.get("RECFUNNEL_FIGURES")  # set by `make book`

@@ -508,7 +508,7 @@ def claims_table(verdicts: Mapping[str, Verdict], paper: Mapping[str, str] | Non
     import pandas as pd
 
     rows = _claim_rows(verdicts, paper or {})
-    table = pd.DataFrame(rows).set_index("key").rename_axis("#").rename(columns={
+    table = pd.DataFrame(rows).set_index("key").rename_axis(None).rename(columns={
         "paper": "the paper", "claim": "this book tests", "measured": "measured (a - b ± se)"})
     return table if paper else table.drop(columns="the paper")
 
