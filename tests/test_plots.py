@@ -136,3 +136,22 @@ def test_log_axis_labels_only_the_major_ticks():
     fig.canvas.draw()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "64", "96"]
     assert all(t.get_text() == "" for t in ax.get_xticklabels(minor=True))
+
+
+@pytest.mark.parametrize("n_groups", [3, 8, 12])
+def test_metric_bars_labels_never_overlap_and_the_figure_fits_the_page(n_groups):
+    names = [f"effective_view task {k}" for k in range(n_groups)]
+    results = {model: {name: 0.7 + 0.01 * k for k, name in enumerate(names)}
+               for model in ("MMoE", "HoME")}
+    fig = plots.metric_bars(results, baseline="MMoE", title="per task")
+    assert fig.get_figwidth() <= 10.0
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    labels = (fig.axes[0].get_yticklabels() if n_groups > 8 else
+              fig.axes[0].get_xticklabels())
+    boxes = [label.get_window_extent(renderer) for label in labels]
+    for left, right in zip(boxes, boxes[1:], strict=False):
+        assert not left.overlaps(right), "two group labels overlap"
+    legend = fig.axes[0].get_legend().get_window_extent(renderer)
+    assert legend.x0 >= fig.axes[0].get_window_extent(renderer).x1, "the legend is on the bars"
+    plt.close(fig)

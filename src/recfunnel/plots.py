@@ -225,7 +225,9 @@ def training_curves(history, metrics: Iterable[str] | None = None, title: str = 
                               label=f"best epoch ({history.best_epoch})")
         metric_ax.set(xlabel="epoch", title="validation")
         metric_ax.legend()
-    if title:
+    if title and n_panels == 1:  # one panel: its own title says it, without a second one
+        loss_ax.set_title(title)
+    elif title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -262,25 +264,38 @@ def metric_bars(
     ``baseline`` model is drawn in grey so the eye finds the comparison."""
     models = list(results)
     metrics = list(metrics) if metrics is not None else list(results[models[0]])
-    # about 1.9 inches a group: room for a name wrapped at 11 characters under each
-    fig, ax = _axes(ax, figsize=(max(6.4, 1.9 * len(metrics)), 3.4))
+    # up to eight groups stand side by side, about 1.9 inches each (a name wrapped at 11
+    # characters under each) up to the 10 inches that the page shows at a readable size;
+    # more groups lie on their side, one row each, so their names never collide
+    horizontal = len(metrics) > 8
+    size = ((8.0, 1.0 + 0.28 * len(metrics) * len(models)) if horizontal
+            else (min(10.0, max(6.4, 1.9 * len(metrics))), 3.4))
+    fig, ax = _axes(ax, figsize=size)
     width = 0.8 / len(models)
     x = np.arange(len(metrics))
     colors = iter(PALETTE)
     for i, model in enumerate(models):
         values = [results[model][m] for m in metrics]
-        yerr = [errors[model][m] for m in metrics] if errors and model in errors else None
+        spread = [errors[model][m] for m in metrics] if errors and model in errors else None
         color = BASELINE_COLOR if model == baseline else next(colors)
-        bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, values, width, yerr=yerr,
-                      capsize=3, label=model, color=color)
+        offset = x + (i - (len(models) - 1) / 2) * width
+        if horizontal:
+            ax.barh(offset, values, width, xerr=spread, capsize=3, label=model, color=color)
+            continue
+        bars = ax.bar(offset, values, width, yerr=spread, capsize=3, label=model, color=color)
         if len(models) <= 2 and len(metrics) <= 6:  # narrower bars: labels would collide
             ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
-    # long group names wrap onto several lines, and many groups slant, so none overlap
-    ax.set_xticks(x, [textwrap.fill(str(m), 11) for m in metrics],
-                  rotation=30 if len(metrics) > 5 else 0, ha="right" if len(metrics) > 5
-                  else "center")
-    ax.set_ylabel("value")
-    ax.margins(y=0.15)
+    names = [textwrap.fill(str(m), 11 if not horizontal else 30) for m in metrics]
+    if horizontal:
+        ax.set_yticks(x, names)
+        ax.invert_yaxis()  # the first group on top
+        ax.set_xlabel("value")
+        ax.margins(x=0.1)
+    else:  # more than four groups slant
+        ax.set_xticks(x, names, rotation=30 if len(metrics) > 4 else 0,
+                      ha="right" if len(metrics) > 4 else "center")
+        ax.set_ylabel("value")
+        ax.margins(y=0.15)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never on them
     if title:
         ax.set_title(title)
