@@ -515,7 +515,7 @@ center = table4.mean(0)
 _, _, basis = torch.linalg.svd(table4 - center, full_matrices=False)
 project = basis[:2].T  # [D, 2]
 xy = ((table4 - center) @ project).numpy()
-fig, ax = plt.subplots(figsize=(5.5, 4.6))
+fig, ax = plt.subplots(figsize=(7.5, 4.6))
 ax.scatter(xy[:, 0], xy[:, 1], s=3, color="lightgrey", label="other videos")
 for color, topic in zip(plots.PALETTE, planted.user_topics[user], strict=False):
     members = planted.item_topic[1:] == topic
@@ -530,7 +530,9 @@ for j, (dx, dy) in enumerate(arrows):
 reach = 1.15 * max(np.abs(xy).max(), np.abs(arrows).max())  # every arrow inside the axes
 ax.set(title=f"user {user + 1}: planted topics and the 4 interests", xticks=[], yticks=[],
        xlim=(-reach, reach), ylim=(-reach, reach))
-ax.legend(loc="lower left", markerscale=2)
+ax.set_aspect("equal")
+ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), markerscale=2)  # beside the cloud
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]

@@ -374,7 +374,8 @@ if bench:
                 ax.loglog(series.index, series.values, marker="o", ms=3, color=color,
                           label=f"{model} (slope {fit:.1f})")
             ax.set(xlabel="sequence length L", ylabel=label,
-                   title=f"{report['device_name']} ({device_type}), batch {report['batch_size']}")
+                   title=f"{label.split(' (')[0]} ({device_type}, batch "
+                         f"{report['batch_size']})")
             ax.legend()
     fig.tight_layout()
 
@@ -793,8 +794,9 @@ if settings:
         ticks = [str(getattr(s, key)) for s in curve]
         ax.plot(ticks, [s.ndcg for s in curve], marker="o", color=plots.PALETTE[0])
         ax.set(xlabel=label, ylabel="test NDCG@10")
+        ax.margins(x=0.15, y=0.2)  # room inside the axes for every point's label
         for tick, s in zip(ticks, curve, strict=True):
-            ax.annotate(f"{s.encoder_gflop:.3f} GFLOP", (tick, s.ndcg), fontsize=7,
+            ax.annotate(f"{s.encoder_gflop:.3f} GFLOP", (tick, s.ndcg), fontsize=8,
                         textcoords="offset points", xytext=(0, 6), ha="center")
     axes[0].set_title(f"memory size (k = {base_k})")
     axes[1].set_title(f"expert count (N = {base_memory})")

@@ -166,10 +166,20 @@ tasks_table = pd.DataFrame({
 }, index=pd.Index(data.tasks, name="task"))
 display(plots.table(tasks_table, formats={"positive rate": "{:.3%}",
                                           "best possible AUC": "{:.3f}"}))
+
+# %% [markdown]
+# The output of the next cell is checked by the tests on every change, so a silent change
+# in the world or its split fails the build.
+
+# %%
+# NBVAL_CHECK_OUTPUT
 SPARSE = tuple(sorted(data.tasks, key=rates.get)[:4])
 DENSE = tuple(t for t in data.tasks if t not in SPARSE)
 print(f"{len(train):,} training, {len(valid):,} validation and {len(test):,} test impressions "
       f"(split by day); the four sparsest tasks: {', '.join(SPARSE)}")
+print("test positives per task:", dict(zip(data.tasks, test.labels.sum(0).tolist(), strict=True)))
+
+# %%
 glue("hm_impressions", f"{len(data):,}")
 glue("hm_sparse_tasks", ", ".join(SPARSE))
 glue("hm_min_test_positives", int(test.labels.sum(0).min()))

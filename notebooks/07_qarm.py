@@ -138,6 +138,7 @@ device, size = setup("qarm", PROFILE, SEED, DEVICE)
 # user's last $S$ clicks before it. The last day is the test set, the day before validation.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 data = recipe.qarm_world(size, SEED)
 train, valid, test = data.split()
 cfg = data.cfg
@@ -152,7 +153,13 @@ facts = {
     "test impressions on cold items": f"{data.is_cold[data.items[test]].mean():.1%}",
     "history length S": size.history,
 }
-display(pd.Series(facts, name="value").to_frame())
+print(pd.Series(facts).to_string())
+
+# %% [markdown]
+# The output of the cell above is checked by the tests on every change, so a silent change
+# in the world fails the build.
+
+# %%
 glue("qa_rho", cfg.behaviour_in_content)
 glue("qa_cold_share", float(data.is_cold.mean()))
 glue("qa_cold_traffic", float(data.is_cold[data.items[test]].mean()))
@@ -505,16 +512,11 @@ for name in variants[1:]:
     gains[name] = {g: float((mine[f"auc_{g}"] - base[f"auc_{g}"]).mean()) for g in groups}
 gains = pd.DataFrame(gains).T
 display(gains.style.format("{:+.4f}"))
-fig, ax = plt.subplots(figsize=(7, 3.2))
 shown_variants = ["+ frozen aligned vector", "+ VQ & RQ codes", "+ aligned vector & codes"]
-width = 0.8 / len(shown_variants)
-for k, name in enumerate(shown_variants):
-    ax.bar(np.arange(len(groups)) + k * width, gains.loc[name, groups], width, label=name,
-           color=plots.PALETTE[k])
-ax.set_xticks(np.arange(len(groups)) + width, groups)
-ax.axhline(0, color="black", lw=0.8)
-ax.set(ylabel="AUC gain over base", title="Where the item inputs help")
-ax.legend()
+fig = plots.metric_bars({name: gains.loc[name, groups].to_dict() for name in shown_variants},
+                        metrics=groups, title="Where the item inputs help")
+fig.axes[0].axhline(0, color="black", lw=0.8)
+fig.axes[0].set_ylabel("AUC gain over base")
 plt.show()
 
 # %% [markdown]
