@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
+from real_formats import write_kuairand
+
 from recfunnel.data import kuairand
 from recfunnel.data.download import DataUnavailableError
 from recfunnel.data.impressions import TASK_GROUPS, TASK_RATES, ImpressionConfig, make_impressions
@@ -90,35 +92,8 @@ def test_impressions_reject_bad_rows(small):
         ImpressionConfig(rates=TASK_RATES[:4])
 
 
-def _write_kuairand(folder, n=400, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for k, name in enumerate(kuairand.LOG_FILES):
-        day = np.sort(rng.integers(0, 5, n)) + 10 * k
-        log = pd.DataFrame({
-            "user_id": rng.integers(0, 30, n), "video_id": rng.integers(0, 80, n),
-            "date": 20220408 + day, "hourmin": rng.integers(0, 24, n) * 100,
-            "time_ms": 1_649_376_000_000 + day * 86_400_000 + rng.integers(0, 86_400_000, n),
-            **{c: (rng.random(n) < 0.3).astype(int) for c in
-               ("is_click", "is_like", "is_follow", "is_comment", "is_forward", "is_hate",
-                "long_view", "is_profile_enter")},
-            "play_time_ms": rng.integers(0, 30_000, n), "duration_ms": rng.integers(5_000,
-                                                                                   60_000, n),
-            "profile_stay_time": 0, "comment_stay_time": 0,
-            "is_rand": (rng.random(n) < 0.1).astype(int), "tab": rng.integers(0, 4, n)})
-        log.to_csv(folder / name, index=False)
-    pd.DataFrame({"user_id": range(30), "user_active_degree": ["high_active"] * 29 + [None],
-                  "is_lowactive_period": 0, "is_live_streamer": 0, "is_video_author": 1,
-                  "follow_user_num_range": "0", "fans_user_num_range": "[1,10)",
-                  "register_days_range": "31-60"}).to_csv(folder / kuairand.USER_FILE,
-                                                          index=False)
-    pd.DataFrame({"video_id": range(80), "author_id": rng.integers(0, 20, 80),
-                  "video_type": "NORMAL", "upload_type": "ShortImport",
-                  "music_type": 4.0}).to_csv(folder / kuairand.VIDEO_FILE, index=False)
-
-
 def test_the_kuairand_reader_reads_the_real_layout(tmp_path):
-    _write_kuairand(tmp_path / "data")
+    write_kuairand(tmp_path / "data")
     data = kuairand.read_kuairand(tmp_path)  # finds the data/ folder itself
     raw = pd.concat([pd.read_csv(tmp_path / "data" / f) for f in kuairand.LOG_FILES])
     kept = raw[raw["is_rand"] == 0].sort_values("time_ms", kind="stable")
@@ -135,7 +110,7 @@ def test_the_kuairand_reader_reads_the_real_layout(tmp_path):
 
 
 def test_the_kuairand_reader_names_what_is_wrong(tmp_path, monkeypatch):
-    _write_kuairand(tmp_path)
+    write_kuairand(tmp_path)
     log = pd.read_csv(tmp_path / kuairand.LOG_FILES[1])
     log.drop(columns="is_click").to_csv(tmp_path / kuairand.LOG_FILES[1], index=False)
     with pytest.raises(ValueError, match=r"log_standard_4_22.*'is_click'"):
@@ -282,7 +257,7 @@ def test_the_gpu_profiles_kuairand_branch_runs_on_files_in_the_real_layout(tmp_p
     from recfunnel.profiles import profile_for
     from recfunnel.recipes import home as recipe
 
-    _write_kuairand(tmp_path / "data")
+    write_kuairand(tmp_path / "data")
     real = kuairand.read_kuairand(tmp_path)
     size = dataclasses.replace(profile_for("home", "gpu"), epochs=1, batch_size=256)
     configs = recipe.ranker_configs(size)  # the gpu profile's model sizes

@@ -35,6 +35,8 @@ def snapshot(folder):
 def rows_like(n=3, **changes):
     frame = pd.DataFrame({c: np.arange(n, dtype=np.int64) for c in recflow.ROW_COLUMNS})
     frame["request_timestamp"] = 1_705_075_200_000 + frame["request_timestamp"]
+    for flag in (*recflow.STAGE_FLAGS, *recflow.FEEDBACK):  # 0/1 columns
+        frame[flag] = frame[flag] % 2
     for key, value in changes.items():
         frame[key] = value
     return frame
@@ -141,7 +143,7 @@ def test_empty_sequence_dictionary_is_named(root):
 def test_sequence_of_the_wrong_shape_is_named(root):
     (root / "seq_effective_50_dict" / f"{DAY}.pkl").write_bytes(
         pickle.dumps({11: np.zeros((50, 9), np.int64)}))
-    with pytest.raises(RecFlowFormatError, match=r"request 11 has a sequence of shape "
+    with pytest.raises(RecFlowFormatError, match=r"request 11's sequence: shape "
                                                  r"\(50, 9\), expected \(50, 10\)"):
         RecFlow(root).read_seq(DAY)
 

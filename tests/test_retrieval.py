@@ -56,7 +56,7 @@ def test_bad_queries_are_named():
     index = ExactIndex(torch.randn(10, 4))
     with pytest.raises(ValueError, match="D=4"):
         index.search(torch.randn(3, 5), k=2)
-    with pytest.raises(ValueError, match="k must lie"):
+    with pytest.raises(ValueError, match="k: must lie"):
         index.search(torch.randn(3, 4), k=11)
     with pytest.raises(ValueError, match="backend"):
         build_index(torch.randn(10, 4), backend="annoy")

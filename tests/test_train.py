@@ -91,7 +91,11 @@ def test_checkpoint_roundtrip_is_weights_only(tmp_path):
     assert meta["epoch"] >= 1 and "score" in meta
     torch.testing.assert_close(fresh.state_dict(), model.state_dict())
 
-    save_checkpoint(tmp_path / "evil.pt", model, note=LinearRegression)  # a class, not data
+    with pytest.raises(ValueError, match=r"meta\['note'\]: a type cannot be stored"):
+        save_checkpoint(tmp_path / "evil.pt", model, note=LinearRegression)  # a class
+    assert not (tmp_path / "evil.pt").exists()
+    torch.save({"model": model.state_dict(), "meta": {"note": LinearRegression}},
+               tmp_path / "evil.pt")  # written by hand: loading must still refuse it
     with pytest.raises(Exception, match="[Ww]eights only"):
         load_checkpoint(tmp_path / "evil.pt", fresh)
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from recfunnel import checks
+
 # --------------------------------------------------------------------------- ranking
 
 
@@ -30,6 +32,10 @@ def _relevance(targets: torch.Tensor, n_items: int) -> torch.Tensor:
         relevant[torch.arange(len(targets), device=targets.device), targets] = True
         return relevant
     if targets.dim() == 2 and targets.shape[1] == n_items:
+        if targets.dtype != torch.bool and not bool(((targets == 0) | (targets == 1)).all()):
+            row = int((~((targets == 0) | (targets == 1))).any(1).nonzero()[0])
+            raise checks.InvalidInputError(f"targets: a [B, V] relevance mask must hold 0 or 1 "
+                                           f"(or booleans); row {row} holds other values")
         return targets.bool()
     raise ValueError(f"targets must be [B] ids or [B, {n_items}] booleans, got "
                      f"{tuple(targets.shape)}")
@@ -45,7 +51,11 @@ def _seen_mask(seen, shape: tuple[int, int], device: torch.device) -> torch.Tens
         raise ValueError(f"seen has {len(seen)} rows, scores have {shape[0]}")
     mask = torch.zeros(shape, dtype=torch.bool, device=device)
     for row, ids in enumerate(seen):
-        mask[row, torch.as_tensor(list(ids), dtype=torch.long, device=device)] = True
+        ids = checks.ids(list(ids), f"seen[{row}]")  # a negative id would wrap to the end
+        if len(ids) and ids.max() >= shape[1]:
+            raise checks.InvalidInputError(f"seen[{row}]: item {ids.max()} is outside the "
+                                           f"{shape[1]} scored items")
+        mask[row, torch.as_tensor(ids, dtype=torch.long, device=device)] = True
     return mask
 
 
@@ -64,10 +74,17 @@ def ranking_metrics(
     Recall@K equals HR@K. Ties are broken by ``torch.topk``. ``reduce=False`` returns
     per-row values, for paired tests between models.
     """
-    if scores.dim() != 2:
-        raise ValueError(f"scores must be [B, V], got {tuple(scores.shape)}")
-    ks = sorted(set(int(k) for k in ks))
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2:
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise checks.InvalidInputError(f"scores: must be a [B, V] tensor, got {shape}")
+    checks.not_empty(len(scores), "scores")
+    checks.no_nan("scores", scores)  # a NaN would outrank every item
+    ks = sorted({checks.positive_int("ks", k) for k in ks})
+    if not ks:
+        raise checks.InvalidInputError("ks: name at least one K")
     B, V = scores.shape
+    if len(targets) != B:
+        raise checks.InvalidInputError(f"targets: {len(targets)} rows, scores have {B}")
     if ks[0] < 1 or ks[-1] > V:
         raise ValueError(f"every K must lie in [1, {V}], got {ks}")
     relevant = _relevance(targets.to(scores.device), V)  # [B, V]
@@ -102,9 +119,10 @@ def ranking_metrics(
 def metrics_from_ranks(ranks, ks: Iterable[int]) -> dict[str, np.ndarray]:
     """Per-row Recall@K and NDCG@K (one target per row) from the target's 1-based rank,
     0 meaning "below every K asked for" (a stored top-N rank with N >= max(ks))."""
-    ranks = np.asarray(ranks)
-    if ranks.ndim != 1 or (ranks < 0).any():
-        raise ValueError("ranks must be a 1-D array of ranks >= 1, or 0 for a miss")
+    ranks = checks.ids(ranks, "ranks")  # whole numbers >= 0: NaN and 2.5 are refused
+    if ranks.ndim != 1:
+        raise checks.InvalidInputError("ranks: must be a 1-D array of ranks >= 1, or 0 for a "
+                                       "miss")
     out = {}
     for k in ks:
         hit = (ranks >= 1) & (ranks <= k)
@@ -127,6 +145,8 @@ def evaluate_ranking(
     fit in memory at once; the scores are computed on ``score_fn``'s device."""
     if len(user_ids) != len(targets) or (seen is not None and len(seen) != len(user_ids)):
         raise ValueError("user_ids, targets and seen must have one entry per user")
+    checks.not_empty(len(user_ids), "user_ids")
+    batch_size = checks.positive_int("batch_size", batch_size)
     parts: list[dict[str, torch.Tensor]] = []
     for start in range(0, len(user_ids), batch_size):
         chunk = slice(start, start + batch_size)
@@ -183,7 +203,10 @@ def neighbour_agreement(vectors: torch.Tensor, labels) -> float:
 def cluster_purity(clusters, labels) -> float:
     """Share of rows whose cluster's most common label is their own: clusters [n] and
     labels [n] non-negative integers."""
-    clusters, labels = np.asarray(clusters), np.asarray(labels)
+    clusters, labels = np.asarray(clusters), checks.ids(labels, "labels")
+    if len(clusters) != len(labels) or not len(labels):
+        raise checks.InvalidInputError(f"clusters and labels: need one label per row, got "
+                                       f"{len(clusters)} and {len(labels)}")
     majority = {c: np.bincount(labels[clusters == c]).argmax() for c in np.unique(clusters)}
     return float(np.mean([labels[i] == majority[c] for i, c in enumerate(clusters)]))
 
@@ -212,8 +235,9 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor, folds: int = 5,
     by L-BFGS), averaged over ``folds`` random folds: how linearly readable the labels are.
     ``reduce=False`` returns each row's held-out correctness [n] (1.0 or 0.0) instead; with
     the same ``seed`` two feature sets share the folds, so their rows can be paired."""
-    features = torch.as_tensor(features, dtype=torch.float64).detach().cpu()
-    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+    features = checks.finite_tensor("features", torch.as_tensor(
+        features, dtype=torch.float64).detach().cpu())
+    labels = torch.as_tensor(checks.ids(torch.as_tensor(labels).cpu().numpy(), "labels"))
     if features.dim() != 2 or len(features) != len(labels):
         raise ValueError("features must be [n, d] with one label per row")
     if folds < 2 or len(labels) < folds:

@@ -11,24 +11,47 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from recfunnel import checks
+
 METRICS = ("ip", "cosine")
 
 
-def _prepare(vectors: torch.Tensor, metric: str) -> torch.Tensor:
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    vectors = vectors.detach().float()
+def _prepare(vectors: torch.Tensor, metric: str, name: str) -> torch.Tensor:
+    """Float vectors (unit length for cosine), refused when one holds NaN or infinity: the
+    two backends would rank such a vector differently (torch first, FAISS never)."""
+    checks.one_of("metric", metric, METRICS)
+    vectors = checks.finite_tensor(name, vectors).detach().float()
     return F.normalize(vectors, dim=-1) if metric == "cosine" else vectors
 
 
-def _check_query(queries: torch.Tensor, dim: int, k: int, n_items: int) -> torch.Tensor:
+def _check_items(item_vecs: torch.Tensor) -> None:
+    if not isinstance(item_vecs, torch.Tensor) or item_vecs.dim() != 2 or not len(item_vecs):
+        shape = tuple(item_vecs.shape) if isinstance(item_vecs, torch.Tensor) else item_vecs
+        raise checks.InvalidInputError(f"item_vecs: must be a [V, D] tensor with V >= 1, got "
+                                       f"{shape}")
+
+
+def _check_query(queries: torch.Tensor, dim: int, k: int, n_items: int,
+                 exclude: torch.Tensor | None) -> torch.Tensor:
     if queries.dim() == 2:
         queries = queries[:, None, :]  # [B, 1, D]: one interest
     if queries.dim() != 3 or queries.shape[-1] != dim:
-        raise ValueError(f"queries must be [B, D] or [B, K, D] with D={dim}, "
-                         f"got {tuple(queries.shape)}")
-    if not 1 <= k <= n_items:
-        raise ValueError(f"k must lie in [1, {n_items}], got {k}")
+        raise checks.InvalidInputError(f"queries: must be [B, D] or [B, K, D] with D={dim}, "
+                                       f"got {tuple(queries.shape)}")
+    checks.positive_int("k", k)
+    if k > n_items:
+        raise checks.InvalidInputError(f"k: must lie in [1, {n_items}], got {k}")
+    if exclude is not None:
+        if exclude.dtype != torch.bool or tuple(exclude.shape) != (len(queries), n_items):
+            raise checks.InvalidInputError(
+                f"exclude: must be a BoolTensor [{len(queries)}, {n_items}], got "
+                f"{exclude.dtype} {tuple(exclude.shape)}")
+        allowed = n_items - exclude.sum(dim=1)
+        if len(allowed) and int(allowed.min()) < k:
+            row = int(allowed.argmin())
+            raise checks.InvalidInputError(
+                f"exclude: row {row} allows only {int(allowed[row])} items, fewer than k={k}; "
+                "an excluded item is never returned")
     return queries
 
 
@@ -36,10 +59,9 @@ class ExactIndex:
     """Exact maximum inner-product (or cosine) search with a matmul and ``torch.topk``."""
 
     def __init__(self, item_vecs: torch.Tensor, metric: str = "ip", batch_size: int = 1024):
-        if item_vecs.dim() != 2:
-            raise ValueError(f"item_vecs must be [V, D], got {tuple(item_vecs.shape)}")
+        _check_items(item_vecs)
         self.metric = metric
-        self.item_vecs = _prepare(item_vecs, metric)  # [V, D]
+        self.item_vecs = _prepare(item_vecs, metric, "item_vecs")  # [V, D]
         self.batch_size = batch_size
 
     @property
@@ -50,10 +72,13 @@ class ExactIndex:
     def search(
         self, queries: torch.Tensor, k: int, exclude: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """queries [B, D] or [B, K, D]; exclude BoolTensor [B, V] (True: never return).
-        Returns scores [B, k] (best first) and item ids [B, k]."""
+        """queries [B, D] or [B, K, D]; exclude BoolTensor [B, V] (True: never return; each
+        row must allow at least k items). Returns scores [B, k] (best first) and item ids
+        [B, k]; no queries give [0, k]."""
         V, D = self.item_vecs.shape
-        queries = _check_query(_prepare(queries, self.metric), D, k, V)
+        queries = _check_query(_prepare(queries, self.metric, "queries"), D, k, V, exclude)
+        if not len(queries):
+            return torch.zeros(0, k), torch.zeros(0, k, dtype=torch.long)
         queries = queries.to(self.item_vecs.device)
         scores_out, ids_out = [], []
         for start in range(0, len(queries), self.batch_size):
@@ -82,10 +107,9 @@ class FaissIndex:
             raise ImportError(
                 "FaissIndex needs FAISS: pip install faiss-cpu (or recfunnel[faiss])"
             ) from error
-        if item_vecs.dim() != 2:
-            raise ValueError(f"item_vecs must be [V, D], got {tuple(item_vecs.shape)}")
+        _check_items(item_vecs)
         self.metric = metric
-        vectors = _prepare(item_vecs, metric).cpu().contiguous().numpy()
+        vectors = _prepare(item_vecs, metric, "item_vecs").cpu().contiguous().numpy()
         self.index = faiss.IndexFlatIP(vectors.shape[1])
         self.index.add(vectors)
 
@@ -98,7 +122,9 @@ class FaissIndex:
         self, queries: torch.Tensor, k: int, exclude: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         V, D = self.n_items, self.index.d
-        queries = _check_query(_prepare(queries, self.metric), D, k, V).cpu()
+        queries = _check_query(_prepare(queries, self.metric, "queries"), D, k, V, exclude).cpu()
+        if not len(queries):
+            return torch.zeros(0, k), torch.zeros(0, k, dtype=torch.long)
         B, K, _ = queries.shape
         # Ask each interest for enough neighbours that exclusions cannot starve the list;
         # an item in the true top-k is within the top-k of the interest that scores it best.
@@ -136,4 +162,5 @@ def build_index(item_vecs: torch.Tensor, backend: str = "exact", metric: str = "
         return ExactIndex(item_vecs, metric)
     if backend == "faiss":
         return FaissIndex(item_vecs, metric)
-    raise ValueError(f"backend must be 'exact', 'faiss' or 'auto', got {backend!r}")
+    raise checks.InvalidInputError(f"backend: must be 'exact', 'faiss' or 'auto', got "
+                                   f"{backend!r}")

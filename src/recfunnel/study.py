@@ -54,6 +54,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from recfunnel import checks
+
 Z = 2.0  # half-width of the interval, in standard errors, for every verdict of the book
 
 
@@ -291,8 +293,8 @@ def paired_gap(a_values, b_values, *, a: str = "a", b: str = "b", metric: str = 
     """The gap between two variants' per-user values on the same users: arrays [U] (one
     seed) or [S, U] (seed s of ``a`` paired with seed s of ``b``); ``unit`` names what was
     paired when it is not users (requests, say)."""
-    a_values = np.atleast_2d(np.asarray(a_values, dtype=np.float64))
-    b_values = np.atleast_2d(np.asarray(b_values, dtype=np.float64))
+    a_values = np.atleast_2d(checks.finite(a_values, f"per-user values of {a!r}"))
+    b_values = np.atleast_2d(checks.finite(b_values, f"per-user values of {b!r}"))
     if a_values.shape != b_values.shape or a_values.ndim != 2:
         raise ValueError(f"per-user values must have equal shapes [S, U] or [U], got "
                          f"{a_values.shape} and {b_values.shape}")
@@ -310,8 +312,8 @@ def paired_gap(a_values, b_values, *, a: str = "a", b: str = "b", metric: str = 
 def seed_gap(a_values, b_values, *, a: str = "a", b: str = "b", metric: str = "") -> Gap:
     """The gap between two variants' aggregate metrics, paired seed by seed ([S] each);
     its noise is the spread of the per-seed differences (not measured with one seed)."""
-    a_values = np.asarray(a_values, dtype=np.float64).ravel()
-    b_values = np.asarray(b_values, dtype=np.float64).ravel()
+    a_values = checks.finite(a_values, f"per-seed values of {a!r}").ravel()
+    b_values = checks.finite(b_values, f"per-seed values of {b!r}").ravel()
     if a_values.shape != b_values.shape or len(a_values) == 0:
         raise ValueError(f"need one value per seed for both, got {len(a_values)} and "
                          f"{len(b_values)}")
@@ -384,6 +386,21 @@ def _gap_over_worlds(pairs, a: str, b: str, metric: str) -> Gap:
 # --------------------------------------------------------------------------- verdicts
 
 
+def _check_gap(claim: str, gap: Gap) -> None:
+    """A NaN gap (a NaN metric upstream) can support no verdict; a NaN standard error is
+    allowed: it means the noise was not measured, and the claim is not resolved."""
+    if not isinstance(gap, Gap):
+        raise checks.InvalidInputError(f"claim {claim!r}: expected a Gap, got "
+                                       f"{type(gap).__name__}")
+    if not math.isfinite(gap.mean):
+        raise checks.InvalidInputError(f"claim {claim!r}: the gap {gap.a} - {gap.b} in "
+                                       f"{gap.metric or 'the metric'} is {gap.mean}; a NaN "
+                                       "metric upstream cannot be judged")
+    if gap.se < 0 or math.isinf(gap.se):
+        raise checks.InvalidInputError(f"claim {claim!r}: standard error {gap.se} is not a "
+                                       "standard error")
+
+
 class Outcome(enum.Enum):
     """The four outcomes of a claim, weakest first (a composite is its weakest part)."""
 
@@ -411,6 +428,8 @@ class Verdict:
     @classmethod
     def better(cls, claim: str, gap: Gap, threshold: float = 0.0) -> Verdict:
         """"a beats b (by more than ``threshold``)": held, did not hold or not resolved."""
+        _check_gap(claim, gap)
+        checks.real("threshold", threshold)
         low, high = gap.interval()
         if math.isnan(gap.se):
             outcome = Outcome.NOT_RESOLVED
@@ -426,8 +445,10 @@ class Verdict:
     def not_worse(cls, claim: str, gap: Gap, margin: float) -> Verdict:
         """"a is not worse than b by more than ``margin``" (declared before looking):
         not worse, did not hold or not resolved; never held."""
+        _check_gap(claim, gap)
         if not margin > 0:
             raise ValueError(f"a non-inferiority margin must be positive, got {margin}")
+        checks.real("margin", margin)
         low, high = gap.interval()
         if math.isnan(gap.se):
             outcome = Outcome.NOT_RESOLVED

@@ -14,13 +14,16 @@ No callbacks and no subclassing: what a model needs beyond this lives in its
 from __future__ import annotations
 
 import copy
+import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -28,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from recfunnel import checks
 from recfunnel.runtime import epoch_rng, resolve_device
 
 Batches = Iterable | Callable[[int], Iterable]
@@ -55,12 +59,22 @@ class TrainConfig:
     seed: int | None = None  # seeds torch (dropout, in-model draws) when fit starts
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {self.mode!r}")
-        if self.patience is not None and self.monitor is None:
-            raise ValueError("early stopping (patience) needs a `monitor` metric name")
+        checks.positive_int("TrainConfig.epochs", self.epochs)
+        checks.real("TrainConfig.lr", self.lr, low=0.0, low_open=True)
+        checks.real("TrainConfig.weight_decay", self.weight_decay, low=0.0)
+        if self.grad_clip is not None:  # None switches clipping off; 0 would zero every step
+            checks.real("TrainConfig.grad_clip", self.grad_clip, low=0.0, low_open=True)
+        checks.one_of("TrainConfig.mode", self.mode, ("max", "min"))
+        if self.monitor is not None and not isinstance(self.monitor, str):
+            raise checks.InvalidInputError(f"TrainConfig.monitor: must be a metric name, got "
+                                           f"{self.monitor!r}")
+        if self.patience is not None:
+            checks.positive_int("TrainConfig.patience", self.patience)
+            if self.monitor is None:
+                raise checks.InvalidInputError(
+                    "TrainConfig.patience: early stopping needs a `monitor` metric name")
+        if self.seed is not None:
+            checks.positive_int("TrainConfig.seed", self.seed, minimum=0)
 
 
 @dataclass
@@ -170,12 +184,40 @@ def save_checkpoint(
     path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     **meta: Any,
 ) -> None:
-    """Save weights (and optimiser state) so ``load_checkpoint`` can read them safely."""
-    state = {"model": model.state_dict(), "meta": meta}
+    """Save weights (and optimiser state) so ``load_checkpoint`` can read them safely.
+
+    ``meta`` may hold numbers, strings, None, tensors and lists, tuples and dicts of them
+    (NumPy scalars are stored as Python numbers); anything else is refused before writing,
+    since ``weights_only`` loading could not read it back. The file is written under a
+    temporary name and renamed, so a failed save never destroys the previous checkpoint."""
+    state = {"model": model.state_dict(), "meta": {key: _plain_meta(f"meta[{key!r}]", value)
+                                                   for key, value in meta.items()}}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".part") as tmp:
+        partial = Path(tmp.name)
+    try:
+        torch.save(state, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _plain_meta(name: str, value: Any) -> Any:
+    """``value`` in a form ``torch.load(weights_only=True)`` reads back."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_meta(f"{name}[{i}]", v) for i, v in enumerate(value))
+    if isinstance(value, dict):
+        return {k: _plain_meta(f"{name}[{k!r}]", v) for k, v in value.items()}
+    raise checks.InvalidInputError(f"{name}: a {type(value).__name__} cannot be stored in a "
+                                   "checkpoint (numbers, strings, tensors and their lists "
+                                   "and dicts can)")
 
 
 def load_checkpoint(
@@ -272,15 +314,17 @@ def fit(
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}", refresh=False)
             if n_steps == 0:
-                raise ValueError(
-                    f"epoch {epoch} saw no batch: pass a re-iterable (a DataLoader or a "
-                    "list) or a function epoch -> batches, not a one-shot generator"
+                empty = _length(epoch_batches) == 0
+                raise checks.InvalidInputError(
+                    f"batches: epoch {epoch} has no batch (the list is empty)" if empty else
+                    f"batches: epoch {epoch} saw no batch: pass a re-iterable (a DataLoader "
+                    "or a list) or a function epoch -> batches, not a one-shot generator"
                 )
             row = {"epoch": epoch, "train_loss": loss_sum / n_steps}
             if evaluate is not None:
                 model.eval()
                 with torch.no_grad():
-                    row.update({key: float(value) for key, value in evaluate(model).items()})
+                    row.update(_metrics_of(evaluate(model), epoch))
                 model.train()
             row["seconds"] = time.perf_counter() - started
             history.epochs.append(row)
@@ -290,6 +334,10 @@ def fit(
             if cfg.monitor not in row:
                 raise KeyError(f"monitor {cfg.monitor!r} is not among the logged {sorted(row)}")
             value = row[cfg.monitor]
+            if math.isnan(value):
+                raise FloatingPointError(f"evaluate returned NaN for the monitored "
+                                         f"{cfg.monitor!r} at epoch {epoch}: no epoch can be "
+                                         "judged best against it")
             if history.best_value is None or sign * (value - history.best_value) > 0:
                 history.best_epoch, history.best_value = epoch, value
                 epochs_since_best = 0
@@ -309,6 +357,21 @@ def fit(
     if cfg.restore_best and best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def _metrics_of(result: Any, epoch: int) -> dict[str, float]:
+    """``evaluate``'s dict as floats, refused when it is not a dict of numbers."""
+    if not isinstance(result, Mapping):
+        raise checks.InvalidInputError(f"evaluate: must return a dict of metrics, got "
+                                       f"{type(result).__name__} {result!r} at epoch {epoch}")
+    out = {}
+    for key, value in result.items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            raise checks.InvalidInputError(
+                f"evaluate: metric {key!r} is {value!r}, not a number (epoch {epoch})") from None
+    return out
 
 
 def _length(batches: Iterable) -> int | None:

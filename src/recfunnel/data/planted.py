@@ -30,18 +30,24 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recfunnel import checks
 from recfunnel.data.sequences import SeqBatch
 from recfunnel.data.world import World, WorldConfig
 
 
 def planted_world(n_users: int, n_items: int, n_topics: int, seed: int = 0) -> WorldConfig:
     """A short-video-only world config of the given size (no live streams, one day)."""
-    if n_items < 10 * n_topics:
-        raise ValueError(f"{n_items} items for {n_topics} topics: want at least 10 per topic")
+    checks.positive_int("n_users", n_users)
+    checks.positive_int("n_topics", n_topics)
+    if checks.positive_int("n_items", n_items) < 10 * n_topics:
+        raise checks.InvalidInputError(f"n_items: {n_items} items for {n_topics} topics; want "
+                                       "at least 10 per topic")
+    # the funnel is never simulated on planted worlds; its sizes only need to be valid
+    funnel = (max(n_items // 2, 10), max(n_items // 4, 10))
+    funnel += (min(60, funnel[1]), min(25, funnel[1]), 10)
     return WorldConfig(n_users=n_users, n_videos=n_items, n_live=0,
                        n_creators=max(n_items // 10, n_topics), n_topics=n_topics, n_days=1,
-                       pool_size=n_items, funnel=(n_items // 2, n_items // 4, 60, 25, 10),
-                       seed=seed)
+                       pool_size=n_items, funnel=funnel, seed=seed)
 
 
 @dataclass

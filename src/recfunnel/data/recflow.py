@@ -20,13 +20,17 @@ synthetic world (``recfunnel.data.world_export``) writes through ``write_day`` a
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from numbers import Integral
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from recfunnel import checks
+from recfunnel.checks import INT64_MAX
 from recfunnel.data.download import DataUnavailableError, download, extract
 from recfunnel.data.tables import (
     FEATHER_CHUNK_ROWS,
@@ -72,7 +76,24 @@ TEST_COLUMNS = {
 TEST_COLUMNS["rank"] = TEST_COLUMNS["coarse_rank"]
 ID_FIELDS = ("user_id", "device_id", "age", "gender", "province", "video_id", "author_id",
              "category_level_one", "category_level_two", "upload_type")
-DAY_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DAY_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def is_day(name: object) -> bool:
+    """Whether ``name`` is a real calendar day written YYYY-MM-DD (nothing before or after)."""
+    if not isinstance(name, str) or not DAY_PATTERN.fullmatch(name):
+        return False
+    try:
+        dt.date.fromisoformat(name)
+    except ValueError:
+        return False
+    return True
+
+
+def check_day(day: object) -> str:
+    if not is_day(day):
+        raise ValueError(f"days are named YYYY-MM-DD after a real date, got {day!r}")
+    return day
 
 
 # RecFlow's files are integer feather tables and plain pickles (``data.tables``); a file that
@@ -94,7 +115,7 @@ class RecFlow:
     def days(self, kind: str = "realshow") -> list[str]:
         """The days present in ``all_stage/`` or ``realshow/``, in date order."""
         folder = self._kind_folder(kind)
-        return sorted(p.stem for p in folder.glob("*.feather") if DAY_PATTERN.match(p.stem))
+        return sorted(p.stem for p in folder.glob("*.feather") if is_day(p.stem))
 
     def _kind_folder(self, kind: str) -> Path:
         if kind not in ("realshow", "all_stage"):
@@ -105,8 +126,7 @@ class RecFlow:
         return folder
 
     def _day_file(self, folder: str, day: str, suffix: str) -> Path:
-        if not DAY_PATTERN.match(day):
-            raise ValueError(f"days are named YYYY-MM-DD, got {day!r}")
+        check_day(day)
         path = self.root / folder / f"{day}{suffix}"
         if not path.exists():
             raise RecFlowFormatError(f"{path}: day {day} is missing from {folder}/")
@@ -131,6 +151,8 @@ class RecFlow:
                   columns: Sequence[str] = ROW_COLUMNS) -> pd.DataFrame:
         """A whole day (for small data); use ``iter_rows`` for real days."""
         frames = [frame for _, frame in self.iter_rows(kind, [day], columns)]
+        if not frames:  # a day file with no rows
+            return pd.DataFrame({c: np.zeros(0, np.int64) for c in columns})
         return pd.concat(frames, ignore_index=True)
 
     def read_seq(self, day: str) -> dict[int, np.ndarray]:
@@ -139,14 +161,7 @@ class RecFlow:
         seqs = read_pickle(path)
         if not seqs:
             raise RecFlowFormatError(f"{path}: the sequence dictionary is empty")
-        for request_id, seq in seqs.items():
-            if not isinstance(seq, np.ndarray) or seq.shape != SEQ_SHAPE:
-                shape = getattr(seq, "shape", type(seq).__name__)
-                raise RecFlowFormatError(f"{path}: request {request_id} has a sequence of "
-                                         f"shape {shape}, expected {SEQ_SHAPE}")
-            if not np.issubdtype(seq.dtype, np.integer):
-                raise RecFlowFormatError(f"{path}: request {request_id}: sequence dtype "
-                                         f"{seq.dtype}, expected int64")
+        check_seqs(str(path), seqs)
         return seqs
 
     def read_request_dict(self, day: str, ubm: bool = False) -> dict[int, dict]:
@@ -154,17 +169,7 @@ class RecFlow:
         folder = "ubm_seq_request_id_dict" if ubm else "request_id_dict"
         path = self._day_file(folder, day, ".pkl")
         requests = read_pickle(path)
-        for request_id, stages in requests.items():
-            if not isinstance(stages, dict):
-                raise RecFlowFormatError(f"{path}: request {request_id} maps to "
-                                         f"{type(stages).__name__}, expected a dict of stages")
-            for label, array in stages.items():
-                if label not in STAGE_FLAGS:
-                    raise RecFlowFormatError(f"{path}: request {request_id} has unknown stage "
-                                             f"flag {label!r}; known: {list(STAGE_FLAGS)}")
-                if array.ndim != 2 or array.shape[1] != len(STAGE_ARRAY_COLUMNS):
-                    raise RecFlowFormatError(f"{path}: request {request_id}, {label}: shape "
-                                             f"{array.shape}, expected (n, 8)")
+        check_request_dict(str(path), requests)
         return requests
 
     def read_id_cnt(self) -> dict[str, int]:
@@ -174,9 +179,7 @@ class RecFlow:
         if "video_id" not in counts and "photo_id" in counts:
             counts["video_id"] = counts["photo_id"]
         counts.setdefault("photo_id", counts.get("video_id"))
-        missing = [f for f in ID_FIELDS if counts.get(f) is None]
-        if missing:
-            raise RecFlowFormatError(f"{path}: field {missing[0]!r} is missing")
+        check_id_cnt(str(path), counts)
         return counts
 
     def read_test(self, which: str) -> pd.DataFrame:
@@ -205,6 +208,93 @@ class RecFlow:
         return read_table(path, ["video_id"])["video_id"].to_numpy()
 
 
+# --------------------------------------------------------------------------- the checks
+# shared by the reader, ``validate`` and the writers, so a file the writer accepts is one
+# the reader accepts
+
+
+def _check_request_id(where: str, key: object) -> None:
+    if isinstance(key, bool) or not isinstance(key, Integral) or not 0 <= key <= INT64_MAX:
+        raise RecFlowFormatError(f"{where}: key {key!r} is not a request id (an integer "
+                                 "in [0, 2**63))")
+
+
+def _check_int_array(where: str, array: object, shape: tuple[int | None, ...]) -> None:
+    if not isinstance(array, np.ndarray):
+        raise RecFlowFormatError(f"{where}: expected an int64 array, found "
+                                 f"{type(array).__name__}")
+    if array.ndim != len(shape) or any(n is not None and n != m
+                                       for n, m in zip(shape, array.shape, strict=True)):
+        shown = ", ".join("n" if n is None else str(n) for n in shape)
+        raise RecFlowFormatError(f"{where}: shape {array.shape}, expected ({shown})")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise RecFlowFormatError(f"{where}: dtype {array.dtype}, expected int64")
+    if array.size and (array.min() < 0 or (array.dtype.kind == "u" and array.max() > INT64_MAX)):
+        raise RecFlowFormatError(f"{where}: holds ids outside [0, 2**63)")
+
+
+def check_seqs(where: str, seqs: object) -> None:
+    """request_id -> int64 [50, 10] with non-negative values (seq_effective_50_dict)."""
+    if not isinstance(seqs, dict):
+        raise RecFlowFormatError(f"{where}: expected a dict, found {type(seqs).__name__}")
+    for request_id, seq in seqs.items():
+        _check_request_id(where, request_id)
+        _check_int_array(f"{where}: request {request_id}'s sequence", seq, SEQ_SHAPE)
+
+
+def check_request_dict(where: str, requests: object) -> None:
+    """request_id -> {stage flag: int64 [n, 8]} (request_id_dict and its ubm twin)."""
+    if not isinstance(requests, dict):
+        raise RecFlowFormatError(f"{where}: expected a dict, found {type(requests).__name__}")
+    for request_id, stages in requests.items():
+        _check_request_id(where, request_id)
+        if not isinstance(stages, dict):
+            raise RecFlowFormatError(f"{where}: request {request_id} maps to "
+                                     f"{type(stages).__name__}, expected a dict of stages")
+        for label, array in stages.items():
+            if label not in STAGE_FLAGS:
+                raise RecFlowFormatError(f"{where}: request {request_id} has unknown stage "
+                                         f"flag {label!r}; known: {list(STAGE_FLAGS)}")
+            _check_int_array(f"{where}: request {request_id}, {label}", array,
+                             (None, len(STAGE_ARRAY_COLUMNS)))
+
+
+def check_id_cnt(where: str, counts: object) -> None:
+    """field -> number of ids (a positive integer) for every id field."""
+    if not isinstance(counts, dict):
+        raise RecFlowFormatError(f"{where}: expected a dict, found {type(counts).__name__}")
+    for field in ID_FIELDS:
+        value = counts.get(field)
+        if value is None:
+            raise RecFlowFormatError(f"{where}: field {field!r} is missing")
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise RecFlowFormatError(f"{where}: field {field!r} counts {value!r} ids; "
+                                     "expected a positive integer")
+
+
+def check_rows(where: str, rows: object, columns: Sequence[str] = ROW_COLUMNS) -> None:
+    """A rows table: every column present, integer, non-negative and within int64; stage
+    flags and feedback 0 or 1."""
+    if not isinstance(rows, pd.DataFrame):
+        raise RecFlowFormatError(f"{where}: expected a DataFrame, found {type(rows).__name__}")
+    for column in columns:
+        if column not in rows:
+            raise RecFlowFormatError(f"{where}: column {column!r} is missing")
+        if not pd.api.types.is_integer_dtype(rows[column]):
+            raise RecFlowFormatError(f"{where}: column {column!r} must be an integer "
+                                     f"(int64), found {rows[column].dtype}")
+        values = rows[column].to_numpy()
+        if values.dtype.kind == "u" and len(values) and values.max() > INT64_MAX:
+            raise RecFlowFormatError(f"{where}: column {column!r} holds {values.max()}, "
+                                     "beyond int64 (it would wrap to a negative id)")
+        if len(values) and values.min() < 0:
+            raise RecFlowFormatError(f"{where}: column {column!r} holds the negative value "
+                                     f"{values.min()} (row {int(values.argmin())})")
+        if column in (*STAGE_FLAGS, *FEEDBACK) and len(values) and values.max() > 1:
+            raise RecFlowFormatError(f"{where}: column {column!r} must be 0 or 1, found "
+                                     f"{values.max()} (row {int(values.argmax())})")
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -226,26 +316,19 @@ def validate(root: str | Path) -> list[str]:
     if days != (check(lambda: data.days("realshow")) or []):
         problems.append("all_stage/ and realshow/ hold different days")
     id_cnt = check(data.read_id_cnt) or {}
+    owners: dict[int, int] = {}  # request_id -> its user, over all days
     for day in days:
         seqs = check(lambda d=day: data.read_seq(d)) or {}
         requests = check(lambda d=day: data.read_request_dict(d)) or {}
         ubm = check(lambda d=day: data.read_request_dict(d, ubm=True)) or {}
         timestamps: dict[int, int] = {}
-        try:
-            batches = list(data.iter_rows("all_stage", [day], columns=_VALIDATED_COLUMNS))
+        try:  # one record batch at a time: a real day never sits in memory whole
+            for _, rows in data.iter_rows("all_stage", [day], columns=_VALIDATED_COLUMNS):
+                problems.extend(_row_problems(f"all_stage/{day}", rows, id_cnt, owners))
+                timestamps.update(zip(rows["request_id"], rows["request_timestamp"],
+                                      strict=True))
         except RecFlowFormatError as error:
             problems.append(str(error))
-            batches = []
-        for _, rows in batches:
-            if (rows["long_view"] > rows["effective_view"]).any():
-                problems.append(f"all_stage/{day}: long_view without effective_view")
-            unexposed = rows["realshow"] == 0
-            if (rows.loc[unexposed, list(FEEDBACK)] != 0).any().any():
-                problems.append(f"all_stage/{day}: feedback on rows that were not shown")
-            for field in ID_FIELDS:
-                if field in id_cnt and (rows[field] >= id_cnt[field]).any():
-                    problems.append(f"all_stage/{day}: {field} above id_cnt ({id_cnt[field]})")
-            timestamps.update(zip(rows["request_id"], rows["request_timestamp"], strict=True))
         for request_id, timestamp in timestamps.items():
             seq = seqs.get(request_id)
             if seq is None:
@@ -270,6 +353,32 @@ def validate(root: str | Path) -> list[str]:
                     break
     for which in TEST_FILES:
         check(lambda w=which: data.read_test(w))
+    return list(dict.fromkeys(problems))  # each problem once, in the order found
+
+
+def _row_problems(where: str, rows: pd.DataFrame, id_cnt: dict, owners: dict[int, int]
+                  ) -> list[str]:
+    """The violations in one batch of rows; ``owners`` collects each request's user."""
+    problems = []
+    try:
+        check_rows(where, rows, _VALIDATED_COLUMNS)
+    except RecFlowFormatError as error:
+        problems.append(str(error))
+    if (rows["long_view"] > rows["effective_view"]).any():
+        problems.append(f"{where}: long_view without effective_view")
+    unexposed = rows["realshow"] == 0
+    if (rows.loc[unexposed, list(FEEDBACK)] != 0).any().any():
+        problems.append(f"{where}: feedback on rows that were not shown")
+    for field in ID_FIELDS:
+        if field in id_cnt and (rows[field] >= id_cnt[field]).any():
+            problems.append(f"{where}: {field} above id_cnt ({id_cnt[field]})")
+    pairs = rows[["request_id", "user_id"]].drop_duplicates().to_numpy()
+    for request_id, user in pairs:
+        known = owners.setdefault(int(request_id), int(user))
+        if known != user:
+            problems.append(f"{where}: request {request_id} belongs to users {known} and "
+                            f"{user}; a request id names one request of one user")
+            break
     return problems
 
 
@@ -282,14 +391,11 @@ def write_day(root: str | Path, day: str, rows: pd.DataFrame, seqs: dict, reques
     exposures to realshow/, and the three dictionaries. Everything is checked before the
     first file is written."""
     root = Path(root)
-    if not DAY_PATTERN.match(day):
-        raise ValueError(f"days are named YYYY-MM-DD, got {day!r}")
-    for column in ROW_COLUMNS:
-        if column not in rows:
-            raise RecFlowFormatError(f"rows for {day}: column {column!r} is missing")
-        if not pd.api.types.is_integer_dtype(rows[column]):
-            raise RecFlowFormatError(f"rows for {day}: column {column!r} must be an integer "
-                                     f"(int64), found {rows[column].dtype}")
+    check_day(day)
+    check_rows(f"rows for {day}", rows)
+    check_seqs(f"seqs for {day}", seqs)
+    check_request_dict(f"requests for {day}", requests)
+    check_request_dict(f"ubm_requests for {day}", ubm_requests)
     write_table(root / "all_stage" / f"{day}.feather", rows, ROW_COLUMNS)
     write_table(root / "realshow" / f"{day}.feather", rows[rows["realshow"] == 1], ROW_COLUMNS)
     write_pickle(root / "seq_effective_50_dict" / f"{day}.pkl", seqs)
@@ -302,6 +408,15 @@ def write_others(root: str | Path, id_cnt: dict[str, int], tests: dict[str, pd.D
     """Write ``others/``: id counts (with both ``video_id`` and ``photo_id``), the three
     test files under the README's names, and the exposure corpora."""
     others = Path(root) / "others"
+    check_id_cnt("id_cnt", id_cnt)
+    for which, frame in tests.items():
+        if which not in TEST_FILES:
+            raise ValueError(f"tests: unknown test file {which!r}; known: {list(TEST_FILES)}")
+        check_rows(f"the {which} test", frame, TEST_COLUMNS[which])
+    for day in daily_corpus:
+        check_day(day)
+    corpus = checks.ids(corpus, "corpus")
+    daily_corpus = {day: checks.ids(v, f"daily_corpus[{day!r}]") for day, v in daily_corpus.items()}
     write_pickle(others / "id_cnt.pkl", {**id_cnt, "photo_id": id_cnt["video_id"]})
     for which, frame in tests.items():
         write_table(others / TEST_FILES[which][0], frame, TEST_COLUMNS[which])
@@ -315,7 +430,7 @@ def write_others(root: str | Path, id_cnt: dict[str, int], tests: dict[str, pd.D
 # --------------------------------------------------------------------------- download
 
 
-def fetch(archives: dict[str, str], root: str | Path) -> Path:
+def fetch(archives: dict[str, str], root: str | Path, max_bytes: int = 1 << 40) -> Path:
     """Download RecFlow archives and extract them into ``root``.
 
     ``archives`` maps each archive's URL to its SHA-256. RecFlow is shared through drive
@@ -332,5 +447,5 @@ def fetch(archives: dict[str, str], root: str | Path) -> Path:
             raise DataUnavailableError(
                 f"{error}. RecFlow is large (several GB per day); download it from the links "
                 f"in the RecFlow README and extract it into {root}") from None
-        extract(archive, root)
+        extract(archive, root, max_bytes=max_bytes)
     return root

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from recfunnel import checks
 from recfunnel.metrics import ranking_metrics
 from recfunnel.runtime import epoch_rng
 from recfunnel.train import shuffled
@@ -60,9 +61,20 @@ class SeqBatch:
                         self.target_ids, feats)
 
     @torch.no_grad()
+    def top_items(self, score_fn, k: int, chunk: int = 512) -> torch.Tensor:
+        """[B, k] the ``k`` best-scored item ids of every row, best first, computed ``chunk``
+        rows at a time (the same as ``scores(score_fn).topk(k).indices``)."""
+        chunk = checks.positive_int("chunk", chunk)
+        return torch.cat([score_fn(self[start:start + chunk]).float().cpu().topk(k, dim=1)
+                          .indices for start in range(0, len(self), chunk)])
+
+    @torch.no_grad()
     def scores(self, score_fn, chunk: int = 512) -> torch.Tensor:
         """``score_fn(batch) -> [b, V]`` over ``chunk`` rows at a time, so attention over
-        long histories never holds every user at once; -> [B, V] on the CPU."""
+        long histories never holds every user at once; -> [B, V] on the CPU (B x V floats:
+        for metrics use ``next_item_metrics``, for top lists ``top_items``, which never hold
+        the whole matrix)."""
+        chunk = checks.positive_int("chunk", chunk)
         return torch.cat([score_fn(self[start:start + chunk]).float().cpu()
                           for start in range(0, len(self), chunk)])
 
@@ -96,16 +108,20 @@ class WindowBatch:
 
 def order_by_time(interactions: pd.DataFrame, column: str = "item_id"
                   ) -> dict[int, np.ndarray]:
-    """user_id -> ``column`` (item ids by default) oldest first, in RecBole's order."""
-    for name in ("user_id", column, "timestamp"):
-        if name not in interactions:
-            raise KeyError(f"interactions need a {name!r} column")
-    ts = interactions["timestamp"].to_numpy(dtype=np.float64)
+    """user_id -> ``column`` (item ids by default) oldest first, in RecBole's order.
+
+    User ids and ``column`` must be integers and timestamps finite numbers: a NaN
+    timestamp would make the min-max normalisation NaN for every user, and a fractional
+    user id would merge users, so both are refused naming the row."""
+    checks.columns(interactions, ("user_id", column, "timestamp"), "interactions")
+    checks.not_empty(len(interactions), "interactions")
+    ts = checks.finite_column(interactions, "timestamp", "interactions")
     span = ts.max() - ts.min()
     normalised = ((ts - ts.min()) / (span if span > 0 else 1.0)).astype(np.float32)
-    users = interactions["user_id"].to_numpy()
+    users = checks.id_column(interactions, "user_id", "interactions", minimum=-checks.INT64_MAX)
     order = np.lexsort((normalised, users))  # stable: ties keep the row order
-    items = interactions[column].to_numpy()[order]
+    items = checks.id_column(interactions, column, "interactions",
+                             minimum=-checks.INT64_MAX)[order]
     sorted_users = users[order]
     starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
     ends = np.r_[starts[1:], len(order)]
@@ -131,23 +147,25 @@ class SequentialSplit:
 
     def __init__(self, interactions: pd.DataFrame, max_len: int = 50,
                  feature_columns: tuple[str, ...] = ()):
-        self.max_len = max_len
+        self.max_len = checks.positive_int("max_len", max_len)
+        checks.columns(interactions, ("user_id", "item_id", "timestamp", *feature_columns),
+                       "interactions")
+        checks.not_empty(len(interactions), "interactions")
+        item_ids = checks.id_column(interactions, "item_id", "interactions", minimum=1)
+        self.n_items = checks.dense_id_space(item_ids, "interactions: column 'item_id'")
         self.sequences = order_by_time(interactions)
         self.feature_columns = feature_columns
         # user -> [n, F] bucket ids (>= 1) of each interaction, in the items' order
+        for c in feature_columns:  # bucket ids: 0 is padding
+            checks.id_column(interactions, c, "interactions (side-feature buckets)", minimum=1)
         per_column = [order_by_time(interactions, c) for c in feature_columns]
         self.features = {u: np.stack([col[u] for col in per_column], axis=1)
                          for u in self.sequences} if feature_columns else {}
-        if feature_columns and min(int(interactions[c].min()) for c in feature_columns) < 1:
-            raise ValueError("side-feature buckets must start at 1: 0 is padding")
         short = [u for u, seq in self.sequences.items() if len(seq) < 3]
         if short:
             raise ValueError(f"{len(short)} users have fewer than 3 interactions "
                              f"(e.g. user {short[0]}): filter them first")
-        if interactions["item_id"].min() < 1:
-            raise ValueError("item ids must start at 1: id 0 is padding")
         self.user_ids = np.array(sorted(self.sequences))
-        self.n_items = int(interactions["item_id"].max()) + 1
 
     def checksum(self) -> str:
         """SHA-256 of every user's ordered items: pins the split in tests."""
@@ -283,11 +301,20 @@ def every_window(split: SequentialSplit, batch_size: int, seed: int = 0
 @torch.no_grad()
 def next_item_metrics(model: torch.nn.Module, batch: SeqBatch, ks=(10,), chunk: int = 512,
                       reduce: bool = True) -> dict[str, float] | dict[str, torch.Tensor]:
-    """Full-ranking metrics of ``model.score_all`` on ``batch``'s targets, scored ``chunk``
-    users at a time on the model's device; ``reduce=False`` keeps one value per user."""
+    """Full-ranking metrics of ``model.score_all`` on ``batch``'s targets, scored and
+    ranked ``chunk`` users at a time on the model's device, so memory holds a [chunk, V]
+    score matrix, never [B, V]; ``reduce=False`` keeps one value per user."""
     device = next(model.parameters()).device
-    scores = batch.scores(lambda rows: model.score_all(rows.to(device)), chunk)
-    return ranking_metrics(scores, batch.target_ids, ks=ks, reduce=reduce)
+    chunk = checks.positive_int("chunk", chunk)
+    parts = [ranking_metrics(model.score_all(rows.to(device)).float().cpu(), rows.target_ids,
+                             ks=ks, reduce=False)
+             for rows in (batch[start:start + chunk] for start in range(0, len(batch), chunk))]
+    if not parts:
+        raise checks.InvalidInputError("batch: has no users to evaluate")
+    per_user = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+    if reduce:
+        return {name: value.mean().item() for name, value in per_user.items()}
+    return per_user
 
 
 # --------------------------------------------------------------------------- negatives

@@ -20,13 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.feather as feather
 import pyarrow.ipc as ipc
+
+from recfunnel.checks import INT64_MAX, InvalidInputError
 
 FEATHER_CHUNK_ROWS = 65_536  # pandas/pyarrow's default chunk size for feather files
 
 
-class FileFormatError(ValueError):
+class FileFormatError(InvalidInputError):
     """A file is not in the expected format; the message names the file and the field."""
 
 
@@ -110,6 +113,11 @@ def _to_frame(path: Path, batch: pa.RecordBatch, columns: Sequence[str],
             if column not in nullable:
                 raise FileFormatError(f"{path}: column {column!r} has null values")
             array = array.fill_null(0)
+        if pa.types.is_uint64(array.type) and len(array) and \
+                pa.compute.max(array).as_py() > INT64_MAX:
+            raise FileFormatError(f"{path}: column {column!r} holds "
+                                  f"{pa.compute.max(array).as_py()}, beyond int64 (it would "
+                                  "wrap to a negative id)")
         frame[column] = array.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     return pd.DataFrame(frame)
 
@@ -149,6 +157,10 @@ def write_table(path: Path, frame: pd.DataFrame, columns: Sequence[str]) -> None
         if not pd.api.types.is_integer_dtype(frame[column]):
             raise FileFormatError(f"{path}: cannot write, column {column!r} must be an "
                                      f"integer (int64), found {frame[column].dtype}")
+        values = frame[column].to_numpy()
+        if values.dtype.kind == "u" and len(values) and values.max() > INT64_MAX:
+            raise FileFormatError(f"{path}: cannot write, column {column!r} holds "
+                                  f"{values.max()}, beyond int64")
     table = pa.table({c: pa.array(frame[c].to_numpy(np.int64)) for c in columns})
     sink = io.BytesIO()
     feather.write_feather(table, sink, compression="lz4", chunksize=FEATHER_CHUNK_ROWS)

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recfunnel import checks
+
 BEHAVIOURS = ("effective_view", "long_view", "like", "follow", "comment", "forward", "gift")
 # [proposed] how strongly each behaviour follows the standardised relevance z: the
 # probability of a behaviour is sigmoid(slope * z + gamma), gamma calibrated to its rate
@@ -74,6 +76,35 @@ class WorldConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("n_users", "n_videos", "n_creators", "n_topics", "d_latent", "n_days",
+                     "pool_size", "max_shown"):
+            checks.positive_int(f"WorldConfig.{name}", getattr(self, name))
+        checks.positive_int("WorldConfig.n_live", self.n_live, minimum=0)
+        checks.positive_int("WorldConfig.seed", self.seed, minimum=0)
+        for name in ("requests_per_user_day", "interest_concentration"):
+            checks.real(f"WorldConfig.{name}", getattr(self, name), low=0.0, low_open=True)
+        for name in ("drift", "popularity_scale", "live_appeal_scale", "behaviour_in_content"):
+            checks.real(f"WorldConfig.{name}", getattr(self, name), low=0.0)
+        for size in self.funnel:
+            checks.positive_int("WorldConfig.funnel", size)
+        for count in self.logged:
+            checks.positive_int("WorldConfig.logged", count, minimum=0)
+        for sigma in self.stage_noise:
+            checks.real("WorldConfig.stage_noise", sigma, low=0.0)
+        for name, dim in self.modality_dims:
+            checks.positive_int(f"WorldConfig.modality_dims[{name!r}]", dim)
+        rates = dict(self.rates)
+        if set(rates) != set(BEHAVIOURS):
+            raise checks.InvalidInputError(f"WorldConfig.rates: must give a rate for each of "
+                                           f"{list(BEHAVIOURS)}, got {list(rates)}")
+        for name, rate in rates.items():
+            checks.real(f"WorldConfig.rates[{name!r}]", rate, low=0.0, high=1.0,
+                        low_open=True, high_open=True)
+        try:
+            dt.date.fromisoformat(self.first_day)
+        except (TypeError, ValueError):
+            raise checks.InvalidInputError(f"WorldConfig.first_day: must be a date YYYY-MM-DD, "
+                                           f"got {self.first_day!r}") from None
         if len(self.funnel) != 5 or any(a < b for a, b in zip(self.funnel, self.funnel[1:],
                                                               strict=False)):
             raise ValueError(f"funnel must be 5 non-increasing sizes, got {self.funnel}")

@@ -187,7 +187,7 @@ def steps_sweep(model: DimeRec, valid: SeqBatch, test: SeqBatch) -> pd.DataFrame
 
 def top50(batch: SeqBatch, score_fn) -> torch.Tensor:
     """[B, 50] the item ids ``score_fn`` ranks first for each user of ``batch``."""
-    return batch.scores(score_fn).topk(50, dim=1).indices
+    return batch.top_items(score_fn, 50)
 
 
 def sampled_scores(model: DimeRec, samples: int, seed: int):
