@@ -3,6 +3,7 @@ and validator): every case is refused with a message that names the file, column
 argument, or, where noted, has a documented correct behaviour."""
 
 import pickle
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -342,14 +343,17 @@ def test_an_empty_day_reads_as_an_empty_frame(root):
 
 
 def test_validate_streams_a_day_one_batch_at_a_time(root, monkeypatch):
-    seen = []
-    real = recflow.RecFlow.iter_rows
+    # before: validate read a whole day into a list (about 7 GB for a real RecFlow day)
+    alive, real = [], recflow.RecFlow.iter_rows
+    batches = []
 
-    def spy(self, kind="realshow", days=None, columns=recflow.ROW_COLUMNS, batch_rows=64,
+    def spy(self, kind="realshow", days=None, columns=recflow.ROW_COLUMNS, batch_rows=512,
             memory_pool=None):
-        for day, frame in real(self, kind, days, columns, 64, memory_pool):
-            seen.append(len(frame))
+        for day, frame in real(self, kind, days, columns, 512, memory_pool):
+            alive.append(sum(ref() is not None for ref in batches))
+            batches.append(weakref.ref(frame))
             yield day, frame
+            del frame
     monkeypatch.setattr(recflow.RecFlow, "iter_rows", spy)
     assert recflow.validate(root) == []
-    assert max(seen) <= 64 and len(seen) > 3
+    assert len(batches) > 5 and max(alive) <= 1  # only the batch being checked is held

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from real_formats import write_kuairand
 
 from recfunnel.data import kuairand

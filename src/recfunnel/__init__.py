@@ -6,6 +6,8 @@ whom: data <- layers <- models <- recipes, study <- chapters and benchmarks.
 
 The shared core:
 
+    checks      the one validation idiom: every loader, generator and entry point refuses
+                bad input with an InvalidInputError naming argument, file, column and row
     runtime     seeds, devices, the environment report
     profiles    every chapter's run sizes at smoke / cpu / gpu
     train       the one training loop (fit), the one epoch shuffle (shuffled), checkpoints

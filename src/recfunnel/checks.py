@@ -156,11 +156,16 @@ def finite_column(frame: pd.DataFrame, column: str, where: str,
 
 
 def finite(values: Any, where: str, minimum: float | None = None) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    bad = ~np.isfinite(array)
+    """Numbers as a float64 array, refused (naming ``where`` and the first bad row) when one
+    is not a number, NaN, infinite or below ``minimum``."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _fail(where, "values must be numbers") from None
+    bad = ~np.isfinite(array).ravel()
     if bad.any():
-        raise _fail(where, f"row {first_bad(bad.ravel())} is {array.ravel()[first_bad(bad.ravel())]}"
-                           "; values must be finite")
+        row = first_bad(bad)
+        raise _fail(where, f"row {row} is {array.ravel()[row]}; values must be finite")
     if minimum is not None and (array < minimum).any():
         row = first_bad((array < minimum).ravel())
         raise _fail(where, f"row {row} is {array.ravel()[row]}; values must be >= {minimum}")

@@ -207,10 +207,10 @@ def save_checkpoint(
 
 def _plain_meta(name: str, value: Any) -> Any:
     """``value`` in a form ``torch.load(weights_only=True)`` reads back."""
+    if isinstance(value, np.generic):  # before float: np.float64 is a float subclass
+        return value.item()
     if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
         return value
-    if isinstance(value, np.generic):
-        return value.item()
     if isinstance(value, (list, tuple)):
         return type(value)(_plain_meta(f"{name}[{i}]", v) for i, v in enumerate(value))
     if isinstance(value, dict):

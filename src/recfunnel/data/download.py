@@ -135,11 +135,14 @@ def _members(archive: Path) -> tuple:
     declared and compressed sizes and an opener, checked:
     no entry may leave the folder, and tar entries must be plain files or folders."""
     if zipfile.is_zipfile(archive):
-        zf = zipfile.ZipFile(archive)
+        try:
+            zf = zipfile.ZipFile(archive)  # noqa: SIM115 (extract closes it)
+        except zipfile.BadZipFile as error:
+            raise ChecksumError(f"{archive.name} is damaged ({error})") from None
         return zf, True, [(info.filename, info.is_dir(), info.file_size, info.compress_size,
                      lambda info=info: zf.open(info)) for info in zf.infolist()]
     if tarfile.is_tarfile(archive):
-        tf = tarfile.open(archive)
+        tf = tarfile.open(archive)  # noqa: SIM115 (extract closes it)
         try:
             members = tf.getmembers()
         except (tarfile.TarError, EOFError, zlib.error) as error:

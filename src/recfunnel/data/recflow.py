@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from numbers import Integral
 from collections.abc import Iterator, Sequence
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
