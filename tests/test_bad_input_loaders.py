@@ -53,6 +53,9 @@ SEQUENCE_CASES = {
                            ("'user_id'", "row 6", "whole")),
     "missing user id": (lambda: with_row(interactions(), "user_id", 4, None), {},
                         ("'user_id'", "row 4")),
+    "a missing nullable user id": (lambda: interactions().astype({"user_id": "Int64"}).pipe(
+        lambda f: f.assign(user_id=f["user_id"].mask(f.index == 2))), {},
+                                   ("'user_id'", "row 2", "missing")),
     "string user ids": (lambda: interactions().astype({"user_id": str}), {},
                         ("'user_id'", "integers")),
     "fractional item id": (lambda: with_row(interactions(), "item_id", 1, 2.5), {},

@@ -102,7 +102,16 @@ def not_empty(n_rows: int, where: str) -> None:
 def id_column(frame: pd.DataFrame, column: str, where: str, minimum: int = 0) -> np.ndarray:
     """An id column as int64: integer values (whole floats are accepted), no NaN, no
     strings, none below ``minimum`` and none beyond int64."""
-    return ids(frame[column].to_numpy(), f"{where}: column {column!r}", minimum)
+    series = frame[column]
+    where = f"{where}: column {column!r}"
+    if isinstance(series.dtype, pd.api.extensions.ExtensionDtype) and \
+            pd.api.types.is_numeric_dtype(series.dtype):  # pandas' nullable Int64, Float64
+        if series.isna().any():
+            raise _fail(where, f"row {first_bad(series.isna().to_numpy())} is missing; ids "
+                               "must not be missing")
+        kind = np.int64 if pd.api.types.is_integer_dtype(series.dtype) else np.float64
+        return ids(series.to_numpy(dtype=kind), where, minimum)
+    return ids(series.to_numpy(), where, minimum)
 
 
 def ids(values: Any, where: str, minimum: int = 0) -> np.ndarray:
