@@ -61,3 +61,17 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{chapter:<24} {run.seconds:7.1f} s  {status}")
     total = sum(run.seconds for run in _runs.values())
     terminalreporter.write_line(f"{'total':<24} {total:7.1f} s")
+
+
+@pytest.fixture(scope="module")
+def smoke_log():
+    """The smoke world's simulated log, built once per test module."""
+    from recfunnel.data.funnel import make_world
+
+    return make_world("smoke")[1]
+
+
+@pytest.fixture
+def root(tmp_path, smoke_log):
+    """A fresh RecFlow folder written from the smoke world."""
+    return smoke_log.write_recflow(tmp_path / "recflow")

@@ -15,7 +15,6 @@ from refusals import refused
 
 from recfunnel import checks
 from recfunnel.data import kuairand, recflow
-from recfunnel.data.funnel import make_world
 from recfunnel.data.movielens import parse_ml1m
 from recfunnel.data.recflow import RecFlow
 from recfunnel.data.sequences import SequentialSplit, order_by_time
@@ -205,16 +204,6 @@ def test_a_missing_user_id_in_the_user_features_is_refused(tmp_path):
 
 
 # --------------------------------------------------------------------------- RecFlow
-
-
-@pytest.fixture(scope="module")
-def smoke_log():
-    return make_world("smoke")[1]
-
-
-@pytest.fixture
-def root(tmp_path, smoke_log):
-    return smoke_log.write_recflow(tmp_path / "recflow")
 
 
 def rewrite_pickle(root, folder, change):

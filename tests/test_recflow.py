@@ -11,20 +11,9 @@ import pandas as pd
 import pytest
 
 from recfunnel.data import recflow
-from recfunnel.data.funnel import make_world
 from recfunnel.data.recflow import RecFlow, RecFlowFormatError
 
 DAY = "2024-01-13"
-
-
-@pytest.fixture(scope="module")
-def smoke_log():
-    return make_world("smoke")[1]
-
-
-@pytest.fixture
-def root(tmp_path, smoke_log):
-    return smoke_log.write_recflow(tmp_path / "recflow")
 
 
 def snapshot(folder):

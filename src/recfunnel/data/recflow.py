@@ -35,6 +35,7 @@ from recfunnel.data.download import DataUnavailableError, download, extract
 from recfunnel.data.tables import (
     FEATHER_CHUNK_ROWS,
     FileFormatError,
+    check_integer_columns,
     iter_table,
     read_pickle,
     read_table,
@@ -277,16 +278,9 @@ def check_rows(where: str, rows: object, columns: Sequence[str] = ROW_COLUMNS) -
     flags and feedback 0 or 1."""
     if not isinstance(rows, pd.DataFrame):
         raise RecFlowFormatError(f"{where}: expected a DataFrame, found {type(rows).__name__}")
+    check_integer_columns(where, rows, columns)
     for column in columns:
-        if column not in rows:
-            raise RecFlowFormatError(f"{where}: column {column!r} is missing")
-        if not pd.api.types.is_integer_dtype(rows[column]):
-            raise RecFlowFormatError(f"{where}: column {column!r} must be an integer "
-                                     f"(int64), found {rows[column].dtype}")
         values = rows[column].to_numpy()
-        if values.dtype.kind == "u" and len(values) and values.max() > INT64_MAX:
-            raise RecFlowFormatError(f"{where}: column {column!r} holds {values.max()}, "
-                                     "beyond int64 (it would wrap to a negative id)")
         if len(values) and values.min() < 0:
             raise RecFlowFormatError(f"{where}: column {column!r} holds the negative value "
                                      f"{values.min()} (row {int(values.argmin())})")

@@ -148,19 +148,24 @@ def read_table(path: Path, columns: Sequence[str], nullable: Sequence[str] = ()
         {c: np.zeros(0, np.int64) for c in columns})
 
 
-def write_table(path: Path, frame: pd.DataFrame, columns: Sequence[str]) -> None:
-    """Write ``columns`` of ``frame`` as int64 feather (lz4, 64K-row chunks), atomically."""
-    missing = [c for c in columns if c not in frame]
-    if missing:
-        raise FileFormatError(f"{path}: cannot write, column {missing[0]!r} is missing")
+def check_integer_columns(where: str, frame: pd.DataFrame, columns: Sequence[str]
+                          ) -> None:
+    """Each of ``columns`` is present in ``frame``, integer, and within int64."""
     for column in columns:
+        if column not in frame:
+            raise FileFormatError(f"{where}: column {column!r} is missing")
         if not pd.api.types.is_integer_dtype(frame[column]):
-            raise FileFormatError(f"{path}: cannot write, column {column!r} must be an "
-                                     f"integer (int64), found {frame[column].dtype}")
+            raise FileFormatError(f"{where}: column {column!r} must be an integer (int64), "
+                                  f"found {frame[column].dtype}")
         values = frame[column].to_numpy()
         if values.dtype.kind == "u" and len(values) and values.max() > INT64_MAX:
-            raise FileFormatError(f"{path}: cannot write, column {column!r} holds "
-                                  f"{values.max()}, beyond int64")
+            raise FileFormatError(f"{where}: column {column!r} holds {values.max()}, beyond "
+                                  "int64 (it would wrap to a negative id)")
+
+
+def write_table(path: Path, frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Write ``columns`` of ``frame`` as int64 feather (lz4, 64K-row chunks), atomically."""
+    check_integer_columns(f"{path}: cannot write", frame, columns)
     table = pa.table({c: pa.array(frame[c].to_numpy(np.int64)) for c in columns})
     sink = io.BytesIO()
     feather.write_feather(table, sink, compression="lz4", chunksize=FEATHER_CHUNK_ROWS)
