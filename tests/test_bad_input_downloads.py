@@ -11,11 +11,11 @@ import warnings
 import zipfile
 
 import pytest
-from real_formats import write_ml1m
+from real_formats import write_kuairand, write_ml1m
 from refusals import refused, snapshot
 
 from recfunnel.data import download as dl
-from recfunnel.data import movielens
+from recfunnel.data import kuairand, movielens
 from recfunnel.data.download import ChecksumError, download, extract, verify
 
 
@@ -185,11 +185,38 @@ def test_install_refuses_an_archive_without_the_required_files(tmp_path):
     assert [p.name for p in (tmp_path / "home").iterdir()] == []  # staging removed too
 
 
-def test_an_interrupted_extraction_is_done_again_by_load_ml1m(tmp_path, monkeypatch):
-    archive = ml1m_archive(tmp_path)
-    monkeypatch.setenv("RECFUNNEL_DATA", str(tmp_path / "home"))
+def kuairand_archive(tmp_path):
+    folder = tmp_path / "src" / "KuaiRand-Pure" / "data"
+    write_kuairand(folder, n=60)
+    archive = tmp_path / "KuaiRand-Pure.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for path in sorted(folder.iterdir()):
+            tf.add(path, f"KuaiRand-Pure/data/{path.name}")
+    return archive
+
+
+def point_ml1m_at(archive, monkeypatch):
     monkeypatch.setattr(movielens, "ML1M_URL", archive.as_uri())
     monkeypatch.setattr(movielens, "ML1M_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+
+
+def point_kuairand_at(archive, monkeypatch):
+    monkeypatch.setattr(kuairand, "KUAIRAND_URL", archive.as_uri())
+
+
+DATASETS = {  # archive, pointing the loader at it, the loader, its folder, rows expected
+    "MovieLens-1M": (ml1m_archive, point_ml1m_at, movielens.load_ml1m, "ml-1m",
+                     lambda data: len(data.interactions) == 35),
+    "KuaiRand-Pure": (kuairand_archive, point_kuairand_at, kuairand.load_kuairand,
+                      "KuaiRand-Pure", lambda data: len(data) > 0),
+}
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_an_interrupted_extraction_is_done_again(dataset, tmp_path, monkeypatch):
+    make_archive, point, load, folder, whole = DATASETS[dataset]
+    point(make_archive(tmp_path), monkeypatch)
+    monkeypatch.setenv("RECFUNNEL_DATA", str(tmp_path / "home"))
     real = dl._copy_entry
     calls = []
 
@@ -201,18 +228,18 @@ def test_an_interrupted_extraction_is_done_again_by_load_ml1m(tmp_path, monkeypa
         return real(archive_name, name, opener, partial, size, written, max_bytes)
     monkeypatch.setattr(dl, "_copy_entry", disk_full)
     with pytest.raises(OSError, match="No space"):
-        movielens.load_ml1m()
-    assert not (tmp_path / "home" / "ml-1m").exists()
+        load()
+    assert not (tmp_path / "home" / folder).exists()
     monkeypatch.setattr(dl, "_copy_entry", real)
-    data = movielens.load_ml1m()  # before: 254 of 10,000 ratings, a truncated timestamp
-    assert len(data.interactions) == 35
+    # before: the folder's first file sufficed, and MovieLens-1M came back with 254 of
+    # 10,000 ratings and a truncated timestamp
+    assert whole(load())
 
 
 def test_load_ml1m_caps_what_its_archive_may_unpack(tmp_path, monkeypatch):
     archive = zip_of(tmp_path / "ml-1m.zip", {"ml-1m/ratings.dat": b"1::1::5::1\n" * 10_000})
     monkeypatch.setenv("RECFUNNEL_DATA", str(tmp_path / "home"))
-    monkeypatch.setattr(movielens, "ML1M_URL", archive.as_uri())
-    monkeypatch.setattr(movielens, "ML1M_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    point_ml1m_at(archive, monkeypatch)
     monkeypatch.setattr(movielens, "ML1M_MAX_BYTES", 50_000)
     error = refused(movielens.load_ml1m, "ml-1m.zip", "max_bytes")
     assert isinstance(error, dl.ArchiveTooLargeError)

@@ -7,6 +7,7 @@ message instead of a traceback.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -131,21 +132,22 @@ class ArchiveTooLargeError(ValueError):
 
 
 def _members(archive: Path) -> tuple:
-    """(open archive, is it a zip, entries): each entry's name, whether it is a folder, its
-    declared and compressed sizes and an opener, checked:
-    no entry may leave the folder, and tar entries must be plain files or folders."""
+    """(the open archive, whether it is a zip, its entries): each entry as (name, is a
+    folder, declared size, compressed size, opener). Tar entries must be plain files or
+    folders; a damaged or truncated archive raises ``ChecksumError``."""
     if zipfile.is_zipfile(archive):
         try:
             zf = zipfile.ZipFile(archive)  # noqa: SIM115 (extract closes it)
         except zipfile.BadZipFile as error:
             raise ChecksumError(f"{archive.name} is damaged ({error})") from None
-        return zf, True, [(info.filename, info.is_dir(), info.file_size, info.compress_size,
-                     lambda info=info: zf.open(info)) for info in zf.infolist()]
+        entries = [(info.filename, info.is_dir(), info.file_size, info.compress_size,
+                    lambda info=info: zf.open(info)) for info in zf.infolist()]
+        return zf, True, entries
     if tarfile.is_tarfile(archive):
         tf = tarfile.open(archive)  # noqa: SIM115 (extract closes it)
         try:
             members = tf.getmembers()
-        except (tarfile.TarError, EOFError, zlib.error) as error:
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
             tf.close()
             raise ChecksumError(f"{archive.name} is damaged or truncated ({error})") from None
         entries = []
@@ -216,7 +218,8 @@ def _copy_entry(archive: str, name: str, opener, partial: Path, size: int, writt
                     raise ArchiveTooLargeError(f"{archive} unpacks to more than the "
                                                f"{max_bytes:,} bytes allowed for it (max_bytes)")
                 out.write(block)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as error:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error,
+            gzip.BadGzipFile) as error:
         raise ChecksumError(f"{archive}: entry {name!r} is damaged or the archive is "
                             f"truncated ({error})") from None
     if partial.stat().st_size != size:
