@@ -129,3 +129,11 @@ def test_plant_interests_refuses(kwargs, name):
 def test_the_world_is_the_same_for_the_same_seed():
     a, b = World.build(SMOKE), World.build(SMOKE)
     assert np.array_equal(a.item_latent, b.item_latent)
+
+
+@pytest.mark.parametrize("test_days,name", [(0, "test_days"), (-1, "test_days"),
+                                            (1.5, "test_days"), (4, "no training")])
+def test_impressions_split_refuses(test_days, name):
+    data = make_impressions(ImpressionConfig(n_users=20, n_items=50, n_impressions=500,
+                                             n_days=5, test_days=1))
+    refused(lambda: data.split(test_days), name)

@@ -349,3 +349,8 @@ def test_validate_streams_a_day_one_batch_at_a_time(root, monkeypatch):
     monkeypatch.setattr(recflow.RecFlow, "iter_rows", spy)
     assert recflow.validate(root) == []
     assert len(batches) > 5 and max(alive) <= 1  # only the batch being checked is held
+
+
+@pytest.mark.parametrize("batch_rows", [0, -64, 2.5])
+def test_iter_rows_refuses_a_batch_size_below_one(root, batch_rows):
+    refused(lambda: list(RecFlow(root).iter_rows(batch_rows=batch_rows)), "batch_rows")

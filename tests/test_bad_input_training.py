@@ -4,10 +4,12 @@ run that silently does something else (a NaN "best" epoch, a zero gradient clip)
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from refusals import refused
 
+from recfunnel.data.sequences import PopularitySampler, UniformSampler, in_batch_log_q, left_pad
 from recfunnel.train import TrainConfig, fit, shuffled
 
 QUIET = TrainConfig(epochs=2, progress=False, device="cpu")
@@ -129,3 +131,23 @@ def test_a_step_that_returns_no_scalar_is_named():
 @pytest.mark.parametrize("batch_size,min_batch", [(0, 1), (-4, 1), (8, 0)])
 def test_shuffled_refuses_sizes_below_one(batch_size, min_batch):
     refused(lambda: shuffled(torch.arange(10), batch_size, min_batch=min_batch), "positive")
+
+
+SAMPLER_CASES = {
+    "a uniform sampler over padding only": (lambda: UniformSampler(1), ("n_items",)),
+    "NaN popularity counts": (lambda: PopularitySampler(np.array([0, 3, np.nan])),
+                              ("counts", "row 2")),
+    "negative popularity counts": (lambda: PopularitySampler(np.array([0, -3, 2])),
+                                   ("counts", ">= 0")),
+    "counts of padding only": (lambda: PopularitySampler(np.array([5])), ("counts",)),
+    "a negative alpha": (lambda: PopularitySampler(np.array([0, 1, 2]), alpha=-1), ("alpha",)),
+    "NaN logQ counts": (lambda: in_batch_log_q(np.array([0, np.nan])), ("counts",)),
+    "a 2-D logQ count table": (lambda: in_batch_log_q(np.ones((2, 3))), ("counts",)),
+    "a window of 0": (lambda: left_pad([np.array([1, 2])], 0), ("max_len",)),
+}
+
+
+@pytest.mark.parametrize("case", SAMPLER_CASES)
+def test_negative_samplers_and_windows_refuse(case):
+    call, names = SAMPLER_CASES[case]
+    refused(call, *names)

@@ -137,8 +137,15 @@ class Impressions:
 
     def split(self, test_days: int = 2) -> tuple[Impressions, Impressions, Impressions]:
         """(train, validation, test) by day: the last ``test_days`` days are the test set and
-        the day before them validation; the model never sees the future."""
+        the day before them validation; the model never sees the future. The training part
+        must keep at least one impression."""
+        checks.not_empty(len(self), "impressions")
+        checks.positive_int("test_days", test_days)
         last = int(self.days.max())
+        if not (self.days < last - test_days).any():
+            raise checks.InvalidInputError(
+                f"test_days: {test_days} test days and a validation day leave no training "
+                f"impression (days run from {int(self.days.min())} to {last})")
         test = self.days > last - test_days
         valid = self.days == last - test_days
         return self.rows(~test & ~valid), self.rows(valid), self.rows(test)

@@ -141,6 +141,7 @@ class RecFlow:
         unknown = [c for c in columns if c not in ROW_COLUMNS]
         if unknown:
             raise ValueError(f"unknown RecFlow columns {unknown}")
+        checks.positive_int("batch_rows", batch_rows)
         self._kind_folder(kind)
         for day in days if days is not None else self.days(kind):
             path = self._day_file(kind, day, ".feather")

@@ -130,6 +130,7 @@ def order_by_time(interactions: pd.DataFrame, column: str = "item_id"
 
 def left_pad(histories: list[np.ndarray], max_len: int) -> torch.Tensor:
     """Histories of any length -> [B, max_len], newest last, 0 in front."""
+    max_len = checks.positive_int("max_len", max_len)
     out = torch.zeros(len(histories), max_len, dtype=torch.long)
     for row, history in enumerate(histories):
         tail = history[-max_len:]
@@ -324,7 +325,7 @@ class UniformSampler:
     """Item ids drawn uniformly from 1..V-1 (never the padding id)."""
 
     def __init__(self, n_items: int, seed: int = 0):
-        self.n_items = n_items
+        self.n_items = checks.positive_int("n_items", n_items, minimum=2)  # ids 1..V-1
         self.generator = torch.Generator().manual_seed(seed)
 
     def sample(self, shape: tuple[int, ...]) -> torch.Tensor:
@@ -340,7 +341,12 @@ class PopularitySampler:
     (Yi et al. 2019, bibkey yi2019logq). Items never counted get a count of 1."""
 
     def __init__(self, counts: np.ndarray, alpha: float = 0.75, seed: int = 0):
-        weights = np.maximum(np.asarray(counts, dtype=np.float64), 1.0) ** alpha
+        counts = checks.finite(counts, "counts", minimum=0)
+        if counts.ndim != 1 or len(counts) < 2:
+            raise checks.InvalidInputError("counts: need one count per item id, padding "
+                                           "included ([V] with V >= 2)")
+        checks.real("alpha", alpha, low=0.0)
+        weights = np.maximum(counts, 1.0) ** alpha
         weights[0] = 0.0  # padding
         self.probs = torch.as_tensor(weights / weights.sum(), dtype=torch.float32)
         self.generator = torch.Generator().manual_seed(seed)
@@ -358,7 +364,11 @@ def in_batch_log_q(counts: np.ndarray) -> torch.Tensor:
     """[V] log of each item's share of training targets: the chance it appears as an
     in-batch negative, for the logQ correction of in-batch softmax. Items never seen get a
     count of 1; the padding id gets 0 (it never appears)."""
-    counts = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
+    counts = checks.finite(counts, "counts", minimum=0)
+    if counts.ndim != 1 or len(counts) < 2:
+        raise checks.InvalidInputError("counts: need one count per item id, padding included "
+                                       "([V] with V >= 2)")
+    counts = np.maximum(counts, 1.0)
     log_q = np.log(counts / counts[1:].sum())
     log_q[0] = 0.0
     return torch.as_tensor(log_q, dtype=torch.float32)
