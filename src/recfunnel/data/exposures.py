@@ -1,0 +1,192 @@
+"""Per-user exposure streams whose clicks follow a two-hop pattern (chapter 6, MARM).
+
+MARM's claim is that depth over the history helps a ranker. That needs labels that depth
+can read and one layer cannot: here, a user clicks an exposure when its topic matches the
+topic of an exposure that *followed an earlier click* (card section 8's example). One
+target-attention layer can find the history items of the candidate's topic, but not
+whether the item before each of them was clicked; a second layer, reading the states each
+exposure reached when it was scored (which had looked at its own predecessor), can.
+
+Each of ``n_users`` users of the synthetic world gets a time-ordered stream of ``length``
+exposures: the topic of each is drawn from the user's world interests (or uniformly), the
+item from the topic's items by popularity. Then, in time order,
+
+    logit_click(t) = gamma + hop * two_hop(t) + momentum * click(t - 1) + taste * z(u, x_t)
+    two_hop(t) = exists j in [t - W, t - 2]: click_j = 1 and topic(x_{j+1}) = topic(x_t)
+    long_view(t) = click(t) and Bernoulli(sigmoid(gamma_lv + hop * one_hop(t)))
+    one_hop(t) = topic(x_t) equals the topic of the user's last click before t
+
+with z the world's standardised relevance and gamma, gamma_lv calibrated to the target
+rates. The probabilities are kept (``truth``: the best any model can do), and the streams
+are split by time: the first ``train`` share of every stream trains, the next ``valid``
+share validates, the rest tests. [proposed] every choice above; the paper's data is
+Kuaishou's production log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recfunnel import checks
+from recfunnel.data.planted import planted_world
+from recfunnel.data.world import World, calibrate_intercept, sigmoid
+
+FEEDBACK = ("no click", "click", "long view")  # the feedback class y_j a request reads
+
+
+@dataclass(frozen=True)
+class ExposureConfig:
+    n_users: int = 1_000
+    n_items: int = 2_000
+    n_topics: int = 32
+    length: int = 300  # exposures per user (the card: 200-500)
+    hop_window: int = 16  # W: how far back the two-hop pattern reaches
+    hop: float = 3.0  # logit added when the pattern holds
+    momentum: float = 1.0  # logit added right after a click (sessions of interest)
+    taste: float = 0.7  # weight of the world's relevance
+    interest_share: float = 0.6  # exposures drawn from the user's interests, else uniform
+    click_rate: float = 0.2
+    long_view_rate: float = 0.4  # among clicks
+    train: float = 0.7
+    valid: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_users", "n_topics", "hop_window"):
+            checks.positive_int(f"ExposureConfig.{name}", getattr(self, name))
+        checks.positive_int("ExposureConfig.length", self.length, minimum=10)
+        checks.positive_int("ExposureConfig.n_items", self.n_items, minimum=10 * self.n_topics)
+        checks.positive_int("ExposureConfig.seed", self.seed, minimum=0)
+        for name in ("hop", "momentum", "taste"):
+            checks.real(f"ExposureConfig.{name}", getattr(self, name), low=0.0)
+        for name in ("interest_share", "train", "valid"):
+            checks.real(f"ExposureConfig.{name}", getattr(self, name), low=0.0, high=1.0)
+        for name in ("click_rate", "long_view_rate"):
+            checks.real(f"ExposureConfig.{name}", getattr(self, name), low=0.0, high=1.0,
+                        low_open=True, high_open=True)
+        if not 0 < self.train < self.train + self.valid < 1:
+            raise checks.InvalidInputError("ExposureConfig.train, valid: the three time "
+                                           "periods must each be non-empty")
+
+
+@dataclass
+class ExposureStreams:
+    """items, topics, clicks, long_views [U, T] (item ids start at 1; topics at 0); truth
+    [U, T, 2] the probabilities of click and long view the labels were drawn from;
+    two_hop [U, T] whether the pattern held; the time split at positions ``train_end`` and
+    ``valid_end``."""
+
+    cfg: ExposureConfig
+    items: np.ndarray
+    topics: np.ndarray
+    clicks: np.ndarray
+    long_views: np.ndarray
+    truth: np.ndarray
+    two_hop: np.ndarray
+    train_end: int
+    valid_end: int
+
+    @property
+    def n_users(self) -> int:
+        return self.items.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.items.shape[1]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """[U, T, 2] click and long view."""
+        return np.stack([self.clicks, self.long_views], axis=-1)
+
+    @property
+    def feedback(self) -> np.ndarray:
+        """[U, T] the class a later request reads: 0 no click, 1 click, 2 long view."""
+        return (self.clicks + self.long_views).astype(np.int64)
+
+    def period(self, name: str) -> slice:
+        """The positions of ``"train"``, ``"valid"`` or ``"test"``."""
+        checks.one_of("period", name, ("train", "valid", "test"))
+        return {"train": slice(0, self.train_end), "valid": slice(self.train_end,
+                self.valid_end), "test": slice(self.valid_end, self.length)}[name]
+
+    def tensors(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """items, topics, feedback [U, T] long and labels [U, T, 2] float, on ``device``."""
+        return {"items": torch.as_tensor(self.items, device=device),
+                "topics": torch.as_tensor(self.topics, device=device),
+                "feedback": torch.as_tensor(self.feedback, device=device),
+                "labels": torch.as_tensor(self.labels, dtype=torch.float32, device=device)}
+
+
+def make_exposures(cfg: ExposureConfig = ExposureConfig()) -> ExposureStreams:
+    """Draw the streams and their labels (see the module docstring)."""
+    world = World.build(planted_world(cfg.n_users, cfg.n_items, cfg.n_topics, seed=cfg.seed))
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 6]))
+    U, T, K = cfg.n_users, cfg.length, cfg.n_topics
+    interests = world.user_interests  # [U, K]
+    from_interest = rng.random((U, T)) < cfg.interest_share
+    cumulative = interests.cumsum(axis=1)
+    drawn = (rng.random((U, T, 1)) > cumulative[:, None, :]).sum(-1).clip(max=K - 1)
+    topics = np.where(from_interest, drawn, rng.integers(0, K, (U, T)))
+    members = [np.flatnonzero(world.item_topic == k) for k in range(K)]
+    weights = [np.exp(world.item_bias[m]) / np.exp(world.item_bias[m]).sum() for m in members]
+    items = np.empty((U, T), dtype=np.int64)
+    for k in range(K):
+        where = topics == k
+        items[where] = rng.choice(members[k], where.sum(), p=weights[k])
+    relevance = (world.user_vectors(0)[:, None, :] * world.item_latent[items]).sum(-1)
+    z = (relevance - relevance.mean()) / relevance.std()  # [U, T]
+
+    noise = rng.random((U, T))
+    # the pattern's prevalence depends on the click rate and back: calibrate twice
+    gamma = calibrate_intercept(cfg.taste * z, cfg.click_rate)
+    for _ in range(2):
+        clicks, two_hop, one_hop = _clicks_in_time_order(cfg, topics, z, noise, gamma)
+        gamma = calibrate_intercept(_click_logit(cfg, clicks, two_hop, z), cfg.click_rate)
+    clicks, two_hop, one_hop = _clicks_in_time_order(cfg, topics, z, noise, gamma)
+    p_click = sigmoid(gamma + _click_logit(cfg, clicks, two_hop, z))
+    gamma_lv = calibrate_intercept(cfg.hop * one_hop[clicks == 1].astype(float),
+                                   cfg.long_view_rate)
+    p_long = sigmoid(gamma_lv + cfg.hop * one_hop)
+    long_views = ((clicks == 1) & (rng.random((U, T)) < p_long)).astype(np.int8)
+    train_end = int(round(cfg.train * T))
+    valid_end = int(round((cfg.train + cfg.valid) * T))
+    return ExposureStreams(cfg, items + 1, topics.astype(np.int64), clicks, long_views,
+                           np.stack([p_click, p_click * p_long], axis=-1).astype(np.float32),
+                           two_hop, train_end, valid_end)
+
+
+def _click_logit(cfg: ExposureConfig, clicks: np.ndarray, two_hop: np.ndarray,
+                 z: np.ndarray) -> np.ndarray:
+    """[U, T] the click logit without its intercept."""
+    after_click = np.zeros_like(two_hop)
+    after_click[:, 1:] = clicks[:, :-1] == 1
+    return cfg.hop * two_hop + cfg.momentum * after_click + cfg.taste * z
+
+
+def _clicks_in_time_order(cfg: ExposureConfig, topics: np.ndarray, z: np.ndarray,
+                          noise: np.ndarray, gamma: float
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clicks [U, T] drawn position by position (each depends on the earlier ones), with
+    where the two-hop and the one-hop patterns held."""
+    U, T = topics.shape
+    clicks = np.zeros((U, T), dtype=np.int8)
+    two_hop = np.zeros((U, T), dtype=bool)
+    one_hop = np.zeros((U, T), dtype=bool)
+    last_click_topic = np.full(U, -1)
+    for t in range(T):
+        lo = max(0, t - cfg.hop_window)
+        if t >= 2:  # a click at j, then topic(j + 1) == topic(t), for j in [lo, t - 2]
+            clicked = clicks[:, lo:t - 1] == 1
+            followed = topics[:, lo + 1:t] == topics[:, t:t + 1]
+            two_hop[:, t] = (clicked & followed).any(axis=1)
+        one_hop[:, t] = last_click_topic == topics[:, t]
+        after_click = clicks[:, t - 1] == 1 if t else np.zeros(U, dtype=bool)
+        p = sigmoid(gamma + cfg.hop * two_hop[:, t] + cfg.momentum * after_click
+                    + cfg.taste * z[:, t])
+        clicks[:, t] = noise[:, t] < p
+        last_click_topic = np.where(clicks[:, t] == 1, topics[:, t], last_click_topic)
+    return clicks, two_hop, one_hop

@@ -1,0 +1,183 @@
+"""MARM's invariants: the cached computation equals the full causal recomputation, its cost
+grows with n where recomputation grows with n^2, the cache refuses to read the future and
+holds constants, and the exposure streams carry the two-hop pattern they promise."""
+
+import numpy as np
+import pytest
+import torch
+from refusals import refused
+
+from recfunnel.cost import scaling_exponent
+from recfunnel.data.exposures import ExposureConfig, make_exposures
+from recfunnel.models.marm import (
+    MARM,
+    ExposureCache,
+    MARMConfig,
+    recompute_request,
+    request,
+    serving_flops,
+)
+
+
+def randomised(cfg, dtype=torch.float64, seed=0):
+    """A model whose every parameter (recency biases and feedback included) is random."""
+    torch.manual_seed(seed)
+    model = MARM(cfg).to(dtype).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.3)
+    return model
+
+
+def streams(users=3, length=120, n_items=40, n_topics=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items = torch.randint(1, n_items, (users, length), generator=g)
+    return items, items % n_topics, torch.randint(0, 3, (users, length), generator=g)
+
+
+def served(model, items, topics, feedback, dtype=torch.float64):
+    users = torch.arange(len(items))
+    cache = ExposureCache.for_model(model, len(items), items.shape[1], dtype)
+    with torch.no_grad():
+        logits = [request(model, cache, items, topics, feedback, users, t)[0]
+                  for t in range(items.shape[1])]
+    return torch.stack(logits, dim=1), cache
+
+
+@pytest.mark.parametrize("cache_kind", ["hidden", "kv"])
+@pytest.mark.parametrize("n_layers", [1, 2, 4])
+def test_the_cache_equals_the_full_causal_recomputation(n_layers, cache_kind):
+    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=n_layers, window=64,
+                     cache=cache_kind)
+    model = randomised(cfg)
+    items, topics, feedback = streams(length=160)  # longer than the window: it binds
+    cached, cache = served(model, items, topics, feedback)
+    with torch.no_grad():
+        full, _ = model.recompute(items, topics, feedback)
+    assert (cached - full).abs().max() < 1e-10
+    assert cache.miss_rate == 0.0
+    single = model.float()
+    cached32, _ = served(single, items, topics, feedback, torch.float32)
+    with torch.no_grad():
+        full32, _ = single.recompute(items, topics, feedback)
+    assert (cached32 - full32).abs().max() < 1e-4
+
+
+def test_recomputing_the_receptive_field_gives_the_cached_output():
+    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=8)
+    model = randomised(cfg)
+    items, topics, feedback = streams(length=60)
+    cached, _ = served(model, items, topics, feedback)
+    with torch.no_grad():
+        again = torch.stack([recompute_request(model, items, topics, feedback, t)
+                             for t in range(60)], dim=1)
+    assert (again - cached).abs().max() < 1e-10
+
+
+def test_the_recomputation_breaks_when_the_window_is_ignored():
+    # the exactness test can fail: a different window gives different outputs
+    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=8)
+    model = randomised(cfg)
+    items, topics, feedback = streams(length=40)
+    cached, _ = served(model, items, topics, feedback)
+    wider = MARM(MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=16))
+    wider.load_state_dict({k: v if "recency" not in k else torch.cat(
+        [v, v[:, -1:].repeat(1, 8)], dim=1) for k, v in model.state_dict().items()})
+    with torch.no_grad():
+        full, _ = wider.double().recompute(items, topics, feedback)
+    assert (cached - full).abs().max() > 1e-3
+
+
+def test_layer0_history_ignores_the_deeper_cached_states():
+    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=16,
+                     history="layer0")
+    model = randomised(cfg)
+    items, topics, feedback = streams(length=50)
+    cached, cache = served(model, items, topics, feedback)
+    cache.values[:, :, 1] = 1e3  # whatever the deeper slots hold, layer0 never reads them
+    with torch.no_grad():
+        full, _ = model.recompute(items, topics, feedback)
+    assert (cached - full).abs().max() < 1e-10
+
+
+def test_a_cache_miss_falls_back_to_the_embedding_and_is_counted():
+    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=4)
+    model = randomised(cfg)
+    items, topics, feedback = streams(users=2, length=10)
+    cache = ExposureCache.for_model(model, 2, 10, torch.float64)
+    users = torch.arange(2)
+    with torch.no_grad():
+        for t in range(5):
+            request(model, cache, items, topics, feedback, users, t)
+        cache.written_at[0, 3] = -1  # user 0's exposure 3 was never stored
+        request(model, cache, items, topics, feedback, users, 5)
+    assert cache.misses == 1 and 0 < cache.miss_rate < 1
+
+
+def test_the_cache_refuses_to_read_a_slot_written_later():
+    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=8)
+    model = randomised(cfg)
+    items, topics, feedback = streams(users=2, length=30)
+    cache = ExposureCache.for_model(model, 2, 30, torch.float64)
+    users = torch.arange(2)
+    with torch.no_grad():
+        _, states = request(model, cache, items, topics, feedback, users, 20)
+        # a replay stores exposure 20 again, at time 30: a request at time 25 must not see it
+        cache.write(users, torch.full((2,), 20), model.to_cache(states), torch.full((2,), 30))
+        refused(lambda: request(model, cache, items, topics, feedback, users, 25),
+                "cache", "exposure 20", "written at time 30", "time order")
+
+
+def test_cached_states_are_constants():
+    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=8)
+    model = MARM(cfg)
+    items, topics, feedback = streams(users=2, length=12)
+    cache = ExposureCache.for_model(model, 2, 12)
+    users = torch.arange(2)
+    for t in range(12):
+        logits, _ = request(model, cache, items, topics, feedback, users, t)
+    assert not cache.values.requires_grad
+    logits.sum().backward()  # only the last request's own path carries gradients
+    assert model.layers[1].query.weight.grad is not None
+
+
+@pytest.mark.parametrize("changes,name", [({"d_model": 30, "n_heads": 4}, "divisible"),
+                                          ({"n_layers": 0}, "n_layers"),
+                                          ({"window": 0}, "window"),
+                                          ({"cache": "keys"}, "cache"),
+                                          ({"history": "none"}, "history"),
+                                          ({"cache": "kv", "history": "layer0"}, "layer-0")])
+def test_bad_configurations_are_refused(changes, name):
+    refused(lambda: MARMConfig(n_items=40, n_topics=5, **changes), name)
+
+
+def test_cached_cost_grows_like_n_and_recomputation_like_n_squared():
+    windows = [32, 64, 128, 256]
+    cached = [serving_flops(MARMConfig(50, 5, window=n), "cached")["attention"]
+              for n in windows]
+    full = [serving_flops(MARMConfig(50, 5, window=n), "recompute")["attention"]
+            for n in windows]
+    assert 0.9 < scaling_exponent(windows, cached) < 1.1
+    assert 1.9 < scaling_exponent(windows, full) < 2.1
+    at256 = (serving_flops(MARMConfig(50, 5, window=256), "recompute"),
+             serving_flops(MARMConfig(50, 5, window=256), "cached"))
+    assert at256[0]["attention"] > 5 * at256[1]["attention"]
+    assert at256[0]["total"] > at256[1]["total"] > at256[1]["attention"]
+
+
+def test_kv_caching_saves_the_projections_of_the_history():
+    hidden = serving_flops(MARMConfig(50, 5, window=128), "cached")
+    kv = serving_flops(MARMConfig(50, 5, window=128, cache="kv"), "cached")
+    assert kv["attention"] == hidden["attention"] and kv["total"] < hidden["total"]
+
+
+def test_the_streams_carry_the_two_hop_pattern():
+    data = make_exposures(ExposureConfig(n_users=200, n_items=400, n_topics=8, length=200))
+    assert data.items.min() >= 1 and data.topics.max() < 8
+    rate_with = data.clicks[data.two_hop].mean()
+    rate_without = data.clicks[~data.two_hop].mean()
+    assert rate_with > rate_without + 0.2  # the pattern raises the click rate
+    assert (data.long_views <= data.clicks).all()
+    again = make_exposures(ExposureConfig(n_users=200, n_items=400, n_topics=8, length=200))
+    assert np.array_equal(again.clicks, data.clicks)  # deterministic under the seed
+    assert data.period("train").stop == data.period("valid").start
