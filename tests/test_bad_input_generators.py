@@ -137,3 +137,22 @@ def test_impressions_split_refuses(test_days, name):
     data = make_impressions(ImpressionConfig(n_users=20, n_items=50, n_impressions=500,
                                              n_days=5, test_days=1))
     refused(lambda: data.split(test_days), name)
+
+
+EXPOSURE_CASES = {
+    "no users": ({"n_users": 0}, "ExposureConfig.n_users"),
+    "streams of 5": ({"length": 5}, "ExposureConfig.length"),
+    "too few items per topic": ({"n_items": 100, "n_topics": 32}, "ExposureConfig.n_items"),
+    "a negative hop": ({"hop": -1.0}, "ExposureConfig.hop"),
+    "a click rate of 1": ({"click_rate": 1.0}, "ExposureConfig.click_rate"),
+    "no test period": ({"train": 0.8, "valid": 0.2}, "ExposureConfig.train"),
+    "NaN taste": ({"taste": math.nan}, "ExposureConfig.taste"),
+}
+
+
+@pytest.mark.parametrize("case", EXPOSURE_CASES)
+def test_exposure_config_refuses(case):
+    from recfunnel.data.exposures import ExposureConfig
+
+    changes, name = EXPOSURE_CASES[case]
+    refused(lambda: ExposureConfig(**changes), name)

@@ -181,3 +181,28 @@ def test_the_streams_carry_the_two_hop_pattern():
     again = make_exposures(ExposureConfig(n_users=200, n_items=400, n_topics=8, length=200))
     assert np.array_equal(again.clicks, data.clicks)  # deterministic under the seed
     assert data.period("train").stop == data.period("valid").start
+
+
+def test_the_cache_refuses_users_and_positions_outside_it():
+    cache = ExposureCache(2, 10, 2, 4)
+    refused(lambda: cache.read(torch.tensor([2]), torch.tensor([3]), 4, torch.tensor([3])),
+            "users", "[0, 2)")
+    refused(lambda: cache.read(torch.tensor([0]), torch.tensor([10]), 4, torch.tensor([10])),
+            "positions", "[0, 10)")
+    refused(lambda: ExposureCache(0, 10, 2, 4), "ExposureCache.n_users")
+
+
+def test_a_kv_cache_miss_gives_what_a_hidden_cache_miss_gives():
+    outputs = []
+    for kind in ("hidden", "kv"):
+        model = randomised(MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2,
+                                      window=4, cache=kind))
+        items, topics, feedback = streams(users=2, length=10)
+        cache = ExposureCache.for_model(model, 2, 10, torch.float64)
+        users = torch.arange(2)
+        with torch.no_grad():
+            for t in range(5):
+                request(model, cache, items, topics, feedback, users, t)
+            cache.written_at[:, 3] = -1
+            outputs.append(request(model, cache, items, topics, feedback, users, 5)[0])
+    assert (outputs[0] - outputs[1]).abs().max() < 1e-10
