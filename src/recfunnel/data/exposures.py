@@ -2,10 +2,14 @@
 
 MARM's claim is that depth over the history helps a ranker. That needs labels that depth
 can read and one layer cannot: here, a user clicks an exposure when its topic matches the
-topic of an exposure that *followed an earlier click* (card section 8's example). One
+topic of an exposure that *followed an earlier click* (card section 8's example), and
+watches a clicked exposure long when the exposure just before it was clicked. One
 target-attention layer can find the history items of the candidate's topic, but not
 whether the item before each of them was clicked; a second layer, reading the states each
-exposure reached when it was scored (which had looked at its own predecessor), can.
+exposure reached when it was scored, can, provided those states say whether their own
+predecessor was clicked. Under MARM's training no gradient reaches a cached state from
+later requests, so a state learns to say so only if it helps its own exposure: the long
+view task makes it ([proposed]: with the click task alone, depth had little to read).
 
 Each of ``n_users`` users of the synthetic world gets a time-ordered stream of ``length``
 exposures: the topic of each is drawn from the user's world interests (or uniformly), the
@@ -13,8 +17,7 @@ item from the topic's items by popularity. Then, in time order,
 
     logit_click(t) = gamma + hop * two_hop(t) + momentum * click(t - 1) + taste * z(u, x_t)
     two_hop(t) = exists j in [t - W, t - 2]: click_j = 1 and topic(x_{j+1}) = topic(x_t)
-    long_view(t) = click(t) and Bernoulli(sigmoid(gamma_lv + hop * one_hop(t)))
-    one_hop(t) = topic(x_t) equals the topic of the user's last click before t
+    long_view(t) = click(t) and Bernoulli(sigmoid(gamma_lv + hop * click(t - 1)))
 
 with z the world's standardised relevance and gamma, gamma_lv calibrated to the target
 rates. The probabilities are kept (``truth``: the best any model can do), and the streams
@@ -45,7 +48,7 @@ class ExposureConfig:
     length: int = 300  # exposures per user (the card: 200-500)
     hop_window: int = 16  # W: how far back the two-hop pattern reaches
     hop: float = 3.0  # logit added when the pattern holds
-    momentum: float = 1.0  # logit added right after a click (sessions of interest)
+    momentum: float = 0.0  # logit added to a click right after a click (sessions)
     taste: float = 0.7  # weight of the world's relevance
     interest_share: float = 0.6  # exposures drawn from the user's interests, else uniform
     click_rate: float = 0.2
@@ -144,13 +147,15 @@ def make_exposures(cfg: ExposureConfig = ExposureConfig()) -> ExposureStreams:
     # the pattern's prevalence depends on the click rate and back: calibrate twice
     gamma = calibrate_intercept(cfg.taste * z, cfg.click_rate)
     for _ in range(2):
-        clicks, two_hop, one_hop = _clicks_in_time_order(cfg, topics, z, noise, gamma)
+        clicks, two_hop = _clicks_in_time_order(cfg, topics, z, noise, gamma)
         gamma = calibrate_intercept(_click_logit(cfg, clicks, two_hop, z), cfg.click_rate)
-    clicks, two_hop, one_hop = _clicks_in_time_order(cfg, topics, z, noise, gamma)
+    clicks, two_hop = _clicks_in_time_order(cfg, topics, z, noise, gamma)
+    after_click = np.zeros_like(two_hop)
+    after_click[:, 1:] = clicks[:, :-1] == 1
     p_click = sigmoid(gamma + _click_logit(cfg, clicks, two_hop, z))
-    gamma_lv = calibrate_intercept(cfg.hop * one_hop[clicks == 1].astype(float),
+    gamma_lv = calibrate_intercept(cfg.hop * after_click[clicks == 1].astype(float),
                                    cfg.long_view_rate)
-    p_long = sigmoid(gamma_lv + cfg.hop * one_hop)
+    p_long = sigmoid(gamma_lv + cfg.hop * after_click)
     long_views = ((clicks == 1) & (rng.random((U, T)) < p_long)).astype(np.int8)
     train_end = int(round(cfg.train * T))
     valid_end = int(round((cfg.train + cfg.valid) * T))
@@ -169,24 +174,20 @@ def _click_logit(cfg: ExposureConfig, clicks: np.ndarray, two_hop: np.ndarray,
 
 def _clicks_in_time_order(cfg: ExposureConfig, topics: np.ndarray, z: np.ndarray,
                           noise: np.ndarray, gamma: float
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Clicks [U, T] drawn position by position (each depends on the earlier ones), with
-    where the two-hop and the one-hop patterns held."""
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Clicks [U, T] drawn position by position (each depends on the earlier ones), and
+    where the two-hop pattern held."""
     U, T = topics.shape
     clicks = np.zeros((U, T), dtype=np.int8)
     two_hop = np.zeros((U, T), dtype=bool)
-    one_hop = np.zeros((U, T), dtype=bool)
-    last_click_topic = np.full(U, -1)
     for t in range(T):
         lo = max(0, t - cfg.hop_window)
         if t >= 2:  # a click at j, then topic(j + 1) == topic(t), for j in [lo, t - 2]
             clicked = clicks[:, lo:t - 1] == 1
             followed = topics[:, lo + 1:t] == topics[:, t:t + 1]
             two_hop[:, t] = (clicked & followed).any(axis=1)
-        one_hop[:, t] = last_click_topic == topics[:, t]
         after_click = clicks[:, t - 1] == 1 if t else np.zeros(U, dtype=bool)
         p = sigmoid(gamma + cfg.hop * two_hop[:, t] + cfg.momentum * after_click
                     + cfg.taste * z[:, t])
         clicks[:, t] = noise[:, t] < p
-        last_click_topic = np.where(clicks[:, t] == 1, topics[:, t], last_click_topic)
-    return clicks, two_hop, one_hop
+    return clicks, two_hop
