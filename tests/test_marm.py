@@ -19,6 +19,15 @@ from recfunnel.models.marm import (
 )
 
 
+def small(**changes):
+    return MARMConfig(n_items=40, n_topics=5, d_model=16, **changes)
+
+
+def recomputed(model, items, topics, feedback):
+    with torch.no_grad():
+        return model.recompute(items, topics, feedback)[0]
+
+
 def randomised(cfg, dtype=torch.float64, seed=0):
     """A model whose every parameter (recency biases and feedback included) is random."""
     torch.manual_seed(seed)
@@ -47,24 +56,22 @@ def served(model, items, topics, feedback, dtype=torch.float64):
 @pytest.mark.parametrize("cache_kind", ["hidden", "kv"])
 @pytest.mark.parametrize("n_layers", [1, 2, 4])
 def test_the_cache_equals_the_full_causal_recomputation(n_layers, cache_kind):
-    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=n_layers, window=64,
+    cfg = small(n_layers=n_layers, window=64,
                      cache=cache_kind)
     model = randomised(cfg)
     items, topics, feedback = streams(length=160)  # longer than the window: it binds
     cached, cache = served(model, items, topics, feedback)
-    with torch.no_grad():
-        full, _ = model.recompute(items, topics, feedback)
+    full = recomputed(model, items, topics, feedback)
     assert (cached - full).abs().max() < 1e-10
     assert cache.miss_rate == 0.0
     single = model.float()
     cached32, _ = served(single, items, topics, feedback, torch.float32)
-    with torch.no_grad():
-        full32, _ = single.recompute(items, topics, feedback)
+    full32 = recomputed(single, items, topics, feedback)
     assert (cached32 - full32).abs().max() < 1e-4
 
 
 def test_recomputing_the_receptive_field_gives_the_cached_output():
-    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=8)
+    cfg = small(n_layers=2, window=8)
     model = randomised(cfg)
     items, topics, feedback = streams(length=60)
     cached, _ = served(model, items, topics, feedback)
@@ -76,11 +83,11 @@ def test_recomputing_the_receptive_field_gives_the_cached_output():
 
 def test_the_recomputation_breaks_when_the_window_is_ignored():
     # the exactness test can fail: a different window gives different outputs
-    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=8)
+    cfg = small(n_layers=2, window=8)
     model = randomised(cfg)
     items, topics, feedback = streams(length=40)
     cached, _ = served(model, items, topics, feedback)
-    wider = MARM(MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=16))
+    wider = MARM(small(n_layers=2, window=16))
     wider.load_state_dict({k: v if "recency" not in k else torch.cat(
         [v, v[:, -1:].repeat(1, 8)], dim=1) for k, v in model.state_dict().items()})
     with torch.no_grad():
@@ -89,19 +96,18 @@ def test_the_recomputation_breaks_when_the_window_is_ignored():
 
 
 def test_layer0_history_ignores_the_deeper_cached_states():
-    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=16,
+    cfg = small(n_layers=2, window=16,
                      history="layer0")
     model = randomised(cfg)
     items, topics, feedback = streams(length=50)
     cached, cache = served(model, items, topics, feedback)
     cache.values[:, :, 1] = 1e3  # whatever the deeper slots hold, layer0 never reads them
-    with torch.no_grad():
-        full, _ = model.recompute(items, topics, feedback)
+    full = recomputed(model, items, topics, feedback)
     assert (cached - full).abs().max() < 1e-10
 
 
 def test_a_cache_miss_falls_back_to_the_embedding_and_is_counted():
-    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=4)
+    cfg = small(n_layers=2, window=4)
     model = randomised(cfg)
     items, topics, feedback = streams(users=2, length=10)
     cache = ExposureCache.for_model(model, 2, 10, torch.float64)
@@ -115,7 +121,7 @@ def test_a_cache_miss_falls_back_to_the_embedding_and_is_counted():
 
 
 def test_the_cache_refuses_to_read_a_slot_written_later():
-    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=8)
+    cfg = small(n_layers=2, window=8)
     model = randomised(cfg)
     items, topics, feedback = streams(users=2, length=30)
     cache = ExposureCache.for_model(model, 2, 30, torch.float64)
@@ -129,7 +135,7 @@ def test_the_cache_refuses_to_read_a_slot_written_later():
 
 
 def test_cached_states_are_constants():
-    cfg = MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2, window=8)
+    cfg = small(n_layers=2, window=8)
     model = MARM(cfg)
     items, topics, feedback = streams(users=2, length=12)
     cache = ExposureCache.for_model(model, 2, 12)
@@ -195,7 +201,7 @@ def test_the_cache_refuses_users_and_positions_outside_it():
 def test_a_kv_cache_miss_gives_what_a_hidden_cache_miss_gives():
     outputs = []
     for kind in ("hidden", "kv"):
-        model = randomised(MARMConfig(n_items=40, n_topics=5, d_model=16, n_layers=2,
+        model = randomised(small(n_layers=2,
                                       window=4, cache=kind))
         items, topics, feedback = streams(users=2, length=10)
         cache = ExposureCache.for_model(model, 2, 10, torch.float64)
