@@ -16,7 +16,8 @@ The shared core:
     study       Run records, paired gaps with user and seed noise, the one Verdict rule
     recipes     the chapters' experiments, called by a chapter and its benchmark alike:
                 the shared training (fit_next_item, fit_multitask) and one module per
-                chapter (recipes/kuaiformer.py, elastic.py, dimerec.py, home.py, qarm.py)
+                chapter (recipes/kuaiformer.py, elastic.py, dimerec.py, home.py, marm.py,
+                qarm.py)
     retrieval   exact and FAISS nearest-neighbour search
     plots, notebook   figures and tables (plots.table), chapter helpers (setup, glue,
                 show_source)
@@ -40,6 +41,9 @@ Every file of a paper, by chapter:
                     models/multitask_baselines.py (shared-bottom, MMoE, PLE); layers/moe.py;
                     data/impressions.py (eight-task impressions); data/kuairand.py;
                     recipes/home.py
+    6 MARM          models/marm.py (cached multi-layer target attention, the cache);
+                    data/exposures.py (two-hop exposure streams); recipes/marm.py
+                    (streaming training); the chapter itself is still to be written
     7 QARM          models/qarm.py (aligner, codes, ranker); models/qarm_pretrain.py
                     (pair mining, frozen vectors); layers/quantize.py;
                     data/multimodal.py, data/text.py; recipes/qarm.py
