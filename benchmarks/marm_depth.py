@@ -90,8 +90,7 @@ def main() -> None:
     write_report(args.out, {"benchmark": "marm_depth", **provenance(),
                             "command": " ".join(["python", "benchmarks/marm_depth.py",
                                                  *sys.argv[1:]]),
-                            "settings": {k: (str(v) if isinstance(v, Path) else v)
-                                         for k, v in vars(args).items()},
+                            "settings": {k: v for k, v in vars(args).items() if k != "out"},
                             "runs": [run.to_dict() for run in runs], "verdicts": verdicts})
 
 
