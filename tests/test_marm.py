@@ -9,6 +9,7 @@ from refusals import refused
 
 from recfunnel.cost import scaling_exponent
 from recfunnel.data.exposures import ExposureConfig, make_exposures
+from recfunnel.metrics import auc
 from recfunnel.models.marm import (
     MARM,
     ExposureCache,
@@ -177,14 +178,29 @@ def test_kv_caching_saves_the_projections_of_the_history():
     assert kv["attention"] == hidden["attention"] and kv["total"] < hidden["total"]
 
 
-def test_the_streams_carry_the_two_hop_pattern():
-    data = make_exposures(ExposureConfig(n_users=200, n_items=400, n_topics=8, length=200))
-    assert data.items.min() >= 1 and data.topics.max() < 8
-    rate_with = data.clicks[data.two_hop].mean()
-    rate_without = data.clicks[~data.two_hop].mean()
-    assert rate_with > rate_without + 0.2  # the pattern raises the click rate
+def one_layer_view(data) -> np.ndarray:
+    """[U, T] what one attention layer can read: the share of the window's exposures of the
+    candidate's topic that were themselves clicked (not their predecessors)."""
+    U, T = data.clicks.shape
+    W = data.cfg.hop_window
+    view = np.zeros((U, T))
+    for t in range(2, T):
+        matched = data.topics[:, max(0, t - W) + 1:t] == data.topics[:, t:t + 1]
+        clicked = (data.clicks[:, max(0, t - W) + 1:t] * matched).sum(1)
+        view[:, t] = clicked / np.maximum(matched.sum(1), 1)
+    return view
+
+
+def test_the_streams_carry_a_two_hop_pattern_that_one_hop_barely_sees():
+    data = make_exposures(ExposureConfig(n_users=300, length=150))
+    assert data.items.min() >= 1 and data.topics.max() < data.cfg.n_topics
+    assert abs(data.clicks.mean() - data.cfg.click_rate) < 0.01  # the calibration holds
+    clicks = data.clicks.ravel()
+    two_hop_auc = auc(clicks, data.two_hop.ravel())
+    assert two_hop_auc > 0.7  # the pattern drives the clicks
+    assert auc(clicks, one_layer_view(data).ravel()) < two_hop_auc - 0.1
     assert (data.long_views <= data.clicks).all()
-    again = make_exposures(ExposureConfig(n_users=200, n_items=400, n_topics=8, length=200))
+    again = make_exposures(ExposureConfig(n_users=300, length=150))
     assert np.array_equal(again.clicks, data.clicks)  # deterministic under the seed
     assert data.period("train").stop == data.period("valid").start
 

@@ -123,6 +123,28 @@ class DimeRecSize:
 
 
 @dataclass(frozen=True)
+class MARMSize:
+    """Chapter 6: MARM's cached multi-layer target attention on two-hop exposure streams."""
+
+    users: int
+    length: int  # exposures per user
+    epochs: int
+    d_model: int = 32
+    heads: int = 2
+    window: int = 8  # n: predecessors each request reads (the two-hop window W is 8 too)
+    items: int = 400
+    topics: int = 8
+    batch_users: int = 500  # requests of one position per optimiser step
+    lr: float = 1e-2
+    patience: int = 2
+    fresh: bool = True  # also train L = 2 fresh (the staleness reference, about 3x L = 2)
+    # the cache-size grid (layers, window), trained at ``grid_epochs``; () skips it
+    grid: tuple[tuple[int, int], ...] = ((1, 4), (1, 8), (1, 16), (2, 4), (2, 8), (2, 16))
+    grid_epochs: int = 3
+    exact_length: int = 200  # stream length of the exactness check (n = 64)
+
+
+@dataclass(frozen=True)
 class HoMESize:
     """Chapter 5: shared-bottom, MMoE, PLE and HoME (and HoME's fixes one by one) on the
     world's eight-task impressions; KuaiRand-Pure's real logs at ``gpu`` when available."""
@@ -188,6 +210,15 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
                         rq_size=256, d_emb=32, epochs=10, hidden=(256, 128), align_batch=1_024,
                         batch_size=4_096, lr=1e-3, text_encoder="minilm",
                         text_align_epochs=10),
+    },
+    "marm": {
+        "smoke": MARMSize(users=1_000, length=120, epochs=4, d_model=16,
+                          fresh=False, grid=(), exact_length=100),
+        "cpu": MARMSize(users=2_000, length=150, epochs=6),
+        "gpu": MARMSize(users=20_000, length=400, epochs=10, d_model=64, heads=4, window=16,
+                        batch_users=2_000, lr=3e-3,
+                        grid=tuple((L, n) for L in (1, 2, 4) for n in (4, 8, 16, 32)),
+                        grid_epochs=6),
     },
     "home": {
         "smoke": HoMESize(impressions=40_000, users=500, items=1_000, epochs=3, d_emb=8,

@@ -1,22 +1,25 @@
 """Per-user exposure streams whose clicks follow a two-hop pattern (chapter 6, MARM).
 
 MARM's claim is that depth over the history helps a ranker. That needs labels that depth
-can read and one layer cannot: here, a user clicks an exposure when its topic matches the
-topic of an exposure that *followed an earlier click* (card section 8's example), and
-watches a clicked exposure long when the exposure just before it was clicked. One
-target-attention layer can find the history items of the candidate's topic, but not
-whether the item before each of them was clicked; a second layer, reading the states each
-exposure reached when it was scored, can, provided those states say whether their own
+can read and one layer cannot. Card section 8's example: an item is liked when it matches
+the topic of an item that followed an earlier liked one. Here a user is more likely to
+click exposure x_t the more of the recent exposures of x_t's topic came *right after a
+click*, and less likely the more came right after a skip; the signal is centred on the
+click rate, so that counting the topic's recent exposures, or their own clicks, says
+little about it. One target-attention layer finds the exposures of the candidate's topic
+but cannot see what preceded each of them; a second layer, reading the states those
+exposures reached when they were scored, can, provided each state says whether its own
 predecessor was clicked. Under MARM's training no gradient reaches a cached state from
-later requests, so a state learns to say so only if it helps its own exposure: the long
-view task makes it ([proposed]: with the click task alone, depth had little to read).
+later requests, so a state learns to say so only if that helps its own exposure: the
+momentum term (a click is likelier right after a click) makes it.
 
 Each of ``n_users`` users of the synthetic world gets a time-ordered stream of ``length``
 exposures: the topic of each is drawn from the user's world interests (or uniformly), the
 item from the topic's items by popularity. Then, in time order,
 
     logit_click(t) = gamma + hop * two_hop(t) + momentum * click(t - 1) + taste * z(u, x_t)
-    two_hop(t) = exists j in [t - W, t - 2]: click_j = 1 and topic(x_{j+1}) = topic(x_t)
+    two_hop(t) = mean over j in [t - W, t - 2] with topic(x_{j+1}) = topic(x_t) of click_j,
+                 minus the click rate (0 when there is no such j)
     long_view(t) = click(t) and Bernoulli(sigmoid(gamma_lv + hop * click(t - 1)))
 
 with z the world's standardised relevance and gamma, gamma_lv calibrated to the target
@@ -42,16 +45,16 @@ FEEDBACK = ("no click", "click", "long view")  # the feedback class y_j a reques
 
 @dataclass(frozen=True)
 class ExposureConfig:
-    n_users: int = 1_000
-    n_items: int = 2_000
-    n_topics: int = 32
-    length: int = 300  # exposures per user (the card: 200-500)
-    hop_window: int = 16  # W: how far back the two-hop pattern reaches
-    hop: float = 3.0  # logit added when the pattern holds
-    momentum: float = 0.0  # logit added to a click right after a click (sessions)
-    taste: float = 0.7  # weight of the world's relevance
+    n_users: int = 2_000
+    n_items: int = 400
+    n_topics: int = 8
+    length: int = 200  # exposures per user (the card: 200-500)
+    hop_window: int = 8  # W: how far back the two-hop pattern reaches
+    hop: float = 6.0  # weight of the two-hop signal (a share minus the click rate)
+    momentum: float = 1.0  # logit added to a click right after a click (sessions)
+    taste: float = 0.3  # weight of the world's relevance
     interest_share: float = 0.6  # exposures drawn from the user's interests, else uniform
-    click_rate: float = 0.2
+    click_rate: float = 0.3
     long_view_rate: float = 0.4  # among clicks
     train: float = 0.7
     valid: float = 0.1
@@ -79,7 +82,7 @@ class ExposureConfig:
 class ExposureStreams:
     """items, topics, clicks, long_views [U, T] (item ids start at 1; topics at 0); truth
     [U, T, 2] the probabilities of click and long view the labels were drawn from;
-    two_hop [U, T] whether the pattern held; the time split at positions ``train_end`` and
+    two_hop [U, T] the two-hop signal; the time split at positions ``train_end`` and
     ``valid_end``."""
 
     cfg: ExposureConfig
@@ -144,13 +147,14 @@ def make_exposures(cfg: ExposureConfig = ExposureConfig()) -> ExposureStreams:
     z = (relevance - relevance.mean()) / relevance.std()  # [U, T]
 
     noise = rng.random((U, T))
-    # the pattern's prevalence depends on the click rate and back: calibrate twice
-    gamma = calibrate_intercept(cfg.taste * z, cfg.click_rate)
-    for _ in range(2):
+    # clicks feed back into later logits, so the rate is monotone in the intercept but not
+    # a closed form: bisect on whole simulations
+    low, high = -15.0, 15.0
+    for _ in range(30):
+        gamma = (low + high) / 2
         clicks, two_hop = _clicks_in_time_order(cfg, topics, z, noise, gamma)
-        gamma = calibrate_intercept(_click_logit(cfg, clicks, two_hop, z), cfg.click_rate)
-    clicks, two_hop = _clicks_in_time_order(cfg, topics, z, noise, gamma)
-    after_click = np.zeros_like(two_hop)
+        low, high = (gamma, high) if clicks.mean() < cfg.click_rate else (low, gamma)
+    after_click = np.zeros(clicks.shape, dtype=bool)
     after_click[:, 1:] = clicks[:, :-1] == 1
     p_click = sigmoid(gamma + _click_logit(cfg, clicks, two_hop, z))
     gamma_lv = calibrate_intercept(cfg.hop * after_click[clicks == 1].astype(float),
@@ -167,7 +171,7 @@ def make_exposures(cfg: ExposureConfig = ExposureConfig()) -> ExposureStreams:
 def _click_logit(cfg: ExposureConfig, clicks: np.ndarray, two_hop: np.ndarray,
                  z: np.ndarray) -> np.ndarray:
     """[U, T] the click logit without its intercept."""
-    after_click = np.zeros_like(two_hop)
+    after_click = np.zeros(clicks.shape, dtype=bool)
     after_click[:, 1:] = clicks[:, :-1] == 1
     return cfg.hop * two_hop + cfg.momentum * after_click + cfg.taste * z
 
@@ -176,16 +180,19 @@ def _clicks_in_time_order(cfg: ExposureConfig, topics: np.ndarray, z: np.ndarray
                           noise: np.ndarray, gamma: float
                           ) -> tuple[np.ndarray, np.ndarray]:
     """Clicks [U, T] drawn position by position (each depends on the earlier ones), and
-    where the two-hop pattern held."""
+    the two-hop signal [U, T]: over the exposures j + 1 in the window that share x_t's
+    topic, the share whose predecessor j was clicked, minus the click rate (0 if none)."""
     U, T = topics.shape
     clicks = np.zeros((U, T), dtype=np.int8)
-    two_hop = np.zeros((U, T), dtype=bool)
+    two_hop = np.zeros((U, T))
     for t in range(T):
         lo = max(0, t - cfg.hop_window)
-        if t >= 2:  # a click at j, then topic(j + 1) == topic(t), for j in [lo, t - 2]
-            clicked = clicks[:, lo:t - 1] == 1
-            followed = topics[:, lo + 1:t] == topics[:, t:t + 1]
-            two_hop[:, t] = (clicked & followed).any(axis=1)
+        if t >= 2:  # exposures j + 1 of x_t's topic, for j in [lo, t - 2]
+            matched = topics[:, lo + 1:t] == topics[:, t:t + 1]  # [U, t - 1 - lo]
+            clicked = (clicks[:, lo:t - 1] == 1) & matched
+            count = matched.sum(axis=1)
+            share = clicked.sum(axis=1) / np.maximum(count, 1)
+            two_hop[:, t] = np.where(count > 0, share - cfg.click_rate, 0.0)
         after_click = clicks[:, t - 1] == 1 if t else np.zeros(U, dtype=bool)
         p = sigmoid(gamma + cfg.hop * two_hop[:, t] + cfg.momentum * after_click
                     + cfg.taste * z[:, t])

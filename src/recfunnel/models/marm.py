@@ -208,8 +208,8 @@ class MARM(nn.Module):
             states[missing] = fill.to(states.dtype)
         return self._memory_kv(layer, states, window.feedback, from_cache_kv=kv_cache)
 
-    def recompute(self, items: torch.Tensor, topics: torch.Tensor, feedback: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def recompute(self, items: torch.Tensor, topics: torch.Tensor, feedback: torch.Tensor,
+                  detach_memory: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference: every position of whole streams at once, each attending at layer
         l to its n strictly earlier predecessors' layer l-1 states (a banded causal mask).
         items, topics, feedback [B, T] -> logits [B, T, tasks], states [B, T, L, d]."""
@@ -223,6 +223,8 @@ class MARM(nn.Module):
         h, states = e, [e]
         for layer in range(cfg.n_layers):
             below = e if cfg.history == "layer0" else h
+            if detach_memory:
+                below = below.detach()
             kv = self._memory_kv(layer, below, feedback, False)  # [B, T, 2d]
             h = self.layers[layer](h, kv, allowed, recency)
             if layer < cfg.n_layers - 1:

@@ -19,19 +19,38 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from recfunnel import checks
-from recfunnel.data.exposures import ExposureStreams
+from recfunnel.data.exposures import ExposureConfig, ExposureStreams, make_exposures
 from recfunnel.metrics import auc
-from recfunnel.models.marm import MARM, ExposureCache, recompute_request, request
+from recfunnel.models.marm import (
+    MARM,
+    ExposureCache,
+    MARMConfig,
+    recompute_request,
+    request,
+    serving_flops,
+)
+from recfunnel.profiles import MARMSize
 from recfunnel.runtime import resolve_device
+from recfunnel.study import Measurement
 from recfunnel.train import History, TrainConfig, fit
 
 TASKS = ("click", "long_view")
+# the chapter's variants: name -> (MARMConfig changes, trained fresh). "trained fresh"
+# recomputes every request's receptive field with the current parameters during training
+# (gradients reach the past); every variant is served from the cache all the same
+VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {
+    "L=1": ({"n_layers": 1}, False),
+    "L=2": ({"n_layers": 2}, False),
+    "L=2 layer-0 history": ({"n_layers": 2, "history": "layer0"}, False),
+    "L=2 trained fresh": ({"n_layers": 2}, True),
+}
 
 
 def _serve(model: MARM, data: Mapping[str, torch.Tensor], cache: ExposureCache,
@@ -113,3 +132,39 @@ def fit_marm(model: MARM, streams: ExposureStreams, cfg: TrainConfig, batch_user
     if monitor:
         cfg = dataclasses.replace(cfg, monitor="valid_gauc", mode="max")
     return fit(model, steps, step, cfg, evaluate if monitor else None)
+
+
+# --------------------------------------------------------------------------- the chapter's runs
+
+
+def streams_for(size: MARMSize, seed: int = 0) -> ExposureStreams:
+    """The chapter's exposure streams at ``size`` (a world drawn from ``seed``)."""
+    return make_exposures(ExposureConfig(n_users=size.users, n_items=size.items,
+                                         n_topics=size.topics, length=size.length, seed=seed))
+
+
+def config_for(size: MARMSize, streams: ExposureStreams, **changes: Any) -> MARMConfig:
+    """MARM at ``size``'s width, heads and window for ``streams``, with ``changes``."""
+    base = {"d_model": size.d_model, "n_heads": size.heads, "d_ffn": 2 * size.d_model,
+            "window": size.window}
+    return MARMConfig(streams.cfg.n_items + 1, streams.cfg.n_topics, **(base | changes))
+
+
+def train_variant(size: MARMSize, streams: ExposureStreams, cfg: MARMConfig, fresh: bool,
+                  seed: int, epochs: int | None = None, device: str = "auto",
+                  progress: bool = True, desc: str = "MARM") -> tuple[MARM, Measurement]:
+    """Train one variant in stream order (``fit_marm``, early stopping on validation click
+    GAUC) from ``seed``'s initialisation and read it out on the test period: GAUC per task,
+    each test user's AUC for paired comparisons, and the serving FLOPs per request."""
+    torch.manual_seed(seed)
+    model = MARM(cfg)
+    history = fit_marm(model, streams, TrainConfig(
+        epochs=epochs or size.epochs, lr=size.lr, patience=size.patience,
+        monitor="valid_gauc", progress=progress, desc=desc, device=device, seed=seed),
+        batch_users=size.batch_users, fresh=fresh)
+    readout = marm_readout(model, streams, "test")
+    return model, Measurement(
+        metrics={f"gauc_{t}": readout[f"gauc_{t}"] for t in TASKS},
+        per_user={f"auc_{t}": readout["per_user"][f"auc_{t}"] for t in TASKS},
+        epochs=len(history.epochs), best_epoch=history.best_epoch,
+        extra={"serving_flops": serving_flops(cfg, "cached"), "history": history.epochs})
