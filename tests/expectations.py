@@ -90,6 +90,19 @@ EXPECTATIONS: dict[str, list[tuple[str, str]]] = {
         ("HoME's sparse-task AUC is within 0.02 of MMoE's or above it",
          "hm_run_sparse_home > hm_run_sparse_mmoe - 0.02"),
     ],
+    "06_marm": [
+        ("serving from the cache equals recomputing the causal stack",
+         "mr_exact_f64 < 1e-10 and mr_exact_f32 < 1e-4"),
+        ("at n = 256 the cached request needs at least 5x fewer attention FLOPs, which grow "
+         "about linearly in n against about quadratically recomputed",
+         "mr_flops_ratio_256 > 5 and mr_slope_cached < 1.2 and mr_slope_recompute > 1.8"),
+        ("L = 2 beats L = 1 on the two-hop clicks by a margin, below the best possible",
+         "mr_gauc_L2 > mr_gauc_L1 + 0.03 and mr_gauc_L2 < mr_truth_gauc"),
+        ("two layers that ignore the cached states do no better than MARM minus the margin",
+         "mr_gauc_L0 < mr_gauc_L2 - 0.03"),
+        ("L = 2 serves at under twice the FLOPs of L = 1", "mr_flops_L2_over_L1 < 2"),
+        ("a cold cache logs its misses", "mr_cold_miss > 0"),
+    ],
     "07_qarm": [
         ("by content, an item's nearest neighbour shares its look far more than its topic",
          "qa_content_same_style > 2 * qa_content_same_topic"),

@@ -228,3 +228,38 @@ def test_a_kv_cache_miss_gives_what_a_hidden_cache_miss_gives():
             cache.written_at[:, 3] = -1
             outputs.append(request(model, cache, items, topics, feedback, users, 5)[0])
     assert (outputs[0] - outputs[1]).abs().max() < 1e-10
+
+
+def test_detached_memory_keeps_the_values_and_blocks_gradients_into_the_past():
+    model = randomised(small(n_layers=2, window=8), dtype=torch.float32)
+    items, topics, feedback = streams(users=2, length=20)
+    plain, _ = model.recompute(items, topics, feedback)
+    detached, _ = model.recompute(items, topics, feedback, detach_memory=True)
+    assert torch.equal(plain, detached)  # the forward pass is the same computation
+    # the last position's loss: with detached memory the embeddings of the earlier items
+    # get gradient only through their own path, which the last position does not use
+    for detach, expect_past_gradient in ((False, True), (True, False)):
+        model.zero_grad()
+        logits, _ = model.recompute(items, topics, feedback, detach_memory=detach)
+        logits[:, -1].sum().backward()
+        grad = model.item_embedding.weight.grad
+        past_only = set(items[:, :-1].flatten().tolist()) - set(items[:, -1].tolist())
+        reached = any(float(grad[i].abs().sum()) > 0 for i in past_only)
+        assert reached == expect_past_gradient
+
+
+def test_a_cold_cache_counts_its_misses_and_a_warm_one_has_none():
+    from recfunnel.recipes.marm import stream_logits
+
+    data = make_exposures(ExposureConfig(n_users=20, n_items=100, n_topics=4, length=40))
+    model = MARM(MARMConfig(data.cfg.n_items + 1, data.cfg.n_topics, d_model=8, window=4))
+    warm = ExposureCache.for_model(model, data.n_users, data.length)
+    full = stream_logits(model, data, cache=warm)
+    assert warm.miss_rate == 0
+    cold = ExposureCache.for_model(model, data.n_users, data.length)
+    late = stream_logits(model, data, start=30, cache=cold)
+    # the first 4 requests from position 30 miss 4, 3, 2, 1 of their 4 predecessors
+    assert cold.miss_rate == pytest.approx(10 / (10 * 4))
+    assert (late[:, :30] == 0).all()
+    np.testing.assert_allclose(late[:, 34:], full[:, 34:], atol=1e-6)  # refilled
+    assert not np.allclose(late[:, 30], full[:, 30])  # the fallback differs

@@ -43,7 +43,7 @@ Every file of a paper, by chapter:
                     recipes/home.py
     6 MARM          models/marm.py (cached multi-layer target attention, the cache);
                     data/exposures.py (two-hop exposure streams); recipes/marm.py
-                    (streaming training); the chapter itself is still to be written
+                    (streaming training, the chapter's runs)
     7 QARM          models/qarm.py (aligner, codes, ranker); models/qarm_pretrain.py
                     (pair mining, frozen vectors); layers/quantize.py;
                     data/multimodal.py, data/text.py; recipes/qarm.py

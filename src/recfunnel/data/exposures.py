@@ -5,8 +5,9 @@ can read and one layer cannot. Card section 8's example: an item is liked when i
 the topic of an item that followed an earlier liked one. Here a user is more likely to
 click exposure x_t the more of the recent exposures of x_t's topic came *right after a
 click*, and less likely the more came right after a skip; the signal is centred on the
-click rate, so that counting the topic's recent exposures, or their own clicks, says
-little about it. One target-attention layer finds the exposures of the candidate's topic
+click rate, so that counting the topic's recent exposures says little about it, and
+their own clicks (an echo, through the momentum term below) less than their
+predecessors' do. One target-attention layer finds the exposures of the candidate's topic
 but cannot see what preceded each of them; a second layer, reading the states those
 exposures reached when they were scored, can, provided each state says whether its own
 predecessor was clicked. Under MARM's training no gradient reaches a cached state from

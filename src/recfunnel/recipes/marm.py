@@ -66,15 +66,21 @@ def _serve(model: MARM, data: Mapping[str, torch.Tensor], cache: ExposureCache,
 
 
 @torch.no_grad()
-def stream_logits(model: MARM, streams: ExposureStreams, fresh: bool = False) -> np.ndarray:
-    """[U, T, tasks] the logits of every exposure, the whole stream served in time order
-    with the model's current parameters (a fresh cache)."""
+def stream_logits(model: MARM, streams: ExposureStreams, fresh: bool = False, start: int = 0,
+                  cache: ExposureCache | None = None) -> np.ndarray:
+    """[U, T, tasks] the logits of every exposure, the stream served in time order with the
+    model's current parameters into ``cache`` (default: a new, empty one). With ``start``,
+    serving begins there: the earlier exposures were never written (a cold cache, whose
+    misses fall back to embeddings and are counted in ``cache.miss_rate``), and their
+    logits are 0."""
     model.eval()
     device = next(model.parameters()).device
     data = streams.tensors(device)
-    cache = ExposureCache.for_model(model, streams.n_users, streams.length)
-    out = [_serve(model, data, cache, t, fresh).float().cpu() for t in range(streams.length)]
-    return torch.stack(out, dim=1).numpy()
+    cache = cache or ExposureCache.for_model(model, streams.n_users, streams.length)
+    out = torch.zeros(streams.n_users, streams.length, model.cfg.n_tasks)
+    for t in range(checks.positive_int("start", start, minimum=0), streams.length):
+        out[:, t] = _serve(model, data, cache, t, fresh).float().cpu()
+    return out.numpy()
 
 
 def per_user_auc(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
