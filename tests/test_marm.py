@@ -263,3 +263,50 @@ def test_a_cold_cache_counts_its_misses_and_a_warm_one_has_none():
     assert (late[:, :30] == 0).all()
     np.testing.assert_allclose(late[:, 34:], full[:, 34:], atol=1e-6)  # refilled
     assert not np.allclose(late[:, 30], full[:, 30])  # the fallback differs
+
+
+def test_top_k_search_keeps_the_cache_exact_and_attends_to_k_keys_only():
+    items, topics, feedback = streams(users=2, length=40)
+    full = randomised(small(n_layers=2, window=8))
+    same = randomised(small(n_layers=2, window=8, top_k=8))
+    torch.testing.assert_close(recomputed(full, items, topics, feedback),
+                               recomputed(same, items, topics, feedback), rtol=0, atol=0)
+    searched = randomised(small(n_layers=2, window=8, top_k=3))
+    logits, _ = served(searched, items, topics, feedback)
+    assert (logits - recomputed(searched, items, topics, feedback)).abs().max() < 1e-10
+    assert (logits - recomputed(full, items, topics, feedback)).abs().max() > 1e-3
+    # one query, five keys: top_k = 1 returns exactly the best key's value
+    from recfunnel.models.marm import masked_attention
+
+    q, k, v = torch.randn(1, 1, 1, 4), torch.randn(1, 1, 5, 4), torch.randn(1, 1, 5, 4)
+    allowed = torch.ones(1, 1, 1, 5, dtype=torch.bool)
+    best = int((q @ k.transpose(-2, -1)).argmax())
+    torch.testing.assert_close(masked_attention(q, k, v, allowed, top_k=1)[0, 0, 0],
+                               v[0, 0, best])
+    refused(lambda: small(window=8, top_k=9), "MARMConfig.top_k", "window")
+    refused(lambda: small(window=8, top_k=0), "MARMConfig.top_k")
+
+
+def test_kuairand_impressions_become_time_ordered_exposure_streams(tmp_path):
+    from real_formats import write_kuairand
+
+    from recfunnel.data.exposures import exposures_from_impressions
+    from recfunnel.data.kuairand import read_kuairand
+
+    write_kuairand(tmp_path)
+    log = read_kuairand(tmp_path)
+    data = exposures_from_impressions(log, length=12)
+    counts = np.bincount(log.users)
+    assert data.n_users == (counts >= 12).sum() and data.length == 12
+    # each stream is its user's last 12 impressions, in time order
+    user = int(np.flatnonzero(counts >= 12)[0])
+    rows = np.flatnonzero(log.users == user)[-12:]
+    video = log.features[:, log.fields.index("video_id")]
+    assert np.array_equal(data.items[0], video[rows] + 1)
+    assert np.array_equal(data.clicks[0], log.labels[rows, log.tasks.index("click")])
+    assert (data.long_views <= data.clicks).all() and np.isnan(data.truth).all()
+    assert data.period("test").stop == 12
+    refused(lambda: exposures_from_impressions(log, length=10_000), "length",
+            "no user has 10000")
+    refused(lambda: exposures_from_impressions(log, length=12, topic_field="genre"),
+            "no field 'genre'")

@@ -142,6 +142,8 @@ class MARMSize:
     grid: tuple[tuple[int, int], ...] = ((1, 4), (1, 8), (1, 16), (2, 4), (2, 8), (2, 16))
     grid_epochs: int = 3
     live_grid: bool = False  # train the grid in the chapter (else: the committed runs)
+    kuairand: bool = False  # also train L = 1 and L = 2 on KuaiRand-Pure's exposure streams
+    kuairand_length: int = 100  # the last exposures kept per user (users with fewer: out)
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,7 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
         "gpu": MARMSize(users=20_000, length=400, epochs=10, d_model=64, heads=4, window=16,
                         batch_users=2_000, lr=3e-3,
                         grid=tuple((L, n) for L in (1, 2, 4) for n in (4, 8, 16, 32)),
-                        grid_epochs=6, live_grid=True),
+                        grid_epochs=6, live_grid=True, kuairand=True),
     },
     "home": {
         "smoke": HoMESize(impressions=40_000, users=500, items=1_000, epochs=3, d_emb=8,

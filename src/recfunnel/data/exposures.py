@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from recfunnel import checks
+from recfunnel.data.impressions import Impressions
 from recfunnel.data.planted import planted_world
 from recfunnel.data.world import World, calibrate_intercept, sigmoid
 
@@ -199,3 +200,47 @@ def _clicks_in_time_order(cfg: ExposureConfig, topics: np.ndarray, z: np.ndarray
                     + cfg.taste * z[:, t])
         clicks[:, t] = noise[:, t] < p
     return clicks, two_hop
+
+
+def exposures_from_impressions(impressions: Impressions, length: int,
+                               topic_field: str = "upload_type", train: float = 0.7,
+                               valid: float = 0.1) -> ExposureStreams:
+    """Time-ordered exposure streams from a real log read into ``Impressions`` (rows in
+    time order, as ``kuairand.read_kuairand`` gives them): every user with at least
+    ``length`` impressions keeps the last ``length`` of them; the item is the video,
+    ``topic_field`` stands in for the topic [proposed: KuaiRand has no topic label], the
+    labels are click and long view (a long view without a click counts as a click's long
+    view only when both flags are set). Nothing is known of the truth: ``truth`` and
+    ``two_hop`` are NaN. Split by time within each stream, as the synthetic ones are."""
+    checks.positive_int("length", length, minimum=10)
+    for name in ("video_id", topic_field):
+        if name not in impressions.fields:
+            raise checks.InvalidInputError(f"impressions: no field {name!r}; the fields are "
+                                           f"{list(impressions.fields)}")
+    for task in ("click", "long_view"):
+        if task not in impressions.tasks:
+            raise checks.InvalidInputError(f"impressions: no task {task!r}")
+    users = impressions.users
+    counts = np.bincount(users)
+    kept = np.flatnonzero(counts >= length)
+    if not len(kept):
+        raise checks.InvalidInputError(f"length: no user has {length} impressions (the most "
+                                       f"is {int(counts.max()) if len(counts) else 0})")
+    order = np.lexsort((np.arange(len(users)), users))  # by user, time order kept within
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    rows = np.stack([order[starts[u + 1] - length:starts[u + 1]] for u in kept])  # [U, T]
+    column = {name: impressions.features[:, impressions.fields.index(name)]
+              for name in ("video_id", topic_field)}
+    clicks = impressions.labels[:, impressions.tasks.index("click")][rows].astype(np.int8)
+    long_views = (impressions.labels[:, impressions.tasks.index("long_view")][rows]
+                  * clicks).astype(np.int8)
+    n_topics = int(impressions.cardinalities[impressions.fields.index(topic_field)])
+    n_items = int(impressions.cardinalities[impressions.fields.index("video_id")])
+    cfg = ExposureConfig(n_users=len(kept), n_items=max(n_items, 10 * n_topics),
+                         n_topics=n_topics, length=length, train=train, valid=valid)
+    unknown = np.full(rows.shape, np.nan)
+    return ExposureStreams(cfg, column["video_id"][rows] + 1, column[topic_field][rows],
+                           clicks, long_views,
+                           np.stack([unknown, unknown], axis=-1).astype(np.float32),
+                           unknown, int(round(train * length)),
+                           int(round((train + valid) * length)))

@@ -21,7 +21,10 @@ m_j (no normalisation on the memory side), so the cache may hold the hidden stat
 (``cache="hidden"``, the default: the projections are paid at every read) or their K/V
 projections (``cache="kv"``: cheaper reads, tied to the weights that wrote them).
 ``history="layer0"`` is the ablation that ignores the deeper cached states and reads every
-predecessor's embedding at every layer.
+predecessor's embedding at every layer. ``top_k`` is SIM's search over long histories,
+which MARM runs once per layer (card section 3.4): each layer and head attends only to the
+top_k predecessors by its own score [proposed: the paper's search unit is not known; SIM's
+cheaper first-stage search would also save the scoring, which this one still pays].
 
 Paper -> code: e_t -> ``embed``; F^(l) -> ``feedback[l-1]``; TA^(l), FFN^(l) ->
 ``layers[l-1]``; the cache -> ``ExposureCache`` (dense [users, positions, L, width]).
@@ -54,6 +57,7 @@ class MARMConfig:
     n_feedback: int = 3  # y_j: 0 no click, 1 click, 2 long view
     cache: str = "hidden"  # what is cached: hidden states or their K/V projections
     history: str = "cached"  # "layer0": every layer reads the predecessors' embeddings
+    top_k: int | None = None  # SIM-style search: each layer attends to its top_k only
 
     def __post_init__(self) -> None:
         for name in ("n_items", "n_topics", "d_model", "n_layers", "n_heads", "window",
@@ -64,6 +68,11 @@ class MARMConfig:
                                            f"divisible by n_heads={self.n_heads}")
         checks.one_of("MARMConfig.cache", self.cache, CACHE_KINDS)
         checks.one_of("MARMConfig.history", self.history, HISTORY_KINDS)
+        if self.top_k is not None:
+            checks.positive_int("MARMConfig.top_k", self.top_k)
+            if self.top_k > self.window:
+                raise checks.InvalidInputError(f"MARMConfig.top_k: {self.top_k} is more than "
+                                               f"the window of {self.window} predecessors")
         if self.cache == "kv" and self.history == "layer0":
             raise checks.InvalidInputError("MARMConfig.cache: the layer-0 ablation caches "
                                            "nothing beyond embeddings; use cache='hidden'")
@@ -75,14 +84,19 @@ class MARMConfig:
 
 
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     allowed: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+                     allowed: torch.Tensor, bias: torch.Tensor | None = None,
+                     top_k: int | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(d_h) + bias) v over allowed keys; a query with no allowed key
-    gets 0. q [B, H, Q, d_h], k and v [B, H, n, d_h], allowed [B|1, 1, Q, n], bias
-    [B|1, H, Q, n] -> [B, H, Q, d_h]."""
+    gets 0. With ``top_k``, each query and head keeps only its top_k allowed keys by score
+    (SIM's search, run by every layer on its own memory). q [B, H, Q, d_h], k and v
+    [B, H, n, d_h], allowed [B|1, 1, Q, n], bias [B|1, H, Q, n] -> [B, H, Q, d_h]."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [B, H, Q, n]
     if bias is not None:
         scores = scores + bias
     scores = scores.masked_fill(~allowed, float("-inf"))
+    if top_k is not None and top_k < scores.shape[-1]:
+        kth = scores.topk(top_k, dim=-1).values[..., -1:]  # [B, H, Q, 1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
     weights = torch.nan_to_num(scores.softmax(-1), nan=0.0)  # rows without keys: all 0
     return weights @ v
 
@@ -93,9 +107,11 @@ class TargetAttentionLayer(nn.Module):
     the paper's positional scheme is not known; without one a state cannot tell its
     immediate predecessor from the others]."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ffn: int, window: int):
+    def __init__(self, d_model: int, n_heads: int, d_ffn: int, window: int,
+                 top_k: int | None = None):
         super().__init__()
         self.n_heads = n_heads
+        self.top_k = top_k
         self.recency_bias = nn.Parameter(torch.zeros(n_heads, window + 1))  # [H, n + 1]
         self.norm_query = nn.LayerNorm(d_model)
         self.query = nn.Linear(d_model, d_model)
@@ -114,7 +130,7 @@ class TargetAttentionLayer(nn.Module):
         q = self.query(self.norm_query(h)).view(B, Q, H, d // H).transpose(1, 2)  # [B,H,Q,dh]
         k, v = kv.view(B, -1, 2, H, d // H).permute(2, 0, 3, 1, 4)  # [B, H, n, d_h] each
         bias = self.recency_bias[:, recency][None]  # [1, H, Q, n]
-        attended = masked_attention(q, k, v, allowed[:, None], bias)  # [B, H, Q, d_h]
+        attended = masked_attention(q, k, v, allowed[:, None], bias, self.top_k)  # [B,H,Q,dh]
         g = h + self.out(attended.transpose(1, 2).reshape(B, Q, d))
         return g + self.ffn(self.norm_ffn(g))
 
@@ -146,7 +162,8 @@ class MARM(nn.Module):
         self.topic_embedding = nn.Embedding(cfg.n_topics, d)
         self.feedback = nn.ModuleList(nn.Embedding(cfg.n_feedback, d)
                                       for _ in range(cfg.n_layers))
-        self.layers = nn.ModuleList(TargetAttentionLayer(d, cfg.n_heads, cfg.d_ffn, cfg.window)
+        self.layers = nn.ModuleList(TargetAttentionLayer(d, cfg.n_heads, cfg.d_ffn, cfg.window,
+                                                         cfg.top_k)
                                     for _ in range(cfg.n_layers))
         self.tower = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU(), nn.Linear(d, cfg.n_tasks))
 
