@@ -704,7 +704,7 @@ glue("ledger", ledger_record("6. MARM", SCALE, claims, PAPER))
 # ## What the results say
 #
 # The cache is exact (claim 1: {glue:text}`mr_claim_1`) and cheap (claim 2:
-# {glue:text}`mr_claim_2`). Depth at the cost of about one layer per layer helps on streams
+# {glue:text}`mr_claim_2`). Depth, at about one layer's serving cost per layer, helps on streams
 # whose clicks need two hops (claim 3: {glue:text}`mr_claim_3`), and what helps is the
 # cache's content, since two layers over plain embeddings gain less (claim 3b:
 # {glue:text}`mr_claim_3b`). Claim 4, that staleness costs little:
