@@ -11,6 +11,7 @@ metric Kuaishou's papers report) and log-loss.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -297,27 +298,61 @@ def auc(labels, scores) -> float:
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def gauc(labels, scores, groups) -> float:
-    """Group AUC: the AUC of each user's impressions, averaged with weights equal to the
-    user's number of impressions. Users whose labels are all equal have no AUC and are
-    left out (of the sum and of the weights)."""
+@dataclass(frozen=True)
+class UserAUCs:
+    """Per-group AUCs: groups [G] the ids kept, auc [G], impressions [G]; ``dropped``
+    counts the groups whose labels were all equal (no AUC)."""
+
+    groups: np.ndarray
+    auc: np.ndarray
+    impressions: np.ndarray
+    dropped: int
+
+    @property
+    def gauc(self) -> float:
+        """Weighted by impressions."""
+        return float((self.auc * self.impressions).sum() / self.impressions.sum())
+
+    @property
+    def uauc(self) -> float:
+        """The plain mean over groups."""
+        return float(self.auc.mean())
+
+
+def user_aucs(labels, scores, groups) -> UserAUCs:
+    """The AUC of each group's (user's) impressions, groups in increasing id order; groups
+    with one label class only are left out and counted in ``dropped``."""
     y, s = _binary_labels(labels), _as_numpy(scores, "scores")
     g = np.asarray(groups.detach().cpu() if isinstance(groups, torch.Tensor) else groups).ravel()
     if not len(y) == len(s) == len(g):
         raise ValueError(f"lengths differ: {len(y)} labels, {len(s)} scores, {len(g)} groups")
     order = np.argsort(g, kind="stable")
     y, s, g = y[order], s[order], g[order]
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.array([], int)
     ends = np.r_[starts[1:], len(g)]
-    weighted, weight = 0.0, 0
+    kept, aucs, sizes = [], [], []
     for start, end in zip(starts, ends, strict=True):
         group_labels = y[start:end]
         if 0 < group_labels.sum() < len(group_labels):
-            weighted += (end - start) * auc(group_labels, s[start:end])
-            weight += end - start
-    if weight == 0:
+            kept.append(g[start])
+            aucs.append(auc(group_labels, s[start:end]))
+            sizes.append(end - start)
+    if not kept:
         raise ValueError("GAUC needs at least one group with both positive and negative labels")
-    return weighted / weight
+    return UserAUCs(np.asarray(kept), np.asarray(aucs), np.asarray(sizes),
+                    dropped=len(starts) - len(kept))
+
+
+def gauc(labels, scores, groups) -> float:
+    """Group AUC: the AUC of each user's impressions, averaged with weights equal to the
+    user's number of impressions. Users whose labels are all equal have no AUC and are
+    left out (of the sum and of the weights)."""
+    return user_aucs(labels, scores, groups).gauc
+
+
+def uauc(labels, scores, groups) -> float:
+    """User AUC: the plain mean of the per-user AUCs (users of one label class left out)."""
+    return user_aucs(labels, scores, groups).uauc
 
 
 def log_loss(labels, probs, eps: float = 1e-7) -> float:

@@ -17,7 +17,8 @@ import torch
 class RankBatch:
     """features [B, F] int64 categorical ids (the user's and the item's among them); history
     [B, H] int64 the user's recent item ids, 0 = padding (None for rankers that read none);
-    labels [B, T] float 0/1 per task (None at serving)."""
+    labels [B, T] float 0/1 per task (None at serving). A model that reads more (chapter 8's
+    segment tokens and graph paths) subclasses it with more [B, ...] fields."""
 
     features: torch.Tensor
     labels: torch.Tensor | None = None
@@ -33,12 +34,12 @@ class RankBatch:
                 raise ValueError(f"{name} must be [{B}, n], got {tuple(value.shape)}")
 
     def to(self, device) -> RankBatch:
-        return RankBatch(*(None if getattr(self, f.name) is None else
-                           getattr(self, f.name).to(device) for f in fields(self)))
+        return type(self)(*(None if getattr(self, f.name) is None else
+                            getattr(self, f.name).to(device) for f in fields(self)))
 
     def __len__(self) -> int:
         return len(self.features)
 
     def __getitem__(self, rows) -> RankBatch:
-        return RankBatch(*(None if getattr(self, f.name) is None else
-                           getattr(self, f.name)[rows] for f in fields(self)))
+        return type(self)(*(None if getattr(self, f.name) is None else
+                            getattr(self, f.name)[rows] for f in fields(self)))

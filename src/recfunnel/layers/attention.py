@@ -219,3 +219,20 @@ class LlamaBlock(nn.Module):
                 causal: bool = True) -> torch.Tensor:
         x = x + self.dropout(self.attn(self.norm_attn(x), is_pad, causal))
         return x + self.dropout(self.ffn(self.norm_ffn(x)))
+
+
+class TargetAttentionPool(nn.Module):
+    """DIN-style target attention (Zhou et al. 2018): a sequence g [B, L, D_k] pooled by
+    softmax_j(q^T W g_j) with the candidate q [B, D_q]; padding (``is_pad`` [B, L] True) gets
+    no weight, and a row with no real entry pools to zeros."""
+
+    def __init__(self, d_query: int, d_key: int):
+        super().__init__()
+        self.bilinear = nn.Linear(d_key, d_query, bias=False)  # W
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, is_pad: torch.Tensor
+                ) -> torch.Tensor:
+        scores = (self.bilinear(keys) @ query.unsqueeze(-1)).squeeze(-1)  # [B, L]
+        scores = scores.masked_fill(is_pad, float("-inf"))
+        weights = torch.nan_to_num(scores.softmax(-1), nan=0.0)  # all-pad rows: 0
+        return (weights.unsqueeze(-1) * keys).sum(1)  # [B, D_k]
