@@ -1,0 +1,266 @@
+"""Chapter 8's experiments: MMBee and its ablations trained on the live-gifting world.
+
+    world = live_world("cpu", seed=0)
+    data = prepare(world, size)                  # histories, gift graph, expanded lists
+    model, measured = train_variant("MMBee", data, size, seed=0)
+
+The split is in time (``data.live``): the burn-in builds the watched histories, the gift
+graph, Swing and the expanded lists, and GraphCL pre-trains on that graph; the ranker
+trains on the next period's impressions and is read out on the last period's. Nothing of
+the training or test period enters the graph (the leak of the card's pitfall 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recfunnel import checks
+from recfunnel.data.live import GiftLog, LiveWorld
+from recfunnel.metrics import auc, log_loss, user_aucs
+from recfunnel.models.mmbee import GiftBatch, MMBee, MMBeeConfig
+from recfunnel.models.mmbee_graph import GiftGraph, GraphCLConfig, pretrain_nodes, random_nodes
+from recfunnel.profiles import MMBeeSize
+from recfunnel.runtime import resolve_device
+from recfunnel.study import Measurement
+from recfunnel.train import TrainConfig, fit
+
+# name -> (MMBeeConfig changes, node embeddings: "graphcl", "random" or None)
+VARIANTS: dict[str, tuple[dict[str, Any], str | None]] = {
+    "MMBee": ({}, "graphcl"),
+    "mean-pool fusion": ({"fusion": "mean"}, "graphcl"),
+    "no projection": ({"projection": "none"}, "graphcl"),
+    "shared queries": ({"streamer_aware": False}, "graphcl"),
+    "no GIE": ({"graph": False}, None),
+    "GIE, random nodes": ({}, "random"),
+    "base (DIN)": ({"fusion": "none", "graph": False}, None),
+}
+SPARSE = 2  # viewers with at most this many burn-in gifts are "sparse gifters" (card C4)
+
+
+@dataclass
+class GiftData:
+    """A world prepared for the ranker: ``rows`` "train" / "test" [n] impression indices;
+    ``window`` and ``live`` [N, W] each impression's segments; ``history`` [U, H] the
+    burn-in's most recent watched streamers (id + 1, 0 = padding); the burn-in ``graph``
+    and its expanded ``paths``; ``past_gifts`` [U]; ``content`` [A, M d] each streamer's
+    mean burn-in tokens (GraphCL's node attribute)."""
+
+    world: LiveWorld
+    rows: dict[str, np.ndarray]
+    window: np.ndarray
+    live: np.ndarray
+    history: np.ndarray
+    graph: GiftGraph
+    paths: dict[str, np.ndarray]
+    past_gifts: np.ndarray
+    content: np.ndarray
+
+    @property
+    def cut(self) -> int:
+        """The first segment after the burn-in: the graph holds only earlier gifts."""
+        return self.graph.before
+
+
+def watched_history(world: LiveWorld, before: int, length: int) -> np.ndarray:
+    """[U, length] each viewer's last ``length`` watched streamers before segment
+    ``before`` (id + 1, oldest first, left-padded with 0)."""
+    early = np.flatnonzero(world.segment < before)  # time-ordered already
+    out = np.zeros((world.n_users, length), dtype=np.int64)
+    users = world.user[early]
+    order = np.argsort(users, kind="stable")
+    users, streamers = users[order], world.streamer[early][order] + 1
+    starts = np.searchsorted(users, np.arange(world.n_users))
+    ends = np.searchsorted(users, np.arange(world.n_users), side="right")
+    for u in np.flatnonzero(ends > starts):
+        recent = streamers[max(starts[u], ends[u] - length):ends[u]]
+        out[u, length - len(recent):] = recent
+    return out
+
+
+def prepare(world: LiveWorld, size: MMBeeSize) -> GiftData:
+    """Histories, graph and expanded lists from the burn-in; the train and test rows."""
+    cut = world.config.train_start
+    period = world.period()
+    window, live = world.window_segments(world.streamer, world.segment)
+    gifts = world.gift == 1
+    graph = GiftGraph.build(world.user[gifts], world.streamer[gifts], world.segment[gifts],
+                            world.n_users, world.n_streamers, before=cut,
+                            k_swing=size.k_swing)
+    content = world.tokens[:, :cut].mean(axis=(1, 3)).reshape(world.n_streamers, -1)
+    return GiftData(world=world, rows={"train": np.flatnonzero(period == 1),
+                                       "test": np.flatnonzero(period == 2)},
+                    window=window, live=live,
+                    history=watched_history(world, cut, size.history), graph=graph,
+                    paths=graph.paths(size.k1, size.k2), past_gifts=world.past_gifts(cut),
+                    content=content.astype(np.float32))
+
+
+def gift_batch(data: GiftData, rows: np.ndarray, tokens: torch.Tensor | None = None
+               ) -> GiftBatch:
+    """The impressions ``rows`` as one batch; ``tokens`` the world's token table as a
+    tensor (made once by the caller; built here when not given)."""
+    w = data.world
+    tokens = torch.from_numpy(w.tokens) if tokens is None else tokens
+    u, a = w.user[rows], w.streamer[rows]
+    times = torch.from_numpy(data.window[rows])  # [B, W]
+    seg = tokens[torch.from_numpy(a)[:, None], times]  # [B, W, M, n, d]
+    B, W, M, n, d = seg.shape
+    seg = seg.permute(0, 2, 1, 3, 4).reshape(B, M, W * n, d)
+    pad = ~torch.from_numpy(data.live[rows]).repeat_interleave(n, dim=1)  # [B, W n]
+    ids = lambda table, index: torch.from_numpy(table[index])  # noqa: E731
+    return GiftBatch(
+        features=torch.from_numpy(np.stack([u, a], axis=1)).long(),
+        labels=torch.from_numpy(w.gift[rows].astype(np.float32))[:, None],
+        history=ids(data.history, u), tokens=seg, token_pad=pad,
+        gifted=ids(data.paths["U->A"], u), expanded=ids(data.paths["U->A->A"], u),
+        gifters=ids(data.paths["A->U"], a), similar_gifters=ids(data.paths["A->A->U"], a))
+
+
+def batches(data: GiftData, rows: np.ndarray, batch_size: int, seed: int | None = None
+            ) -> Iterator[GiftBatch]:
+    """Batches of ``rows``, shuffled under ``seed`` (in order when None)."""
+    if seed is not None:
+        rows = np.random.default_rng(seed).permutation(rows)
+    tokens = torch.from_numpy(data.world.tokens)
+    for start in range(0, len(rows), batch_size):
+        yield gift_batch(data, rows[start:start + batch_size], tokens)
+
+
+def node_embeddings(data: GiftData, kind: str | None, size: MMBeeSize, seed: int
+                    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """GIE's frozen node embeddings: GraphCL-pretrained, random (same norm), or none."""
+    if kind is None:
+        return None
+    cfg = GraphCLConfig(d_node=size.d_node, epochs=size.graph_epochs)
+    g_user, g_streamer = pretrain_nodes(data.graph, data.content, cfg, seed=seed)
+    if kind == "graphcl":
+        return g_user, g_streamer
+    checks.one_of("nodes", kind, ("graphcl", "random"))
+    return random_nodes(len(g_user), len(g_streamer), size.d_node,
+                        like=torch.cat([g_user, g_streamer]), seed=seed)
+
+
+def config_for(changes: dict[str, Any], data: GiftData, size: MMBeeSize) -> MMBeeConfig:
+    w = data.world
+    return MMBeeConfig(n_users=w.n_users, n_streamers=w.n_streamers,
+                       n_modalities=w.tokens.shape[2], d_token=w.tokens.shape[-1],
+                       d_model=size.d_model, n_queries=size.n_queries,
+                       fusion_layers=size.fusion_layers, heads=size.heads, **changes)
+
+
+def _bce(model: MMBee, batch: GiftBatch) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(model(batch), batch.labels)
+
+
+@torch.no_grad()
+def predict(model: MMBee, data: GiftData, rows: np.ndarray, batch_size: int = 8_192
+            ) -> np.ndarray:
+    """[n] gift probabilities of the impressions ``rows``."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [torch.sigmoid(model(batch.to(device))).squeeze(1).cpu()
+           for batch in batches(data, rows, batch_size)]
+    return torch.cat(out).numpy()
+
+
+def readout(data: GiftData, probs: np.ndarray, rows: np.ndarray) -> Measurement:
+    """AUC, UAUC, GAUC and log-loss of ``probs`` on ``rows``, with the per-user AUCs (all
+    kept users, and the sparse and other gifters apart) and how many users GAUC kept."""
+    w = data.world
+    labels, users = w.gift[rows], w.user[rows]
+    per_user = user_aucs(labels, probs, users)
+    sparse = data.past_gifts[per_user.groups] <= SPARSE
+    metrics = {"auc": auc(labels, probs), "uauc": per_user.uauc, "gauc": per_user.gauc,
+               "log_loss": log_loss(labels, probs),
+               "users_kept": float(len(per_user.groups)), "users_dropped": float(
+                   per_user.dropped),
+               "uauc_sparse": float(per_user.auc[sparse].mean()),
+               "uauc_other": float(per_user.auc[~sparse].mean())}
+    return Measurement(metrics=metrics, per_user={
+        "uauc": per_user.auc, "uauc_sparse": per_user.auc[sparse],
+        "uauc_other": per_user.auc[~sparse]})
+
+
+def train_variant(name: str, data: GiftData, size: MMBeeSize, seed: int,
+                  device: str = "auto", progress: bool = False,
+                  nodes: tuple[torch.Tensor, torch.Tensor] | None = None
+                  ) -> tuple[MMBee, Measurement]:
+    """Train one of ``VARIANTS`` on ``data`` and read it out on the test period. ``nodes``
+    reuses GraphCL embeddings already pre-trained on this data (the "graphcl" kind)."""
+    checks.one_of("variant", name, VARIANTS)
+    changes, kind = VARIANTS[name]
+    if kind is not None and not (kind == "graphcl" and nodes is not None):
+        nodes = node_embeddings(data, kind, size, seed)
+    torch.manual_seed(seed)
+    model = MMBee(config_for(changes, data, size), nodes if kind is not None else None)
+    train = data.rows["train"]
+    history = fit(model, lambda epoch: batches(data, train, size.batch_size, seed * 100 + epoch),
+                  _bce, TrainConfig(epochs=size.epochs, lr=size.lr, device=device,
+                                    progress=progress, desc=f"MMBee: {name}", seed=seed))
+    model.to(resolve_device(device))
+    measured = readout(data, predict(model, data, data.rows["test"]), data.rows["test"])
+    measured.epochs = size.epochs
+    measured.extra = {"seconds": history.seconds}
+    return model, measured
+
+
+def expansion_recall(log: GiftLog, graph: GiftGraph, test: np.ndarray, k: int = 5,
+                     seed: int = 0) -> dict[str, np.ndarray]:
+    """Recall@k of each viewer's first-time gift streamers of the test period (gifted then,
+    never in the burn-in) among the new streamers the viewer met in the test period, as
+    three burn-in scores rank them: the U->A->A expansion (W S, the gifted streamers'
+    Swing neighbours), the history alone (how often the viewer watched each in the
+    burn-in) and popularity (gifts received in the burn-in); ties in random order. Ranking
+    only what the viewer met keeps exposure out of it: a gift needs an impression, and a
+    list of the most watched streamers would "recall" the streamers the viewer will be
+    shown, not the ones the viewer will like. Viewers with no burn-in gift (no expansion)
+    or no new gifted streamer are left out. ``graph`` holds the gifts before its cut
+    (``graph.before``), ``test`` the rows of ``log`` to read. Returns per-viewer arrays and
+    their ids."""
+    w = log
+    rng = np.random.default_rng(seed)
+    gifted = graph.gifts
+    expansion = (gifted @ graph.similar).tocsr()
+    early = w.time < graph.before
+    watched = np.zeros((w.n_users, w.n_streamers))
+    np.add.at(watched, (w.user[early], w.streamer[early]), 1.0)
+    scores = {"expansion": None, "history": watched,
+              "popularity": np.asarray(gifted.sum(0)).ravel()}
+    out: dict[str, list[float]] = {name: [] for name in scores}
+    users = []
+    order = np.argsort(w.user[test], kind="stable")
+    test = test[order]
+    bounds = np.searchsorted(w.user[test], np.arange(w.n_users + 1))
+    for u in range(w.n_users):
+        rows = test[bounds[u]:bounds[u + 1]]
+        before = gifted[u].indices
+        if not len(rows) or not len(before):
+            continue
+        met = np.setdiff1d(np.unique(w.streamer[rows]), before)
+        new = np.setdiff1d(np.unique(w.streamer[rows[w.gift[rows] == 1]]), before)
+        if not len(new) or len(met) <= k:
+            continue
+        tie = rng.random(len(met))
+        for name, table in scores.items():
+            if name == "expansion":
+                score = expansion[u].toarray().ravel()[met]
+            else:
+                score = (table[u] if table.ndim == 2 else table)[met]
+            top = met[np.lexsort((tie, -score))[:k]]
+            out[name].append(np.isin(new, top).mean())
+        users.append(u)
+    return {**{name: np.asarray(v) for name, v in out.items()}, "users": np.asarray(users)}
+
+
+def with_nuisance(size_world: LiveWorld, nuisance: float) -> LiveWorld:
+    """The same world rebuilt with another shared-nuisance strength (claim C2)."""
+    from recfunnel.data.live import build_live_world
+
+    return build_live_world(dataclasses.replace(size_world.config, nuisance=nuisance))
