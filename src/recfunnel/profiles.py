@@ -219,6 +219,7 @@ class MMBeeSize:
     lr: float = 3e-3
     seeds: int = 3
     nuisances: tuple[float, ...] = (0.0, 2.0, 4.0)  # claim C2's shared-nuisance strengths
+    variants: tuple[str, ...] = ()  # the variants trained in the chapter; () = all
     live_claims: bool = True  # train every seed and the sweep in the chapter (else: read
     # the committed runs of benchmarks/mmbee_claims.py)
     kuailive: bool = False  # also train on KuaiLive's gift logs (downloaded when online)
@@ -251,8 +252,9 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
     "mmbee": {
         "smoke": MMBeeSize(world="smoke", epochs=2, d_model=16, n_queries=2, heads=1,
                            history=10, k_swing=5, k1=5, k2=10, d_node=16, graph_epochs=30,
-                           batch_size=256, live_claims=False),
-        "cpu": MMBeeSize(world="cpu", epochs=2, batch_size=512),
+                           batch_size=256, live_claims=False,
+                           variants=("MMBee", "mean-pool fusion", "no GIE", "base (DIN)")),
+        "cpu": MMBeeSize(world="cpu", epochs=2, batch_size=512, live_claims=False),
         "gpu": MMBeeSize(world="gpu", epochs=4, d_model=64, n_queries=16, fusion_layers=2,
                          heads=4, history=50, k_swing=50, k1=50, k2=100, d_node=64,
                          graph_epochs=200, batch_size=4_096, lr=1e-3, kuailive=True),

@@ -3,10 +3,11 @@ changes segment by segment, viewers who rarely send a gift, and the truth behind
 
 What the world plants, and which part of MMBee each piece is there to test:
 
-* **Streamers** belong to latent clusters; each streams in *rooms* (a room ends with
+* **Streamers** belong to clusters (their category, a feature every ranker sees); each
+  streams in *rooms* (a room ends with
   probability ``room_end`` after every segment) and, inside a room, moves between content
-  **states** by a Markov chain whose stationary mix depends on the cluster. The last
-  ``n_highlight`` states are highlights (a PK battle, a lucky draw, ...): rarer.
+  **states** by a Markov chain whose stationary mix depends on the cluster. The three
+  ``HIGHLIGHTS`` are highlight states (a PK battle, a lucky draw, ...): rarer.
 * **Segment tokens** per modality (visual, speech, comment), ``tokens`` of them, ``d_token``
   wide, all in one shared space (as the features of one multi-modal extractor are): a
   token carries the state's signature ``A_m e_z`` only with probability ``carry_share``
@@ -19,7 +20,8 @@ What the world plants, and which part of MMBee each piece is there to test:
   propensity (a few *whales*). Who watches whom is mostly popularity with a mild pull to
   the favourite clusters; who *gifts* follows the clusters strongly, the viewer's state
   preference, and each streamer's **signature state** (the state in which its viewers
-  gift). The intercept is set so that the gift rate is ``gift_rate``.
+  gift; mostly its cluster's, sometimes its own). The intercept is set so that the gift
+  rate is ``gift_rate``.
 * **Time**: segments 0..T-1. The first ``burn_in`` share builds the gift graph (and the
   histories); impressions after it are split in time into train and test. An impression
   sees the room's last ``window`` segments up to and including its own (never a later
@@ -83,9 +85,9 @@ class LiveConfig:
     tokens: int = 8  # tokens per modality and segment
     d_token: int = 16
     window: int = 2  # segments an impression sees: its own and the room's earlier ones
-    carry_share: float = 0.5  # chance that a token carries the state
+    carry_share: float = 0.2  # chance that a token carries the state
     nuisance: float = 2.0  # size of the shared per-segment nuisance vector
-    token_noise: float = 0.5
+    token_noise: float = 1.2
     state_stay: float = 0.75  # chance that a room keeps its state for another segment
     highlight_weight: float = 0.3  # a highlight state's weight in a cluster's mix, relative
     gift_rate: float = 0.02
@@ -94,6 +96,7 @@ class LiveConfig:
     gift_affinity: float = 3.0  # ... and on what is gifted
     gift_preference: float = 0.3  # weight of the viewer's state preference
     gift_signature: float = 2.5  # weight of the streamer's signature state
+    signature_shared: float = 0.75  # chance that a streamer's signature is its cluster's
     burn_in: float = 0.4  # share of the timeline that builds the graph and the histories
     test_share: float = 0.25  # share of the timeline at the end that is the test period
     comment_vectors: str = "synthetic"  # or "minilm"
@@ -108,7 +111,7 @@ class LiveConfig:
                 f"n_streamers: {self.n_streamers} streamers cannot fill {self.n_clusters} "
                 "clusters")
         for name in ("room_end", "carry_share", "state_stay", "gift_rate", "whale_share",
-                     "burn_in", "test_share"):
+                     "burn_in", "test_share", "signature_shared"):
             checks.real(name, getattr(self, name), 0.0, 1.0, low_open=name == "gift_rate",
                         high_open=True)
         for name in ("nuisance", "token_noise", "highlight_weight", "watch_affinity",
@@ -365,10 +368,16 @@ def build_live_world(cfg: LiveConfig) -> LiveWorld:
     structure.shuffle(cluster)
     popularity = structure.normal(0.0, 0.8, size=A)
     state, room, room_start = _timelines(cfg, cluster, structure)
-    # the signature: one of the streamer's own frequent states, so its segments recur
+    # the signature: mostly the cluster's (one of its three most frequent states), else one
+    # of the streamer's own two most frequent states; so its segments recur
     counts = np.stack([np.bincount(row, minlength=S) for row in state])  # [A, S]
-    favourite = np.argsort(-counts + structure.random((A, S)), axis=1)[:, :2]
-    signature = favourite[np.arange(A), structure.integers(2, size=A)]
+    by_cluster = np.stack([counts[cluster == c].sum(0) for c in range(C)])  # [C, S]
+    top3 = np.argsort(-by_cluster + structure.random((C, S)), axis=1)[:, :3]
+    cluster_signature = top3[np.arange(C), structure.integers(3, size=C)]
+    own = np.argsort(-counts + structure.random((A, S)), axis=1)[:, :2]
+    own = own[np.arange(A), structure.integers(2, size=A)]
+    signature = np.where(structure.random(A) < cfg.signature_shared,
+                         cluster_signature[cluster], own)
     tokens, direction = _segment_tokens(cfg, state, content)
 
     preference = viewers.normal(size=(cfg.n_users, S))

@@ -11,10 +11,13 @@ per modality m (visual, speech, comment), padding where the room had not started
     u_m'   = mean over live tokens of X_m', normalised      (each other modality's pooled
     X~_m   = X_m - X_m Q_m Q_m^T                              direction; Q_m its orthonormal
                                                              basis: the orthogonal projection)
-    H      = [X~_v W_v; X~_s W_s; X~_c W_c] + E_mod          [B, M L, d]
-    Q^(0)  = Q_0 + MLP(e_a)                                  [B, n_q, d] streamer-aware
+    H      = [X~_v W_v; X~_s W_s; X~_c W_c] + E_mod + E_seg    [B, M L, d] (E_seg: which
+                                                             segment of the window)
+    Q^(0)  = Q_0 + MLP(e_a + e_cat)                          [B, n_q, d] streamer-aware
     Q^(l+1) = FFN(SelfAttn(CrossAttn(Q^(l), H)))             pre-norm, residual
-    h_seg  = mean_q Q^(n_l)                                  [B, d]
+    h_seg  = [Q^(n_l)_1; ...; Q^(n_l)_{n_q}] W_o              [B, d] (the queries side by
+                                                             side: a mean would blur what
+                                                             each query learnt to find)
 
 ``fusion="mean"`` is the ablation that mean-pools each modality's live tokens and
 concatenates them; ``projection="gate"`` the card's other reading (each token scaled by
@@ -26,7 +29,7 @@ attention e^P = sum_j softmax_j(q^T W g_j) g_j, the candidate streamer's g_a rea
 viewer-side lists (U->A, U->A->A) and the viewer's g_u the streamer-side lists (A->U,
 A->A->U).
 
-The ranker (section 3.3): logit = MLP([e_u; e_a; DIN(watched history); h_seg; g_u; g_a;
+The ranker (section 3.3): logit = MLP([e_u; e_a; e_cat; DIN(watched history); h_seg; g_u; g_a;
 e^{U->A}; e^{U->A->A}; e^{A->U}; e^{A->A->U}]), trained with binary cross-entropy on the
 gift label. The base model without MFQ and GIE is the DIN part alone (the paper builds on
 SIM; at this book's history lengths SIM's search is the whole history).
@@ -49,7 +52,8 @@ PATHS = ("gifted", "expanded", "gifters", "similar_gifters")  # U->A, U->A->A, A
 
 @dataclass
 class GiftBatch(RankBatch):
-    """A ranker batch plus what MMBee reads: features [B, 2] (viewer, streamer), history
+    """A ranker batch plus what MMBee reads: features [B, 3] (viewer, streamer, the
+    streamer's category), history
     [B, H] watched streamers (id + 1, 0 = padding), labels [B, 1]; tokens [B, M, L, d_tok]
     the window's segment tokens per modality, token_pad [B, L] True where the segment was
     not live; the four expanded lists [B, k] (streamers for gifted / expanded, viewers for
@@ -81,7 +85,9 @@ class MMBeeConfig:
 
     n_users: int
     n_streamers: int
+    n_categories: int = 1  # the streamers' categories (a side feature)
     n_modalities: int = 3
+    window: int = 1  # segments per impression (tokens arrive oldest segment first)
     d_token: int = 16
     d_model: int = 32
     n_queries: int = 4
@@ -94,8 +100,8 @@ class MMBeeConfig:
     hidden: tuple[int, ...] = (64, 32)
 
     def __post_init__(self) -> None:
-        for name in ("n_users", "n_streamers", "n_modalities", "d_token", "d_model",
-                     "n_queries", "fusion_layers", "heads"):
+        for name in ("n_users", "n_streamers", "n_categories", "n_modalities", "window",
+                     "d_token", "d_model", "n_queries", "fusion_layers", "heads"):
             checks.positive_int(f"MMBeeConfig.{name}", getattr(self, name))
         checks.one_of("MMBeeConfig.fusion", self.fusion, ("mfq", "mean", "none"))
         checks.one_of("MMBeeConfig.projection", self.projection, ("orthogonal", "gate", "none"))
@@ -175,11 +181,14 @@ class MFQ(nn.Module):
         d = cfg.d_model
         self.to_model = nn.ModuleList(nn.Linear(cfg.d_token, d) for _ in range(cfg.n_modalities))
         self.modality = nn.Parameter(torch.zeros(cfg.n_modalities, d))  # E_mod
+        self.age = nn.Parameter(torch.zeros(cfg.window, d))  # E_seg: which segment
         self.queries = nn.Parameter(torch.randn(cfg.n_queries, d) * 0.1)  # Q_0
         self.streamer = nn.Embedding(cfg.n_streamers, d)
+        self.category = nn.Embedding(cfg.n_categories, d)
         self.shift = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))  # MLP(e_a)
         self.layers = nn.ModuleList(QueryFusionLayer(d, cfg.heads)
                                     for _ in range(cfg.fusion_layers))
+        self.readout = nn.Linear(cfg.n_queries * d, d)  # the queries side by side -> h_seg
 
     def tokens(self, tokens: torch.Tensor, pad: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,23 +198,27 @@ class MFQ(nn.Module):
         elif self.cfg.projection == "gate":
             tokens = cosine_gate(tokens, pad)
         h = torch.stack([f(tokens[:, m]) for m, f in enumerate(self.to_model)], dim=1)
-        h = h + self.modality[None, :, None, :]  # [B, M, L, d]
         B, M, L, d = h.shape
+        age = torch.arange(L, device=h.device) // (L // self.cfg.window)  # [L] segment slot
+        h = h + self.modality[None, :, None, :] + self.age[age][None, None]  # [B, M, L, d]
         return h.reshape(B, M * L, d), pad.repeat(1, M)
 
     def initial_queries(self, streamer: torch.Tensor) -> torch.Tensor:
+        """streamer [B, 2] (id, category) -> Q^(0) [B, n_q, d]."""
         q = self.queries.expand(len(streamer), -1, -1)  # [B, n_q, d]
         if self.cfg.streamer_aware:
-            q = q + self.shift(self.streamer(streamer))[:, None, :]
+            e_a = self.streamer(streamer[:, 0]) + self.category(streamer[:, 1])
+            q = q + self.shift(e_a)[:, None, :]
         return q
 
     def forward(self, tokens: torch.Tensor, pad: torch.Tensor, streamer: torch.Tensor,
                 return_queries: bool = False) -> torch.Tensor:
+        """tokens [B, M, L, d_tok], pad [B, L], streamer [B, 2] (id, category)."""
         h, h_pad = self.tokens(tokens, pad)
         q = self.initial_queries(streamer)
         for layer in self.layers:
             q = layer(q, h, h_pad)
-        return q if return_queries else q.mean(1)  # [B, n_q, d] or h_seg [B, d]
+        return q if return_queries else self.readout(q.flatten(1))  # [B, n_q, d] or [B, d]
 
     @torch.no_grad()
     def attention(self, tokens: torch.Tensor, pad: torch.Tensor, streamer: torch.Tensor
@@ -245,11 +258,12 @@ class MMBee(nn.Module):
         d = cfg.d_model
         self.user = nn.Embedding(cfg.n_users, d)
         self.streamer = nn.Embedding(cfg.n_streamers + 1, d, padding_idx=0)  # id + 1
+        self.category = nn.Embedding(cfg.n_categories, d)
         nn.init.normal_(self.user.weight, std=0.05)
         nn.init.normal_(self.streamer.weight, std=0.05)
         self.history = TargetAttentionPool(d, d)
         self.fusion = {"mfq": MFQ, "mean": MeanPoolFusion}.get(cfg.fusion, lambda _: None)(cfg)
-        width = 3 * d + (d if self.fusion is not None else 0)
+        width = 4 * d + (d if self.fusion is not None else 0)
         if cfg.graph:
             if nodes is None:
                 raise checks.InvalidInputError("nodes: GIE needs the pre-trained node "
@@ -269,13 +283,14 @@ class MMBee(nn.Module):
 
     def segment(self, batch: GiftBatch) -> torch.Tensor:
         """h_seg [B, d] of the batch's live segments."""
-        return self.fusion(batch.tokens, batch.token_pad, batch.features[:, 1])
+        return self.fusion(batch.tokens, batch.token_pad, batch.features[:, 1:3])
 
     def forward(self, batch: GiftBatch) -> torch.Tensor:
         user, streamer = batch.features[:, 0], batch.features[:, 1]
         e_u, e_a = self.user(user), self.streamer(streamer + 1)
         watched = self.streamer(batch.history)  # [B, H, d]
-        parts = [e_u, e_a, self.history(e_a, watched, batch.history == 0)]
+        parts = [e_u, e_a, self.category(batch.features[:, 2]),
+                 self.history(e_a, watched, batch.history == 0)]
         if self.fusion is not None:
             parts.append(self.segment(batch))
         if self.cfg.graph:

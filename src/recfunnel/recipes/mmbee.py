@@ -116,7 +116,7 @@ def gift_batch(data: GiftData, rows: np.ndarray, tokens: torch.Tensor | None = N
     pad = ~torch.from_numpy(data.live[rows]).repeat_interleave(n, dim=1)  # [B, W n]
     ids = lambda table, index: torch.from_numpy(table[index])  # noqa: E731
     return GiftBatch(
-        features=torch.from_numpy(np.stack([u, a], axis=1)).long(),
+        features=torch.from_numpy(np.stack([u, a, w.cluster[a]], axis=1)).long(),
         labels=torch.from_numpy(w.gift[rows].astype(np.float32))[:, None],
         history=ids(data.history, u), tokens=seg, token_pad=pad,
         gifted=ids(data.paths["U->A"], u), expanded=ids(data.paths["U->A->A"], u),
@@ -150,6 +150,8 @@ def node_embeddings(data: GiftData, kind: str | None, size: MMBeeSize, seed: int
 def config_for(changes: dict[str, Any], data: GiftData, size: MMBeeSize) -> MMBeeConfig:
     w = data.world
     return MMBeeConfig(n_users=w.n_users, n_streamers=w.n_streamers,
+                       n_categories=w.config.n_clusters,
+                       window=w.config.window,
                        n_modalities=w.tokens.shape[2], d_token=w.tokens.shape[-1],
                        d_model=size.d_model, n_queries=size.n_queries,
                        fusion_layers=size.fusion_layers, heads=size.heads, **changes)
@@ -172,7 +174,8 @@ def predict(model: MMBee, data: GiftData, rows: np.ndarray, batch_size: int = 8_
 
 def readout(data: GiftData, probs: np.ndarray, rows: np.ndarray) -> Measurement:
     """AUC, UAUC, GAUC and log-loss of ``probs`` on ``rows``, with the per-user AUCs (all
-    kept users, and the sparse and other gifters apart) and how many users GAUC kept."""
+    kept users, and the sparse and other gifters apart; their ids in ``extra["users"]``)
+    and how many users GAUC kept."""
     w = data.world
     labels, users = w.gift[rows], w.user[rows]
     per_user = user_aucs(labels, probs, users)
@@ -185,7 +188,7 @@ def readout(data: GiftData, probs: np.ndarray, rows: np.ndarray) -> Measurement:
                "uauc_other": float(per_user.auc[~sparse].mean())}
     return Measurement(metrics=metrics, per_user={
         "uauc": per_user.auc, "uauc_sparse": per_user.auc[sparse],
-        "uauc_other": per_user.auc[~sparse]})
+        "uauc_other": per_user.auc[~sparse]}, extra={"users": per_user.groups.tolist()})
 
 
 def train_variant(name: str, data: GiftData, size: MMBeeSize, seed: int,
@@ -207,7 +210,7 @@ def train_variant(name: str, data: GiftData, size: MMBeeSize, seed: int,
     model.to(resolve_device(device))
     measured = readout(data, predict(model, data, data.rows["test"]), data.rows["test"])
     measured.epochs = size.epochs
-    measured.extra = {"seconds": history.seconds}
+    measured.extra["seconds"] = history.seconds
     return model, measured
 
 
