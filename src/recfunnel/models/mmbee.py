@@ -10,7 +10,8 @@ per modality m (visual, speech, comment), padding where the room had not started
 
     u_m'   = mean over live tokens of X_m', normalised      (each other modality's pooled
     X~_m   = X_m - X_m Q_m Q_m^T                              direction; Q_m its orthonormal
-                                                             basis: the orthogonal projection)
+                                                             basis: the orthogonal projection,
+                                                             segment by segment)
     H      = [X~_v W_v; X~_s W_s; X~_c W_c] + E_mod + E_seg    [B, M L, d] (E_seg: which
                                                              segment of the window)
     Q^(0)  = Q_0 + MLP(e_a + e_cat)                          [B, n_q, d] streamer-aware
@@ -130,29 +131,54 @@ def _orthonormal_rows(v: torch.Tensor, tolerance: float = 1e-4) -> torch.Tensor:
     return torch.stack(basis, dim=1)
 
 
-def orthogonal_projection(x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+def _by_segment(x: torch.Tensor, pad: torch.Tensor, window: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [B, M, W n, d] and pad [B, W n] -> one row per segment: [B W, M, n, d], [B W, n]."""
+    B, M, L, d = x.shape
+    if L % window:
+        raise checks.InvalidInputError(f"window: {L} tokens do not split into {window} "
+                                       "segments")
+    n = L // window
+    return (x.reshape(B, M, window, n, d).transpose(1, 2).reshape(B * window, M, n, d),
+            pad.reshape(B * window, n))
+
+
+def _by_window(x: torch.Tensor, window: int) -> torch.Tensor:
+    """The inverse of ``_by_segment``: [B W, M, n, d] -> [B, M, W n, d]."""
+    BW, M, n, d = x.shape
+    return x.reshape(BW // window, window, M, n, d).transpose(1, 2).reshape(
+        BW // window, M, window * n, d)
+
+
+def orthogonal_projection(x: torch.Tensor, pad: torch.Tensor, window: int = 1
+                          ) -> torch.Tensor:
     """MFQ's projection [this book's reading]: each modality's tokens x [B, M, L, d] minus
     their components in the span of the other modalities' pooled live directions, so what
-    all modalities share (a nuisance common to them) is removed. Padding is kept as is."""
-    pooled = _live_mean(x, pad)  # [B, M, d]
+    all modalities share (a nuisance common to them) is removed. Segment by segment: the
+    L = ``window`` n tokens hold ``window`` segments of n tokens each, and what the
+    modalities share (the lighting, the loudness) belongs to the moment. Padding is kept
+    as is (a segment with no live token has no direction to remove)."""
+    segments, live_pad = _by_segment(x, pad, window)  # [B W, M, n, d], [B W, n]
+    pooled = _live_mean(segments, live_pad)  # [B W, M, d]
     M = x.shape[1]
     out = []
     for m in range(M):
-        others = torch.cat([pooled[:, :m], pooled[:, m + 1:]], dim=1)  # [B, M-1, d]
-        basis = _orthonormal_rows(others)  # [B, M-1, d]
-        xm = x[:, m]  # [B, L, d]
+        others = torch.cat([pooled[:, :m], pooled[:, m + 1:]], dim=1)  # [B W, M-1, d]
+        basis = _orthonormal_rows(others)  # [B W, M-1, d]
+        xm = segments[:, m]  # [B W, n, d]
         out.append(xm - (xm @ basis.transpose(1, 2)) @ basis)
-    return torch.stack(out, dim=1)
+    return _by_window(torch.stack(out, dim=1), window)
 
 
-def cosine_gate(x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+def cosine_gate(x: torch.Tensor, pad: torch.Tensor, window: int = 1) -> torch.Tensor:
     """The card's other reading: each token scaled by prod over the other modalities of
-    1 - |cos(token, pooled direction)|."""
-    pooled = F.normalize(_live_mean(x, pad), dim=-1)  # [B, M, d]
-    cos = torch.einsum("bmld,bnd->bmln", F.normalize(x, dim=-1), pooled).abs()  # [B,M,L,M]
+    1 - |cos(token, pooled direction)|, segment by segment as in the projection."""
+    segments, live_pad = _by_segment(x, pad, window)
+    pooled = F.normalize(_live_mean(segments, live_pad), dim=-1)  # [B W, M, d]
+    cos = torch.einsum("bmld,bnd->bmln", F.normalize(segments, dim=-1), pooled).abs()
     own = torch.eye(x.shape[1], dtype=torch.bool, device=x.device)[None, :, None, :]
     gate = torch.where(own, torch.ones_like(cos), 1.0 - cos).prod(-1, keepdim=True)
-    return x * gate
+    return _by_window(segments * gate, window)  # [B, M, L, d]
 
 
 class QueryFusionLayer(nn.Module):
@@ -194,9 +220,9 @@ class MFQ(nn.Module):
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """H [B, M L, d] and its padding [B, M L]: projected, mapped, typed by modality."""
         if self.cfg.projection == "orthogonal":
-            tokens = orthogonal_projection(tokens, pad)
+            tokens = orthogonal_projection(tokens, pad, self.cfg.window)
         elif self.cfg.projection == "gate":
-            tokens = cosine_gate(tokens, pad)
+            tokens = cosine_gate(tokens, pad, self.cfg.window)
         h = torch.stack([f(tokens[:, m]) for m, f in enumerate(self.to_model)], dim=1)
         B, M, L, d = h.shape
         age = torch.arange(L, device=h.device) // (L // self.cfg.window)  # [L] segment slot
@@ -241,9 +267,9 @@ class MeanPoolFusion(nn.Module):
     def forward(self, tokens: torch.Tensor, pad: torch.Tensor, streamer: torch.Tensor
                 ) -> torch.Tensor:
         if self.cfg.projection == "orthogonal":
-            tokens = orthogonal_projection(tokens, pad)
+            tokens = orthogonal_projection(tokens, pad, self.cfg.window)
         elif self.cfg.projection == "gate":
-            tokens = cosine_gate(tokens, pad)
+            tokens = cosine_gate(tokens, pad, self.cfg.window)
         return self.out(_live_mean(tokens, pad).flatten(1))
 
 
