@@ -1,15 +1,17 @@
 """Chapter 8's committed runs over seeds: MMBee against each of its ablations on the
-live-gifting world, the expansion's recall of first-time gift streamers, and the
-orthogonal projection at several nuisance strengths (claim C2).
+live-gifting world, the expansion's recall of first-time gift streamers, the orthogonal
+projection at several nuisance strengths (claim C2), and the state probe (MFQ and mean
+pooling taught the live state itself).
 
 At a profile's sizes (``profiles.MMBeeSize``, default ``cpu``), every seed draws its own
 world (``data.live``), builds the burn-in graph, pre-trains GraphCL once, and trains every
 variant of ``recipes.mmbee.VARIANTS``; then, for each nuisance strength of the profile
 other than the world's own, a world with that strength and MMBee with and without the
-projection. Each run keeps its test viewers' AUCs, so the chapter judges the claims with
-``study.compare`` over viewers and seeds.
+projection; and the state probe of both fusions. Each run keeps its test viewers' AUCs
+(the probe: its test segments' hits), so the chapter judges the claims with
+``study.compare`` over viewers (segments) and seeds.
 
-    python benchmarks/mmbee_claims.py  # -> results/mmbee_claims.json (about 20 min on 2 cores)
+    python benchmarks/mmbee_claims.py  # -> results/mmbee_claims.json (about 25 min on 2 cores)
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from recfunnel.recipes.mmbee import (
     expansion_recall,
     node_embeddings,
     prepare,
+    state_probe,
     train_variant,
 )
-from recfunnel.study import Run, Verdict, compare, provenance, write_report
+from recfunnel.study import Run, Verdict, compare, paired_gap, provenance, write_report
 
 RESULTS = Path(__file__).parent / "results"
 COMPARISONS = (("MMBee", "mean-pool fusion"), ("MMBee", "no projection"),
@@ -53,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     size = profile_for("mmbee", args.profile)
-    runs, recalls = [], {}
+    runs, probes, recalls = [], [], {}
     for seed in args.seeds:
         world = live_world(size.world, seed=seed)
         own = world.config.nuisance
@@ -64,6 +67,15 @@ def main() -> None:
         data = prepare(world, size)
         recall = expansion_recall(world.log(), data.graph, data.rows["test"])
         recalls[seed] = {k: v.tolist() for k, v in recall.items()}
+        for fusion in ("mfq", "mean"):
+            started = time.perf_counter()
+            hits = state_probe(world, size, fusion, seed, device="cpu")
+            probes.append(Run(model="state probe", variant=fusion, seed=seed,
+                              profile=args.profile, config={"fusion": fusion},
+                              metrics={"accuracy": float(hits.mean())},
+                              per_user={"accuracy": hits},
+                              epochs=size.probe_epochs, seconds=time.perf_counter() - started))
+            print(f"seed {seed} state probe, {fusion}: accuracy {hits.mean():.3f}", flush=True)
         worlds = {own: (data, node_embeddings(data, "graphcl", size, seed))}
         for name, variant, nuisance in jobs:
             if nuisance not in worlds:
@@ -96,12 +108,20 @@ def main() -> None:
                                  f"better than {b}", gap)
         verdicts[f"expansion vs {b}"] = verdict.to_dict()
         print(f"{verdict.claim}: {gap.summary} -> {verdict.text}", flush=True)
+    gap = paired_gap([run.per_user["accuracy"] for run in probes if run.variant == "mfq"],
+                     [run.per_user["accuracy"] for run in probes if run.variant == "mean"],
+                     a="MFQ", b="mean pooling", metric="accuracy", unit="segments")
+    verdict = Verdict.better("taught the live state, MFQ names it better than mean pooling",
+                             gap)
+    verdicts["state probe: MFQ vs mean pooling"] = verdict.to_dict()
+    print(f"{verdict.claim}: {gap.summary} -> {verdict.text}", flush=True)
     write_report(args.out, {"benchmark": "mmbee_claims", **provenance(),
                             "command": " ".join(["python", "benchmarks/mmbee_claims.py",
                                                  *sys.argv[1:]]),
                             "settings": {"profile": args.profile, "seeds": args.seeds,
                                          "size": dataclasses.asdict(size)},
-                            "runs": [run.to_dict() for run in runs], "recall": recalls,
+                            "runs": [run.to_dict() for run in runs],
+                            "probes": [run.to_dict() for run in probes], "recall": recalls,
                             "verdicts": verdicts})
 
 

@@ -164,6 +164,25 @@ def test_the_projection_removes_a_planted_shared_direction():
     assert torch.allclose(projected[:, 1:], torch.zeros_like(projected[:, 1:]), atol=1e-5)
 
 
+def test_the_projection_removes_each_segments_own_shared_direction():
+    """A window of two segments, each with its own nuisance: projecting the window as one
+    would remove the mean of the two and leave most of each."""
+    torch.manual_seed(0)
+    d, n = 8, 4
+    nuisance = torch.eye(d)[:2]  # segment 0's and segment 1's shared directions
+    content = 0.5 * torch.randn(1, 3, 2, n, d)
+    content[..., :2] = 0.0  # every modality's content, orthogonal to both nuisances
+    x = content + 4.0 * nuisance[None, None, :, None, :]  # [1, M, W, n, d]
+    x = x.reshape(1, 3, 2 * n, d)
+    pad = torch.zeros(1, 2 * n, dtype=torch.bool)
+    per_segment = orthogonal_projection(x, pad, window=2)
+    assert per_segment[..., :2].abs().max() < 0.1 * 4.0
+    as_one = orthogonal_projection(x, pad, window=1)
+    assert as_one[..., :2].abs().max() > 1.0  # the window's mean direction is not enough
+    with pytest.raises(InvalidInputError, match="window"):
+        orthogonal_projection(x, pad, window=3)
+
+
 def _mfq_inputs(pad_last: int = 3):
     torch.manual_seed(0)
     cfg = MMBeeConfig(n_users=4, n_streamers=3, d_token=8, d_model=16, n_queries=2, heads=2)
@@ -318,3 +337,27 @@ def test_the_expansion_recalls_first_time_gift_streamers_better_than_history():
     mean = {name: np.concatenate(values).mean() for name, values in pooled.items()}
     assert mean["expansion"] > mean["history"] + 0.02
     assert mean["expansion"] > mean["popularity"] + 0.05
+
+
+def test_the_state_probe_reads_test_period_segments_and_refuses_unknown_fusions():
+    world = build_live_world(dataclasses.replace(LIVE_PRESETS["smoke"], n_users=100,
+                                                 n_streamers=12, segments=20))
+    size = dataclasses.replace(profile_for("mmbee", "smoke"), probe_epochs=1)
+    hits = recipe.state_probe(world, size, "mean", seed=0, device="cpu")
+    test_segments = world.config.segments - world.config.test_start
+    assert hits.shape == (12 * test_segments,) and set(np.unique(hits)) <= {0.0, 1.0}
+    assert np.array_equal(hits, recipe.state_probe(world, size, "mean", seed=0,
+                                                   device="cpu"))
+    with pytest.raises(InvalidInputError, match="fusion"):
+        recipe.state_probe(world, size, "max", seed=0)
+
+
+def test_the_linear_read_out_finds_a_planted_state_and_needs_both_halves():
+    rng = np.random.default_rng(0)
+    state = rng.integers(4, size=400)
+    vectors = np.eye(4)[state] * 3.0 + rng.normal(size=(400, 4))
+    fit = np.arange(400) < 200
+    assert recipe.linear_state_accuracy(vectors, state, fit) > 0.85
+    assert recipe.linear_state_accuracy(rng.normal(size=(400, 4)), state, fit) < 0.4
+    with pytest.raises(InvalidInputError, match="fit"):
+        recipe.linear_state_accuracy(vectors, state, np.ones(400, dtype=bool))

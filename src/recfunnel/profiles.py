@@ -215,6 +215,7 @@ class MMBeeSize:
     k2: int = 20  # U->A->A and A->A->U list lengths
     d_node: int = 32  # GraphCL node width
     graph_epochs: int = 60
+    probe_epochs: int = 30  # the state probe: the fusions taught the live state itself
     batch_size: int = 1_024
     lr: float = 3e-3
     seeds: int = 3
@@ -252,9 +253,10 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
     "mmbee": {
         "smoke": MMBeeSize(world="smoke", epochs=2, d_model=16, n_queries=2, heads=1,
                            history=10, k_swing=5, k1=5, k2=10, d_node=16, graph_epochs=30,
-                           batch_size=256, live_claims=False,
+                           probe_epochs=15, batch_size=1_024, lr=6e-3, live_claims=False,
                            variants=("MMBee", "mean-pool fusion", "no GIE", "base (DIN)")),
-        "cpu": MMBeeSize(world="cpu", epochs=2, batch_size=512, live_claims=False),
+        "cpu": MMBeeSize(world="cpu", epochs=2, batch_size=512, live_claims=False,
+                         variants=("MMBee", "mean-pool fusion", "no GIE", "base (DIN)")),
         "gpu": MMBeeSize(world="gpu", epochs=4, d_model=64, n_queries=16, fusion_layers=2,
                          heads=4, history=50, k_swing=50, k1=50, k2=100, d_node=64,
                          graph_epochs=200, batch_size=4_096, lr=1e-3, kuailive=True),

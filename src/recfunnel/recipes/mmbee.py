@@ -3,6 +3,7 @@
     world = live_world("cpu", seed=0)
     data = prepare(world, size)                  # histories, gift graph, expanded lists
     model, measured = train_variant("MMBee", data, size, seed=0)
+    correct = state_probe(world, size, "mfq", seed=0)   # can the fusion read the state?
 
 The split is in time (``data.live``): the burn-in builds the watched histories, the gift
 graph, Swing and the expanded lists, and GraphCL pre-trains on that graph; the ranker
@@ -20,11 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from recfunnel import checks
 from recfunnel.data.live import GiftLog, LiveWorld
 from recfunnel.metrics import auc, log_loss, user_aucs
-from recfunnel.models.mmbee import GiftBatch, MMBee, MMBeeConfig
+from recfunnel.models.mmbee import MFQ, GiftBatch, MeanPoolFusion, MMBee, MMBeeConfig
 from recfunnel.models.mmbee_graph import GiftGraph, GraphCLConfig, pretrain_nodes, random_nodes
 from recfunnel.profiles import MMBeeSize
 from recfunnel.runtime import resolve_device
@@ -174,8 +176,8 @@ def predict(model: MMBee, data: GiftData, rows: np.ndarray, batch_size: int = 8_
 
 def readout(data: GiftData, probs: np.ndarray, rows: np.ndarray) -> Measurement:
     """AUC, UAUC, GAUC and log-loss of ``probs`` on ``rows``, with the per-user AUCs (all
-    kept users, and the sparse and other gifters apart; their ids in ``extra["users"]``)
-    and how many users GAUC kept."""
+    kept users, and the sparse and other gifters apart; their ids in ``extra["users"]``),
+    UAUC and GAUC of the sparse gifters, and how many users GAUC kept."""
     w = data.world
     labels, users = w.gift[rows], w.user[rows]
     per_user = user_aucs(labels, probs, users)
@@ -185,7 +187,9 @@ def readout(data: GiftData, probs: np.ndarray, rows: np.ndarray) -> Measurement:
                "users_kept": float(len(per_user.groups)), "users_dropped": float(
                    per_user.dropped),
                "uauc_sparse": float(per_user.auc[sparse].mean()),
-               "uauc_other": float(per_user.auc[~sparse].mean())}
+               "uauc_other": float(per_user.auc[~sparse].mean()),
+               "gauc_sparse": float(np.average(per_user.auc[sparse],
+                                               weights=per_user.impressions[sparse]))}
     return Measurement(metrics=metrics, per_user={
         "uauc": per_user.auc, "uauc_sparse": per_user.auc[sparse],
         "uauc_other": per_user.auc[~sparse]}, extra={"users": per_user.groups.tolist()})
@@ -193,12 +197,14 @@ def readout(data: GiftData, probs: np.ndarray, rows: np.ndarray) -> Measurement:
 
 def train_variant(name: str, data: GiftData, size: MMBeeSize, seed: int,
                   device: str = "auto", progress: bool = False,
-                  nodes: tuple[torch.Tensor, torch.Tensor] | None = None
-                  ) -> tuple[MMBee, Measurement]:
+                  nodes: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  changes: dict[str, Any] | None = None) -> tuple[MMBee, Measurement]:
     """Train one of ``VARIANTS`` on ``data`` and read it out on the test period. ``nodes``
-    reuses GraphCL embeddings already pre-trained on this data (the "graphcl" kind)."""
+    reuses GraphCL embeddings already pre-trained on this data (the "graphcl" kind);
+    ``changes`` alters the variant's config further (an exercise's own variant)."""
     checks.one_of("variant", name, VARIANTS)
-    changes, kind = VARIANTS[name]
+    base_changes, kind = VARIANTS[name]
+    changes = {**base_changes, **(changes or {})}
     if kind is not None and not (kind == "graphcl" and nodes is not None):
         nodes = node_embeddings(data, kind, size, seed)
     torch.manual_seed(seed)
@@ -267,3 +273,86 @@ def with_nuisance(size_world: LiveWorld, nuisance: float) -> LiveWorld:
     from recfunnel.data.live import build_live_world
 
     return build_live_world(dataclasses.replace(size_world.config, nuisance=nuisance))
+
+
+class StateProbe(nn.Module):
+    """A fusion of chapter 8 (MFQ or mean pooling) and a linear head that names the
+    segment's content state: (tokens [B, M, n, d], pad [B, n], streamer [B, 2]) -> [B, S]
+    logits. A probe of what the fusion can read, taught by the world's truth."""
+
+    def __init__(self, cfg: MMBeeConfig, n_states: int):
+        super().__init__()
+        self.fusion = MFQ(cfg) if cfg.fusion == "mfq" else MeanPoolFusion(cfg)
+        self.head = nn.Linear(cfg.d_model, n_states)
+
+    def forward(self, tokens: torch.Tensor, pad: torch.Tensor, streamer: torch.Tensor
+                ) -> torch.Tensor:
+        return self.head(self.fusion(tokens, pad, streamer))
+
+
+def state_probe(world: LiveWorld, size: MMBeeSize, fusion: str, seed: int,
+                device: str = "auto", progress: bool = False,
+                projection: str = "orthogonal") -> np.ndarray:
+    """Teach a fusion (``"mfq"`` or ``"mean"``, at the profile's sizes, after
+    ``projection``) to name the live state of one segment from its tokens, with the world's
+    true states as labels, on every segment before the test period; returns [A * T_test]
+    1.0 where it names a test-period segment's state right. This separates what a fusion
+    *can* read from what the sparse gift label teaches it."""
+    checks.one_of("fusion", fusion, ("mfq", "mean"))
+    A, T, M, n, d = world.tokens.shape
+    tokens = torch.from_numpy(world.tokens).reshape(A * T, M, n, d)
+    state = torch.from_numpy(world.state.reshape(-1))
+    streamer = np.repeat(np.arange(A), T)
+    key = torch.from_numpy(np.stack([streamer, world.cluster[streamer]], axis=1))
+    pad = torch.zeros(A * T, n, dtype=torch.bool)  # one segment, always live
+    before = np.tile(np.arange(T), A) < world.config.test_start
+    cfg = MMBeeConfig(n_users=1, n_streamers=A, n_categories=world.config.n_clusters,
+                      n_modalities=M, window=1, d_token=d, d_model=size.d_model,
+                      n_queries=size.n_queries, fusion_layers=size.fusion_layers,
+                      heads=size.heads, fusion=fusion, projection=projection, graph=False)
+    torch.manual_seed(seed)
+    probe = StateProbe(cfg, world.config.n_states)
+    train = torch.from_numpy(np.flatnonzero(before))
+
+    def epoch_batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        order = train[torch.from_numpy(np.random.default_rng(seed * 100 + epoch)
+                                       .permutation(len(train)))]
+        for rows in order.split(256):
+            yield tokens[rows], pad[rows], key[rows], state[rows]
+
+    def step(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        *inputs, labels = batch
+        return F.cross_entropy(model(*inputs), labels)
+
+    fit(probe, epoch_batches, step, TrainConfig(epochs=size.probe_epochs, lr=3e-3,
+                                                device=device, progress=progress,
+                                                desc=f"state probe: {fusion}", seed=seed))
+    test = torch.from_numpy(np.flatnonzero(~before))
+    probe.eval()
+    target = next(probe.parameters()).device
+    with torch.no_grad():
+        named = torch.cat([probe(tokens[rows].to(target), pad[rows].to(target),
+                                 key[rows].to(target)).argmax(1).cpu()
+                           for rows in test.split(4_096)])
+    return (named == state[test]).numpy().astype(np.float64)
+
+
+def linear_state_accuracy(vectors: np.ndarray, state: np.ndarray, fit: np.ndarray,
+                          epochs: int = 300, seed: int = 0) -> float:
+    """How much of the true state vectors [n, d] hold: a multinomial logistic regression
+    fitted on the rows where ``fit`` [n] is True, and its accuracy on the others."""
+    if fit.all() or not fit.any():
+        raise checks.InvalidInputError("fit: needs rows to fit on and rows to score")
+    torch.manual_seed(seed)
+    x = torch.as_tensor(vectors, dtype=torch.float32)
+    x = (x - x[fit].mean(0)) / x[fit].std(0).clamp(min=1e-6)
+    y = torch.as_tensor(state, dtype=torch.long)
+    fit_t = torch.as_tensor(fit)
+    head = nn.Linear(x.shape[1], int(y.max()) + 1)
+    optimiser = torch.optim.Adam(head.parameters(), lr=0.05)
+    for _ in range(epochs):
+        optimiser.zero_grad()
+        F.cross_entropy(head(x[fit_t]), y[fit_t]).backward()
+        optimiser.step()
+    with torch.no_grad():
+        return float((head(x[~fit_t]).argmax(1) == y[~fit_t]).float().mean())
