@@ -84,6 +84,19 @@ def test_unavailable_comment_text_falls_back_to_synthetic_vectors(monkeypatch, t
         world = build_live_world(cfg)
     synthetic = build_live_world(dataclasses.replace(cfg, comment_vectors="synthetic"))
     assert world.tokens.shape == synthetic.tokens.shape
+    assert not world.comment_text and not synthetic.comment_text
+
+
+def test_comment_text_is_read_by_the_encoder_when_it_is_installed():
+    pytest.importorskip("sentence_transformers")
+    from recfunnel.data.text import TextEncoderUnavailableError, encode_texts
+
+    try:
+        encode_texts(["hello"], encoder="minilm")
+    except TextEncoderUnavailableError as error:
+        pytest.skip(f"all-MiniLM-L6-v2 is not installed here: {error}")
+    cfg = dataclasses.replace(LIVE_PRESETS["smoke"], n_users=100, comment_vectors="minilm")
+    assert build_live_world(cfg).comment_text
 
 
 # --------------------------------------------------------------------------- graphs

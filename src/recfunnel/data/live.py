@@ -30,7 +30,9 @@ What the world plants, and which part of MMBee each piece is there to test:
 
 Comment text is optional: ``comment_vectors="minilm"`` draws every carrying comment token
 from state-specific comment templates encoded by all-MiniLM-L6-v2 (``data.text``), reduced
-to ``d_token`` by a PCA fitted on the template vocabulary; "synthetic" uses ``A_m e_z``.
+to ``d_token`` by a PCA fitted on the template vocabulary (the ``cpu`` and ``gpu`` presets;
+without the encoder they fall back to synthetic vectors with a warning, and
+``LiveWorld.comment_text`` says which); "synthetic" uses ``A_m e_z``.
 Everything is deterministic under ``seed`` (numpy ``Generator`` streams of one
 ``SeedSequence``). The design is this book's reading of the card's section 7.1.
 """
@@ -142,7 +144,7 @@ class LiveConfig:
 LIVE_PRESETS = {
     "smoke": LiveConfig(n_users=1_500, n_streamers=60, n_clusters=6, segments=40,
                         impressions_per_user=200.0, tokens=4),
-    "cpu": LiveConfig(),
+    "cpu": LiveConfig(comment_vectors="minilm"),
     "gpu": LiveConfig(n_users=100_000, n_streamers=3_000, n_clusters=16, segments=96,
                       impressions_per_user=200.0, tokens=16, d_token=32,
                       comment_vectors="minilm"),
@@ -193,6 +195,7 @@ class LiveWorld:
     gift_prob: np.ndarray
     intercept: float
     nuisance_direction: np.ndarray  # [A, T, d] the unit nuisance direction of each segment
+    comment_text: bool = False  # comment tokens read from text by all-MiniLM-L6-v2
 
     @property
     def n_users(self) -> int:
@@ -289,8 +292,9 @@ def _comment_signatures(cfg: LiveConfig, rng: np.random.Generator
 
 
 def _segment_tokens(cfg: LiveConfig, state: np.ndarray, rng: np.random.Generator
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """tokens [A, T, M, n, d] and the nuisance directions [A, T, d]."""
+                    ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """tokens [A, T, M, n, d], the nuisance directions [A, T, d], and whether the comment
+    tokens were read from text (False: synthetic, asked for or fallen back to)."""
     A, T, M, n, d = cfg.n_streamers, cfg.segments, len(MODALITIES), cfg.tokens, cfg.d_token
     S = cfg.n_states
     codes = rng.normal(size=(S, d))  # e_z
@@ -327,7 +331,7 @@ def _segment_tokens(cfg: LiveConfig, state: np.ndarray, rng: np.random.Generator
     direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
     tokens += cfg.nuisance * direction[:, :, None, None, :]
     tokens += cfg.token_noise / np.sqrt(d) * rng.normal(size=tokens.shape)
-    return tokens.astype(np.float32), direction
+    return tokens.astype(np.float32), direction, templates is not None
 
 
 def _impressions(cfg: LiveConfig, popularity: np.ndarray, cluster: np.ndarray,
@@ -378,7 +382,7 @@ def build_live_world(cfg: LiveConfig) -> LiveWorld:
     own = own[np.arange(A), structure.integers(2, size=A)]
     signature = np.where(structure.random(A) < cfg.signature_shared,
                          cluster_signature[cluster], own)
-    tokens, direction = _segment_tokens(cfg, state, content)
+    tokens, direction, comment_text = _segment_tokens(cfg, state, content)
 
     preference = viewers.normal(size=(cfg.n_users, S))
     affinity = np.zeros((cfg.n_users, C))
@@ -399,7 +403,8 @@ def build_live_world(cfg: LiveConfig) -> LiveWorld:
                      state=state, room=room, room_start=room_start, tokens=tokens,
                      preference=preference, affinity=affinity, propensity=propensity,
                      user=user, streamer=streamer, segment=segment, gift=gift,
-                     gift_prob=gift_prob, intercept=intercept, nuisance_direction=direction)
+                     gift_prob=gift_prob, intercept=intercept, nuisance_direction=direction,
+                     comment_text=comment_text)
 
 
 def live_world(preset: str = "cpu", **changes) -> LiveWorld:
