@@ -374,3 +374,29 @@ def test_the_linear_read_out_finds_a_planted_state_and_needs_both_halves():
     assert recipe.linear_state_accuracy(rng.normal(size=(400, 4)), state, fit) < 0.4
     with pytest.raises(InvalidInputError, match="fit"):
         recipe.linear_state_accuracy(vectors, state, np.ones(400, dtype=bool))
+
+
+def test_a_log_without_content_trains_the_content_free_variants(smoke_world, tmp_path):
+    size = profile_for("mmbee", "smoke")
+    cfg = smoke_world.config
+    logged = recipe.prepare_log(smoke_world.log(), size, cfg.train_start, cfg.test_start)
+    full = recipe.prepare(smoke_world, size)
+    for name in ("train", "test"):  # the same split and the same graph as the world's
+        assert np.array_equal(logged.rows[name], full.rows[name])
+    assert (logged.graph.gifts != full.graph.gifts).nnz == 0
+    assert logged.n_categories == 1 and logged.world is None
+    nodes = recipe.node_embeddings(logged, "graphcl", size, 0)
+    runs = {name: recipe.train_variant(name, logged, size, 0, device="cpu", nodes=nodes)[1]
+            for name in recipe.LOG_VARIANTS}
+    assert (runs["GIE, no content"].metrics["uauc_sparse"]
+            > runs["base (DIN)"].metrics["uauc_sparse"])
+    with pytest.raises(InvalidInputError, match="variant.*content"):
+        recipe.train_variant("MMBee", logged, size, 0, device="cpu", nodes=nodes)
+    with pytest.raises(InvalidInputError, match="cut"):
+        recipe.prepare_log(smoke_world.log(), size, cfg.test_start, cfg.train_start)
+    # KuaiLive's layout, read and prepared: batches carry no segment tokens
+    live = gift_impressions(read_kuailive(write_kuailive(tmp_path / "KuaiLive")))
+    tiny = recipe.prepare_log(live, size, np.quantile(live.time, 0.3),
+                              np.quantile(live.time, 0.6))
+    batch = next(recipe.batches(tiny, np.arange(len(live.user)), 8))
+    assert batch.tokens is None and batch.features.shape == (len(live.user), 3)

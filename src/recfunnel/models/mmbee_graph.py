@@ -51,11 +51,11 @@ class GiftGraph:
 
     gifts: sp.csr_matrix
     similar: sp.csr_matrix
-    before: int
+    before: float  # the time (segment, millisecond) the graph's gifts all precede
 
     @classmethod
     def build(cls, users: np.ndarray, streamers: np.ndarray, times: np.ndarray,
-              n_users: int, n_streamers: int, before: int, k_swing: int = 10,
+              n_users: int, n_streamers: int, before: float, k_swing: int = 10,
               max_gifters: int = 200, alpha: float = 1.0) -> GiftGraph:
         """The graphs of the gifts (``users``, ``streamers``, ``times`` [n]) with
         time < ``before``."""
@@ -76,7 +76,7 @@ class GiftGraph:
         similar = keep_top_k(swing(capped, alpha), k_swing)
         gifts = counts.copy()
         gifts.data = np.log1p(gifts.data)
-        return cls(gifts=gifts.tocsr(), similar=similar, before=int(before))
+        return cls(gifts=gifts.tocsr(), similar=similar, before=before)
 
     @property
     def shape(self) -> tuple[int, int]:

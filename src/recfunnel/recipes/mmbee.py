@@ -4,16 +4,19 @@
     data = prepare(world, size)                  # histories, gift graph, expanded lists
     model, measured = train_variant("MMBee", data, size, seed=0)
     correct = state_probe(world, size, "mfq", seed=0)   # can the fusion read the state?
+    logged = prepare_log(gift_impressions(load_kuailive()), size, cut, test_from)
+    _, measured = train_variant("GIE, no content", logged, size, seed=0)  # real gifts
 
 The split is in time (``data.live``): the burn-in builds the watched histories, the gift
 graph, Swing and the expanded lists, and GraphCL pre-trains on that graph; the ranker
 trains on the next period's impressions and is read out on the last period's. Nothing of
-the training or test period enters the graph (the leak of the card's pitfall 2).
+the training or test period enters the graph (the leak of the card's pitfall 2). A log
+without content (KuaiLive) is split the same way by time, and trains the variants that read
+no segment (``LOG_VARIANTS``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,86 +46,123 @@ VARIANTS: dict[str, tuple[dict[str, Any], str | None]] = {
     "GIE, random nodes": ({}, "random"),
     "base (DIN)": ({"fusion": "none", "graph": False}, None),
 }
+# the variants that need no content: what a log without segments (KuaiLive) can train
+LOG_VARIANTS: dict[str, tuple[dict[str, Any], str | None]] = {
+    "base (DIN)": VARIANTS["base (DIN)"],
+    "GIE, no content": ({"fusion": "none"}, "graphcl"),
+}
 SPARSE = 2  # viewers with at most this many burn-in gifts are "sparse gifters" (card C4)
 
 
 @dataclass
 class GiftData:
-    """A world prepared for the ranker: ``rows`` "train" / "test" [n] impression indices;
-    ``window`` and ``live`` [N, W] each impression's segments; ``history`` [U, H] the
-    burn-in's most recent watched streamers (id + 1, 0 = padding); the burn-in ``graph``
-    and its expanded ``paths``; ``past_gifts`` [U]; ``content`` [A, M d] each streamer's
-    mean burn-in tokens (GraphCL's node attribute)."""
+    """Gift impressions prepared for the ranker, from the live world or from a log without
+    content (KuaiLive): ``log`` the impressions; ``category`` [A] each streamer's category
+    (0 for every streamer of a log that has none); ``rows`` "train" / "test" [n] impression
+    indices; ``history`` [U, H] the burn-in's most recent watched streamers (id + 1, 0 =
+    padding); the burn-in ``graph`` and its expanded ``paths``; ``past_gifts`` [U];
+    ``content`` [A, M d] each streamer's mean burn-in tokens (GraphCL's node attribute) or
+    None; with the world, ``window`` and ``live`` [N, W] each impression's segments."""
 
-    world: LiveWorld
+    log: GiftLog
+    category: np.ndarray
     rows: dict[str, np.ndarray]
-    window: np.ndarray
-    live: np.ndarray
     history: np.ndarray
     graph: GiftGraph
     paths: dict[str, np.ndarray]
     past_gifts: np.ndarray
-    content: np.ndarray
+    content: np.ndarray | None = None
+    world: LiveWorld | None = None
+    window: np.ndarray | None = None
+    live: np.ndarray | None = None
 
     @property
-    def cut(self) -> int:
-        """The first segment after the burn-in: the graph holds only earlier gifts."""
+    def cut(self) -> float:
+        """The end of the burn-in: the graph holds only earlier gifts."""
         return self.graph.before
 
+    @property
+    def n_categories(self) -> int:
+        return int(self.category.max()) + 1
 
-def watched_history(world: LiveWorld, before: int, length: int) -> np.ndarray:
-    """[U, length] each viewer's last ``length`` watched streamers before segment
-    ``before`` (id + 1, oldest first, left-padded with 0)."""
-    early = np.flatnonzero(world.segment < before)  # time-ordered already
-    out = np.zeros((world.n_users, length), dtype=np.int64)
-    users = world.user[early]
+
+def watched_history(log: GiftLog, before: float, length: int) -> np.ndarray:
+    """[U, length] each viewer's last ``length`` watched streamers before time ``before``
+    (id + 1, oldest first, left-padded with 0)."""
+    early = np.flatnonzero(log.time < before)  # time-ordered already
+    out = np.zeros((log.n_users, length), dtype=np.int64)
+    users = log.user[early]
     order = np.argsort(users, kind="stable")
-    users, streamers = users[order], world.streamer[early][order] + 1
-    starts = np.searchsorted(users, np.arange(world.n_users))
-    ends = np.searchsorted(users, np.arange(world.n_users), side="right")
+    users, streamers = users[order], log.streamer[early][order] + 1
+    starts = np.searchsorted(users, np.arange(log.n_users))
+    ends = np.searchsorted(users, np.arange(log.n_users), side="right")
     for u in np.flatnonzero(ends > starts):
         recent = streamers[max(starts[u], ends[u] - length):ends[u]]
         out[u, length - len(recent):] = recent
     return out
 
 
+def _prepare_log(log: GiftLog, size: MMBeeSize, cut: float, test_from: float,
+                 category: np.ndarray, **content) -> GiftData:
+    """What every source shares: the graph, histories and lists from gifts before ``cut``;
+    training rows up to ``test_from``, test rows from it."""
+    if not cut < test_from:
+        raise checks.InvalidInputError(f"cut: the burn-in ends at {cut}, not before the test "
+                                       f"period (from {test_from})")
+    gifts = log.gift == 1
+    graph = GiftGraph.build(log.user[gifts], log.streamer[gifts], log.time[gifts],
+                            log.n_users, log.n_streamers, before=cut, k_swing=size.k_swing)
+    early_gifts = gifts & (log.time < cut)
+    return GiftData(log=log, category=category,
+                    rows={"train": np.flatnonzero((log.time >= cut) & (log.time < test_from)),
+                          "test": np.flatnonzero(log.time >= test_from)},
+                    history=watched_history(log, cut, size.history), graph=graph,
+                    paths=graph.paths(size.k1, size.k2),
+                    past_gifts=np.bincount(log.user[early_gifts], minlength=log.n_users),
+                    **content)
+
+
 def prepare(world: LiveWorld, size: MMBeeSize) -> GiftData:
-    """Histories, graph and expanded lists from the burn-in; the train and test rows."""
+    """Histories, graph and expanded lists from the world's burn-in; the train and test
+    rows; each impression's window of segments."""
     cut = world.config.train_start
-    period = world.period()
     window, live = world.window_segments(world.streamer, world.segment)
-    gifts = world.gift == 1
-    graph = GiftGraph.build(world.user[gifts], world.streamer[gifts], world.segment[gifts],
-                            world.n_users, world.n_streamers, before=cut,
-                            k_swing=size.k_swing)
     content = world.tokens[:, :cut].mean(axis=(1, 3)).reshape(world.n_streamers, -1)
-    return GiftData(world=world, rows={"train": np.flatnonzero(period == 1),
-                                       "test": np.flatnonzero(period == 2)},
-                    window=window, live=live,
-                    history=watched_history(world, cut, size.history), graph=graph,
-                    paths=graph.paths(size.k1, size.k2), past_gifts=world.past_gifts(cut),
-                    content=content.astype(np.float32))
+    return _prepare_log(world.log(), size, cut, world.config.test_start, world.cluster,
+                        content=content.astype(np.float32), world=world, window=window,
+                        live=live)
+
+
+def prepare_log(log: GiftLog, size: MMBeeSize, cut: float, test_from: float) -> GiftData:
+    """A log without content (KuaiLive's gift impressions): the burn-in before ``cut``,
+    training up to ``test_from``, test after; one category for every streamer. Only the
+    content-free variants (``LOG_VARIANTS``) train on it."""
+    return _prepare_log(log, size, cut, test_from, np.zeros(log.n_streamers, dtype=np.int64))
 
 
 def gift_batch(data: GiftData, rows: np.ndarray, tokens: torch.Tensor | None = None
                ) -> GiftBatch:
     """The impressions ``rows`` as one batch; ``tokens`` the world's token table as a
-    tensor (made once by the caller; built here when not given)."""
-    w = data.world
-    tokens = torch.from_numpy(w.tokens) if tokens is None else tokens
-    u, a = w.user[rows], w.streamer[rows]
-    times = torch.from_numpy(data.window[rows])  # [B, W]
-    seg = tokens[torch.from_numpy(a)[:, None], times]  # [B, W, M, n, d]
-    B, W, M, n, d = seg.shape
-    seg = seg.permute(0, 2, 1, 3, 4).reshape(B, M, W * n, d)
-    pad = ~torch.from_numpy(data.live[rows]).repeat_interleave(n, dim=1)  # [B, W n]
+    tensor (made once by the caller; built here when not given; none for a log)."""
+    log = data.log
+    u, a = log.user[rows], log.streamer[rows]
     ids = lambda table, index: torch.from_numpy(table[index])  # noqa: E731
+    segments = {}
+    if data.world is not None:
+        tokens = torch.from_numpy(data.world.tokens) if tokens is None else tokens
+        times = torch.from_numpy(data.window[rows])  # [B, W]
+        seg = tokens[torch.from_numpy(a)[:, None], times]  # [B, W, M, n, d]
+        B, W, M, n, d = seg.shape
+        segments = {"tokens": seg.permute(0, 2, 1, 3, 4).reshape(B, M, W * n, d),
+                    "token_pad": ~torch.from_numpy(data.live[rows]).repeat_interleave(
+                        n, dim=1)}  # [B, W n]
     return GiftBatch(
-        features=torch.from_numpy(np.stack([u, a, w.cluster[a]], axis=1)).long(),
-        labels=torch.from_numpy(w.gift[rows].astype(np.float32))[:, None],
-        history=ids(data.history, u), tokens=seg, token_pad=pad,
+        features=torch.from_numpy(np.stack([u, a, data.category[a]], axis=1)).long(),
+        labels=torch.from_numpy(log.gift[rows].astype(np.float32))[:, None],
+        history=ids(data.history, u),
         gifted=ids(data.paths["U->A"], u), expanded=ids(data.paths["U->A->A"], u),
-        gifters=ids(data.paths["A->U"], a), similar_gifters=ids(data.paths["A->A->U"], a))
+        gifters=ids(data.paths["A->U"], a), similar_gifters=ids(data.paths["A->A->U"], a),
+        **segments)
 
 
 def batches(data: GiftData, rows: np.ndarray, batch_size: int, seed: int | None = None
@@ -130,7 +170,7 @@ def batches(data: GiftData, rows: np.ndarray, batch_size: int, seed: int | None 
     """Batches of ``rows``, shuffled under ``seed`` (in order when None)."""
     if seed is not None:
         rows = np.random.default_rng(seed).permutation(rows)
-    tokens = torch.from_numpy(data.world.tokens)
+    tokens = torch.from_numpy(data.world.tokens) if data.world is not None else None
     for start in range(0, len(rows), batch_size):
         yield gift_batch(data, rows[start:start + batch_size], tokens)
 
@@ -150,13 +190,15 @@ def node_embeddings(data: GiftData, kind: str | None, size: MMBeeSize, seed: int
 
 
 def config_for(changes: dict[str, Any], data: GiftData, size: MMBeeSize) -> MMBeeConfig:
-    w = data.world
-    return MMBeeConfig(n_users=w.n_users, n_streamers=w.n_streamers,
-                       n_categories=w.config.n_clusters,
-                       window=w.config.window,
-                       n_modalities=w.tokens.shape[2], d_token=w.tokens.shape[-1],
-                       d_model=size.d_model, n_queries=size.n_queries,
-                       fusion_layers=size.fusion_layers, heads=size.heads, **changes)
+    shape = {}
+    if data.world is not None:  # the segments' layout (a log has no content)
+        tokens = data.world.tokens  # [A, T, M, n, d]
+        shape = {"window": data.world.config.window, "n_modalities": tokens.shape[2],
+                 "d_token": tokens.shape[-1]}
+    return MMBeeConfig(n_users=data.log.n_users, n_streamers=data.log.n_streamers,
+                       n_categories=data.n_categories, d_model=size.d_model,
+                       n_queries=size.n_queries, fusion_layers=size.fusion_layers,
+                       heads=size.heads, **shape, **changes)
 
 
 def _bce(model: MMBee, batch: GiftBatch) -> torch.Tensor:
@@ -178,8 +220,7 @@ def readout(data: GiftData, probs: np.ndarray, rows: np.ndarray) -> Measurement:
     """AUC, UAUC, GAUC and log-loss of ``probs`` on ``rows``, with the per-user AUCs (all
     kept users, and the sparse and other gifters apart; their ids in ``extra["users"]``),
     UAUC and GAUC of the sparse gifters, and how many users GAUC kept."""
-    w = data.world
-    labels, users = w.gift[rows], w.user[rows]
+    labels, users = data.log.gift[rows], data.log.user[rows]
     per_user = user_aucs(labels, probs, users)
     sparse = data.past_gifts[per_user.groups] <= SPARSE
     metrics = {"auc": auc(labels, probs), "uauc": per_user.uauc, "gauc": per_user.gauc,
@@ -202,8 +243,11 @@ def train_variant(name: str, data: GiftData, size: MMBeeSize, seed: int,
     """Train one of ``VARIANTS`` on ``data`` and read it out on the test period. ``nodes``
     reuses GraphCL embeddings already pre-trained on this data (the "graphcl" kind);
     ``changes`` alters the variant's config further (an exercise's own variant)."""
-    checks.one_of("variant", name, VARIANTS)
-    base_changes, kind = VARIANTS[name]
+    checks.one_of("variant", name, {**VARIANTS, **LOG_VARIANTS})
+    base_changes, kind = {**VARIANTS, **LOG_VARIANTS}[name]
+    if data.world is None and base_changes.get("fusion") != "none":
+        raise checks.InvalidInputError(f"variant: {name!r} reads the segments' content, "
+                                       f"which a log has not; use one of {list(LOG_VARIANTS)}")
     changes = {**base_changes, **(changes or {})}
     if kind is not None and not (kind == "graphcl" and nodes is not None):
         nodes = node_embeddings(data, kind, size, seed)
@@ -266,13 +310,6 @@ def expansion_recall(log: GiftLog, graph: GiftGraph, test: np.ndarray, k: int = 
             out[name].append(np.isin(new, top).mean())
         users.append(u)
     return {**{name: np.asarray(v) for name, v in out.items()}, "users": np.asarray(users)}
-
-
-def with_nuisance(size_world: LiveWorld, nuisance: float) -> LiveWorld:
-    """The same world rebuilt with another shared-nuisance strength (claim C2)."""
-    from recfunnel.data.live import build_live_world
-
-    return build_live_world(dataclasses.replace(size_world.config, nuisance=nuisance))
 
 
 class StateProbe(nn.Module):
