@@ -119,4 +119,17 @@ EXPECTATIONS: dict[str, list[tuple[str, str]]] = {
         ("MovieLens-100K runs offline, and alignment improves its text vectors' retrieval",
          "qa_ml_ran and qa_ml_gain > 0"),
     ],
+    "08_mmbee": [
+        ("the orthogonal projection at least halves the tokens' cosine with the nuisance",
+         "mb_cos_after < mb_cos_before / 2"),
+        ("the queries put no weight on segments that were not live", "mb_pad_weight == 0"),
+        ("taught the live state, MFQ's queries name it far better than mean pooling",
+         "mb_probe_mfq > mb_probe_mean + 0.05"),
+        ("the segment's content lifts MMBee well above its base",
+         "mb_uauc_full > mb_uauc_base + 0.02"),
+        ("GIE raises the UAUC and the GAUC of sparse gifters",
+         "mb_sparse_full > mb_sparse_nogie and mb_gsparse_full > mb_gsparse_nogie"),
+        ("the expansion recalls first-time gift streamers better than the history alone",
+         "mb_recall_expansion > mb_recall_history"),
+    ],
 }
