@@ -45,6 +45,8 @@ def test_every_chapter_has_every_profile_and_smoke_is_smallest():
         assert set(sizes) == set(profiles.PROFILES), chapter
         smoke, cpu = sizes["smoke"], sizes["cpu"]
         for field in dataclasses.fields(smoke):
+            if field.name == "batch_size":
+                continue  # a larger batch takes fewer steps: a shorter run, not a bigger one
             if field.type in (int, "int") and isinstance(getattr(smoke, field.name), int):
                 assert getattr(smoke, field.name) <= getattr(cpu, field.name), field.name
 
