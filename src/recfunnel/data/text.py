@@ -22,6 +22,7 @@ per user into an earlier training part and a later held-out part.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -92,11 +93,18 @@ def _minilm(texts: list[str]) -> np.ndarray:
             "the 'minilm' encoder needs sentence-transformers (pip install "
             "sentence-transformers)") from error
     source = os.environ.get(MINILM_VAR, "").strip() or _packaged_minilm() or MINILM
+    return _load_minilm(SentenceTransformer, source).encode(
+        texts, batch_size=256, show_progress_bar=False).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_minilm(loader, source: str):
+    """The sentence encoder at ``source``, loaded once per session (a chapter encodes
+    several lists of texts)."""
     try:
-        model = SentenceTransformer(source, device="cpu")
+        return loader(source, device="cpu")
     except OSError as error:  # no cached weights and no network, or no such folder
         raise TextEncoderUnavailableError(f"cannot load {source}: {error}") from error
-    return model.encode(texts, batch_size=256, show_progress_bar=False).astype(np.float32)
 
 
 def _packaged_minilm() -> str | None:
