@@ -832,8 +832,12 @@ glue("ledger", ledger_record("8. MMBee", SCALE, claims, PAPER))
 # ## What the paper leaves open
 #
 # - **The projection's formula.** We remove each modality's components along the other
-#   modalities' pooled directions (Gram–Schmidt); the cosine gate is the other reading
-#   (`projection="gate"`, exercise 1).
+#   modalities' pooled directions (Gram–Schmidt), one segment at a time; the cosine gate
+#   is the other reading (`projection="gate"`, exercise 1).
+# - **How many training logs the queries need.** The paper trains on billions; here the
+#   state probe shows what the queries can read and the gift-trained read-out what a few
+#   thousand gifts teach them. Whether pre-training the queries on the segments themselves
+#   (as BLIP-2 pre-trains its Q-Former) would close that gap is left open.
 # - **"Streamer-aware".** Here the shared queries are shifted by an MLP of the streamer's
 #   and its category's embeddings.
 # - **Query count, layers, heads, segment length.** Not available: the profile's values.
@@ -865,7 +869,9 @@ glue("ledger", ledger_record("8. MMBee", SCALE, claims, PAPER))
 # after what the modalities share is projected away, and the viewer's gifting neighbourhood
 # in a graph, expanded along metapaths. Both are built here step by step, with checks that
 # the projection removes a shared direction, that padding is never read, and that the
-# graph holds no future gift. Whether each piece earns its place is in the claims table.
+# graph holds no future gift. Whether each piece earns its place is in the claims table;
+# the state probe separates what the queries can read from what the gift label teaches
+# them, which at this book's scale are not the same.
 #
 # ## Exercises
 #
