@@ -6,6 +6,7 @@
     correct = state_probe(world, size, "mfq", seed=0)   # can the fusion read the state?
     logged = prepare_log(gift_impressions(load_kuailive()), size, cut, test_from)
     _, measured = train_variant("GIE, no content", logged, size, seed=0)  # real gifts
+    claims = claim_runs(size, seeds=[0, 1, 2], profile="cpu")   # every claim's runs
 
 The split is in time (``data.live``): the burn-in builds the watched histories, the gift
 graph, Swing and the expanded lists, and GraphCL pre-trains on that graph; the ranker
@@ -17,8 +18,10 @@ no segment (``LOG_VARIANTS``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,13 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from recfunnel import checks
-from recfunnel.data.live import GiftLog, LiveWorld
+from recfunnel.data.live import GiftLog, LiveWorld, live_world
 from recfunnel.metrics import auc, log_loss, user_aucs
 from recfunnel.models.mmbee import MFQ, GiftBatch, MeanPoolFusion, MMBee, MMBeeConfig
 from recfunnel.models.mmbee_graph import GiftGraph, GraphCLConfig, pretrain_nodes, random_nodes
 from recfunnel.profiles import MMBeeSize
 from recfunnel.runtime import resolve_device
-from recfunnel.study import Measurement
+from recfunnel.study import Gap, Measurement, Run, paired_gap
 from recfunnel.train import TrainConfig, fit
 
 # name -> (MMBeeConfig changes, node embeddings: "graphcl", "random" or None)
@@ -393,3 +396,91 @@ def linear_state_accuracy(vectors: np.ndarray, state: np.ndarray, fit: np.ndarra
         optimiser.step()
     with torch.no_grad():
         return float((head(x[~fit_t]).argmax(1) == y[~fit_t]).float().mean())
+
+
+# --------------------------------------------------------------------------- the claims' runs
+
+SWEPT = ("MMBee", "no projection")  # trained again at every other nuisance strength (C2)
+RECALLED = ("expansion", "history", "popularity")
+
+
+def sweep_name(variant: str, nuisance: float) -> str:
+    """The run name of ``variant`` in a world with another shared-nuisance strength."""
+    return f"{variant} @ nuisance {nuisance:g}"
+
+
+@dataclass
+class ClaimRuns:
+    """What chapter 8's claims are judged on, over seeds: ``runs`` every variant of
+    ``VARIANTS`` and the nuisance sweep, ``probes`` the state probe of both fusions
+    (variants "mfq" and "mean", per test-period segment), ``recalls`` seed -> the
+    expansion's per-viewer recall@5 and the two baselines' (``expansion_recall``)."""
+
+    runs: list[Run] = field(default_factory=list)
+    probes: list[Run] = field(default_factory=list)
+    recalls: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+
+def claim_runs(size: MMBeeSize, seeds: list[int], profile: str, device: str = "auto",
+               log: Callable[[str], None] | None = None) -> ClaimRuns:
+    """Every seed draws its own world, pre-trains GraphCL once and trains every variant;
+    then, at each nuisance strength of ``size.nuisances`` other than the world's, a world
+    with that strength and the ``SWEPT`` variants; and the state probe of both fusions.
+    ``log`` receives a line per finished run. The benchmark and the chapter (at gpu) both
+    call this, so they cannot drift."""
+    say = log or (lambda _: None)
+    out = ClaimRuns()
+    for seed in seeds:
+        world = live_world(size.world, seed=seed)
+        own = world.config.nuisance
+        data = prepare(world, size)
+        recall = expansion_recall(world.log(), data.graph, data.rows["test"])
+        out.recalls[str(seed)] = {k: v.tolist() for k, v in recall.items()}
+        for fusion in ("mfq", "mean"):
+            started = time.perf_counter()
+            hits = state_probe(world, size, fusion, seed, device=device)
+            out.probes.append(Run(model="state probe", variant=fusion, seed=seed,
+                                  profile=profile, config={"fusion": fusion},
+                                  metrics={"accuracy": float(hits.mean())},
+                                  per_user={"accuracy": hits}, epochs=size.probe_epochs,
+                                  seconds=time.perf_counter() - started))
+            say(f"seed {seed} state probe, {fusion}: accuracy {hits.mean():.3f}")
+        jobs = [(name, name, own) for name in VARIANTS]  # (run name, variant, nuisance)
+        jobs += [(sweep_name(variant, nuisance), variant, nuisance)
+                 for nuisance in size.nuisances if nuisance != own for variant in SWEPT]
+        worlds = {own: (data, node_embeddings(data, "graphcl", size, seed))}
+        for name, variant, nuisance in jobs:
+            if nuisance not in worlds:
+                other = prepare(live_world(size.world, seed=seed, nuisance=nuisance), size)
+                worlds[nuisance] = (other, node_embeddings(other, "graphcl", size, seed))
+            job_data, job_nodes = worlds[nuisance]
+            started = time.perf_counter()
+            _, measured = train_variant(variant, job_data, size, seed, device=device,
+                                        nodes=job_nodes)
+            cfg = config_for(VARIANTS[variant][0], job_data, size)
+            out.runs.append(Run(model="MMBee", variant=name, seed=seed, profile=profile,
+                                config=dataclasses.asdict(cfg), metrics=measured.metrics,
+                                per_user=measured.per_user, epochs=measured.epochs,
+                                seconds=time.perf_counter() - started, extra=measured.extra))
+            say(f"seed {seed} {name}: AUC {measured.metrics['auc']:.4f}, UAUC "
+                f"{measured.metrics['uauc']:.4f} ({out.runs[-1].seconds:.0f} s)")
+    return out
+
+
+def recall_runs(recalls: dict[str, dict[str, list[float]]], profile: str = "") -> list[Run]:
+    """``ClaimRuns.recalls`` as runs of variants ``RECALLED`` (metric "recall@5", per
+    viewer), for ``study.compare``."""
+    return [Run(model="GIE", variant=name, seed=int(seed), profile=profile, config={},
+                metrics={"recall@5": float(np.mean(values[name]))},
+                per_user={"recall@5": np.asarray(values[name])})
+            for seed, values in recalls.items() for name in RECALLED]
+
+
+def probe_gap(probes: list[Run]) -> Gap:
+    """MFQ minus mean pooling in the state probe's accuracy, paired by segment within each
+    seed."""
+    by_fusion = {fusion: [run.per_user["accuracy"]
+                          for run in sorted(probes, key=lambda r: r.seed)
+                          if run.variant == fusion] for fusion in ("mfq", "mean")}
+    return paired_gap(by_fusion["mfq"], by_fusion["mean"], a="MFQ", b="mean pooling",
+                      metric="accuracy", unit="segments")
