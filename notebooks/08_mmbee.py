@@ -102,7 +102,7 @@ from recfunnel.data.text import TextEncoderUnavailableError, encode_texts
 from recfunnel.layers.graph import cap_per_column, swing
 from recfunnel.metrics import user_aucs
 from recfunnel.models.mmbee import orthogonal_projection
-from recfunnel.models.mmbee_graph import random_nodes
+from recfunnel.models.mmbee_graph import GraphCLConfig, random_nodes
 from recfunnel.notebook import glue, plural, setup, show_source
 from recfunnel.recipes import mmbee as recipe
 from recfunnel.study import (
@@ -146,12 +146,14 @@ period = world.period()
 past = world.past_gifts()
 gifts_by_user = np.bincount(world.user[world.gift == 1], minlength=world.n_users)
 top = np.sort(gifts_by_user)[::-1]
+whales = world.n_users // 20  # the top 5 % of viewers by gifts sent
 in_signature = world.state[world.streamer, world.segment] == world.signature[world.streamer]
 stats = {
     "viewers": world.n_users, "streamers": world.n_streamers, "impressions": len(world.user),
     "gift rate": world.gift.mean(), "viewers with <= 2 burn-in gifts": (past <= 2).mean(),
     "viewers with no burn-in gift": (past == 0).mean(),
-    "gifts sent by the top 5 % of viewers": top[: world.n_users // 20].sum() / top.sum(),
+    f"gifts sent by the top {whales / world.n_users:.0%} of viewers": top[:whales].sum()
+    / top.sum(),
     "gift rate in the signature state": world.gift[in_signature].mean(),
     "gift rate otherwise": world.gift[~in_signature].mean(),
 }
@@ -162,7 +164,8 @@ for key, value in {"users": world.n_users, "streamers": world.n_streamers,
                    "gift_rate": f"{world.gift.mean():.2%}",
                    "sparse_share": f"{(past <= 2).mean():.0%}",
                    "zero_share": f"{(past == 0).mean():.0%}",
-                   "whale_share": f"{top[: world.n_users // 20].sum() / top.sum():.0%}",
+                   "whale_share": f"{top[:whales].sum() / top.sum():.0%}",
+                   "top_share": f"{whales / world.n_users:.0%}",
                    "sig_rate": f"{world.gift[in_signature].mean():.2%}",
                    "other_rate": f"{world.gift[~in_signature].mean():.2%}"}.items():
     glue(f"mb_{key}", value)
@@ -191,7 +194,7 @@ plt.show()
 # The world has {glue:text}`mb_users` viewers, {glue:text}`mb_streamers` streamers and
 # {glue:text}`mb_impressions` impressions; {glue:text}`mb_gift_rate` of them end in a gift.
 # {glue:text}`mb_sparse_share` of the viewers sent at most two gifts in the burn-in
-# ({glue:text}`mb_zero_share` none), while the top 5 % of viewers send
+# ({glue:text}`mb_zero_share` none), while the top {glue:text}`mb_top_share` of viewers send
 # {glue:text}`mb_whale_share` of all gifts. The content matters: in the streamer's
 # signature state the gift rate is {glue:text}`mb_sig_rate`, against
 # {glue:text}`mb_other_rate` otherwise. That is what a model can only learn from the
@@ -384,14 +387,17 @@ plt.show()
 # encoder {footcite}`he2020lightgcn` (the mean of $\mathbf x, \hat{\mathbf A}\mathbf x,
 # \hat{\mathbf A}^2 \mathbf x$ over the normalised bipartite adjacency), with streamer nodes
 # that also read their mean burn-in tokens (the graph's multi-modal attribute). Two views
-# drop 20 % of the edges and mask 20 % of the content features; InfoNCE asks each node's two
-# views to agree. Contrast alone only smooths, so, as SGL {footcite}`wu2021sgl` does, a BPR
-# loss on the gift edges is added (this book's reading: the summaries name GraphCL only).
-# A streamer's nearest neighbour by these embeddings shares its category in
+# drop {glue:text}`mb_edge_drop` of the edges and mask {glue:text}`mb_feature_mask` of the
+# content features; InfoNCE asks each node's two views to agree. Contrast alone only
+# smooths, so, as SGL {footcite}`wu2021sgl` does, a BPR loss on the gift edges is added
+# (this book's reading: the summaries name GraphCL only). A streamer's nearest neighbour
+# by these embeddings shares its category in
 # {glue:text}`mb_nn_same` of cases, against {glue:text}`mb_nn_random` for random embeddings.
 
 # %%
 nodes = recipe.node_embeddings(data, "graphcl", size, SEED)
+glue("mb_edge_drop", f"{GraphCLConfig.edge_drop:.0%}")
+glue("mb_feature_mask", f"{GraphCLConfig.feature_mask:.0%}")
 
 
 def neighbour_same_category(streamer_vectors: torch.Tensor) -> float:
@@ -573,9 +579,10 @@ glue("mb_held_chance", round(float(chance), 3))
 # gifts (23,772 users and 452,621 streamers over 21 days). It has no segment content, so
 # MFQ has nothing to read there, but the gift graph and its expansion can be measured on
 # real gifts. At the `gpu` profile the chapter downloads it (`data.kuailive`), labels every
-# click by a later gift in the same room, builds the graph from the first 60 % of the
-# time, trains the two variants that read no content (the base, and the base with GIE) on
-# the next 20 % and measures them, and the expansion, on the last 20 %. What was checked
+# click by a later gift in the same room, builds the graph from the first
+# {glue:text}`mb_kl_burn` of the time, trains the two variants that read no content (the
+# base, and the base with GIE) on the next {glue:text}`mb_kl_train` and measures them, and
+# the expansion, on the rest. What was checked
 # and what was not:
 # the archive's file list (users, streamers, rooms, the click, comment, like, gift and
 # negative logs, and title embeddings) and the streamer table's id column match the
@@ -586,13 +593,16 @@ glue("mb_held_chance", round(float(chance), 3))
 # with its file, so the first real read is also the check of the layout.
 
 # %%
+KUAILIVE_SPLIT = (0.6, 0.8)  # time quantiles: the burn-in ends, the test period starts
+glue("mb_kl_burn", f"{KUAILIVE_SPLIT[0]:.0%}")
+glue("mb_kl_train", f"{KUAILIVE_SPLIT[1] - KUAILIVE_SPLIT[0]:.0%}")
 kuailive_gie = Verdict.untested("on KuaiLive's gifts, GIE raises the UAUC of a ranker that "
                                 "reads no content", f"KuaiLive is read at gpu only (this "
                                 f"run: {PROFILE})")
 if size.kuailive:
     try:
         live_log = gift_impressions(load_kuailive())
-        cut, test_from = np.quantile(live_log.time, [0.6, 0.8])
+        cut, test_from = np.quantile(live_log.time, KUAILIVE_SPLIT)
         live_data = recipe.prepare_log(live_log, size, cut, test_from)
         kuailive_recall = recipe.expansion_recall(live_log, live_data.graph,
                                                   live_data.rows["test"])
@@ -631,23 +641,9 @@ seed_runs = load_runs(claims_file) if report else []
 recalls = report["recall"] if report else {}
 probe_runs = [Run.from_dict(r) for r in report.get("probes", [])] if report else []
 if size.live_claims:
-    seed_runs, recalls, probe_runs = [], {}, []
-    for seed in range(size.seeds):
-        seed_world = live_world(size.world, seed=seed)
-        for fusion in ("mfq", "mean"):
-            hits = recipe.state_probe(seed_world, size, fusion, seed, device=DEVICE)
-            probe_runs.append(Run(model="state probe", variant=fusion, seed=seed,
-                                  profile=PROFILE, config={}, metrics={"accuracy": hits.mean()},
-                                  per_user={"accuracy": hits}))
-        seed_data = recipe.prepare(seed_world, size)
-        seed_nodes = recipe.node_embeddings(seed_data, "graphcl", size, seed)
-        recalls[str(seed)] = {k: v.tolist() for k, v in recipe.expansion_recall(
-            seed_world.log(), seed_data.graph, seed_data.rows["test"], seed=seed).items()}
-        for name in recipe.VARIANTS:
-            _, m = recipe.train_variant(name, seed_data, size, seed, device=DEVICE,
-                                        nodes=seed_nodes)
-            seed_runs.append(Run(model="MMBee", variant=name, seed=seed, profile=PROFILE,
-                                 config={}, metrics=m.metrics, per_user=m.per_user))
+    trained = recipe.claim_runs(size, list(range(size.seeds)), PROFILE, device=DEVICE,
+                                log=print)
+    seed_runs, recalls, probe_runs = trained.runs, trained.recalls, trained.probes
 seeds_used = sorted({run.seed for run in seed_runs})
 seed_source = ("trained in this run" if size.live_claims else
                f"benchmarks/mmbee_claims.py, {plural(len(seeds_used), 'seed')}, commit "
@@ -700,10 +696,7 @@ else:
 # exceeds the global one over seeds is the second part of C4 below.
 
 # %%
-recall_runs = [Run(model="GIE", variant=name, seed=int(seed), profile="", config={},
-                   metrics={"recall@5": float(np.mean(values[name]))},
-                   per_user={"recall@5": np.asarray(values[name])})
-               for seed, values in recalls.items() for name in ("expansion", "history")]
+recall_runs = recipe.recall_runs(recalls)
 claims = {}
 
 
@@ -716,20 +709,14 @@ def judged(claim: str, a: str, b: str, metric: str = "uauc", runs=None) -> Verdi
 
 claims["C1"] = judged("MFQ beats mean-pool fusion of the same tokens (UAUC)", "MMBee",
                       "mean-pool fusion")
-if {"mfq", "mean"} <= {run.variant for run in probe_runs}:
-    claims["C1-state"] = Verdict.better(
-        "taught the live state, MFQ names it better than mean pooling (accuracy)", paired_gap(
-            [r.per_user["accuracy"] for r in probe_runs if r.variant == "mfq"],
-            [r.per_user["accuracy"] for r in probe_runs if r.variant == "mean"],
-            a="MFQ", b="mean pooling", metric="accuracy", unit="segments"))
-else:
-    claims["C1-state"] = Verdict.untested("taught the live state, MFQ names it better than "
-                                          "mean pooling (accuracy)", "no probe runs")
+probe_claim = "taught the live state, MFQ names it better than mean pooling (accuracy)"
+claims["C1-state"] = (Verdict.better(probe_claim, recipe.probe_gap(probe_runs)) if probe_runs
+                      else Verdict.untested(probe_claim, "no probe runs"))
 sweep_verdicts = {}
 own = LIVE_PRESETS[size.world].nuisance
 for strength in sweep:
     a, b = ("MMBee", "no projection") if strength == own else (
-        f"MMBee @ nuisance {strength:g}", f"no projection @ nuisance {strength:g}")
+        recipe.sweep_name("MMBee", strength), recipe.sweep_name("no projection", strength))
     sweep_verdicts[strength] = judged(f"at nuisance {strength:g}", a, b)
 claims["C2"] = Verdict.all_of(
     "where a shared nuisance is added, the projection helps: with beats without (UAUC) at "
