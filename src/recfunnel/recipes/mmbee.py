@@ -243,9 +243,10 @@ def train_variant(name: str, data: GiftData, size: MMBeeSize, seed: int,
                   device: str = "auto", progress: bool = False,
                   nodes: tuple[torch.Tensor, torch.Tensor] | None = None,
                   changes: dict[str, Any] | None = None) -> tuple[MMBee, Measurement]:
-    """Train one of ``VARIANTS`` on ``data`` and read it out on the test period. ``nodes``
-    reuses GraphCL embeddings already pre-trained on this data (the "graphcl" kind);
-    ``changes`` alters the variant's config further (an exercise's own variant)."""
+    """Train one of ``VARIANTS`` (on a log: of ``LOG_VARIANTS``) on ``data`` and read it out
+    on the test period. ``nodes`` reuses GraphCL embeddings already pre-trained on this
+    data (the "graphcl" kind); ``changes`` alters the variant's config further (an
+    exercise's own variant)."""
     checks.one_of("variant", name, {**VARIANTS, **LOG_VARIANTS})
     base_changes, kind = {**VARIANTS, **LOG_VARIANTS}[name]
     if data.world is None and base_changes.get("fusion") != "none":
