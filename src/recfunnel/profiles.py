@@ -199,6 +199,25 @@ class QARMSize:
 
 
 @dataclass(frozen=True)
+class MomentCrossSize:
+    """Chapter 9: the stream world (``data.streams.STREAM_PRESETS``), the real-time ranker
+    and its trainer (one pass, ``recipes.moment_cross``), the detection-lag panel."""
+
+    world: str  # the preset's name
+    d: int = 16
+    length: int = 30  # L, items per search unit
+    levels: int = 1  # 1: CGC, 2: PLE
+    lr: float = 3e-3  # Adam, the network
+    room_lr: float = 0.2  # SGD, the room-ID bias, per sample of evidence
+    max_batch: int = 1_024  # samples per optimizer step
+    panel_users: int = 32
+    panel_rooms: int = 60
+    lag_cap: int = 20  # ticks searched for a crossing after a highlight's onset
+    live_claims: bool = True  # False: the claims' seeds are read from the committed runs
+    kuailive: bool = False  # replay KuaiLive's logs (gpu)
+
+
+@dataclass(frozen=True)
 class MMBeeSize:
     """Chapter 8: the live-gifting world (``data.live.LIVE_PRESETS``), MMBee and its
     ablations over ``seeds`` worlds, the nuisance sweep of claim C2."""
@@ -249,6 +268,12 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
                         batch_users=2_000, lr=3e-3,
                         grid=tuple((L, n) for L in (1, 2, 4) for n in (4, 8, 16, 32)),
                         grid_epochs=6, live_grid=True, kuairand=True),
+    },
+    "moment_cross": {
+        "smoke": MomentCrossSize(world="smoke", d=8, length=10),
+        "cpu": MomentCrossSize(world="cpu", live_claims=False),
+        "gpu": MomentCrossSize(world="gpu", d=32, length=100, levels=2, max_batch=4_096,
+                               kuailive=True),
     },
     "mmbee": {
         "smoke": MMBeeSize(world="smoke", epochs=2, d_model=16, n_queries=2, heads=1,
