@@ -132,4 +132,16 @@ EXPECTATIONS: dict[str, list[tuple[str, str]]] = {
         ("the expansion recalls first-time gift streamers better than the history alone",
          "mb_recall_expansion > mb_recall_history"),
     ],
+    "09_moment_cross": [
+        ("the paper's 30 s stream follows a highlight sooner than 5-min fast + 1-h slow",
+         "mc_lag_moment < mc_lag_fastslow - 1.0"),
+        ("the naive 30 s stream under-predicts likes; the paper's rule is near 1",
+         "mc_pcoc_like_naive < 0.5 and abs(mc_pcoc_like_moment - 1) < 0.15"),
+        ("without first-only masks repeated comments are over-predicted; with them, not",
+         "mc_pcoc_comment_nofirst > 1.5 and abs(mc_pcoc_comment_moment - 1) < 0.2"),
+        ("short-video search units raise click GAUC of viewers with sparse live history",
+         "mc_gauc_sparse_cross > mc_gauc_sparse_noshort + 0.03"),
+        ("the real-time stream ranks clicks better than labels five minutes old",
+         "mc_auc_moment > mc_auc_fastslow"),
+    ],
 }

@@ -139,13 +139,17 @@ def run_scores(world, stream, cfg):
 def test_nothing_from_a_later_tick_changes_a_score(world):
     """Plant a future: flip every label released in tick k and after. No score of tick k or
     before may change; later scores must (the model does learn from the stream)."""
-    torch.set_num_threads(1)
     cfg = MomentCrossConfig(units=UNITS, d=8, length=5)
     stream = build_stream(world.log, "moment")
     k = world.log.ticks // 2
     planted = replace(stream, labels=np.where(stream.tick[:, None] >= k, 1 - stream.labels,
                                               stream.labels))
-    before, after = run_scores(world, stream, cfg), run_scores(world, planted, cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the two passes compute in the same order
+    try:
+        before, after = run_scores(world, stream, cfg), run_scores(world, planted, cfg)
+    finally:
+        torch.set_num_threads(threads)
     until_k = world.log.impression_tick <= k
     np.testing.assert_array_equal(before[until_k], after[until_k])
     assert np.abs(before[~until_k] - after[~until_k]).max() > 1e-3
@@ -159,14 +163,14 @@ def test_the_search_units_read_only_the_past(world):
     now = torch.as_tensor(rng.uniform(0, world.log.horizon, 64), dtype=torch.float64)
     lists = units(users, rooms, now, UNITS)
     h = world.histories
-    watched = {u: dict(zip(h.short[u], h.short_time[u], strict=True)) for u in users.tolist()}
     for name in ("short", "long", "aidhard"):
         ids, live, pad = (x.numpy() for x in lists[name])
         assert not live.any() and (~pad).any()
-        for b, u in enumerate(users.tolist()):  # a video's first view at or after now: never
-            times = h.short_time[u]
-            for video in ids[b][~pad[b]]:
-                assert times[h.short[u] == video].min() < now[b].item(), (name, watched)
+        for b, u in enumerate(users.tolist()):  # each returned view was watched before now
+            earlier = h.short[u][h.short_time[u] < now[b].item()]
+            returned, times = np.unique(ids[b][~pad[b]], return_counts=True)
+            available = np.array([(earlier == video).sum() for video in returned])
+            assert np.all(times <= available), name
     aid = lists["aidhard"]
     assert np.all(world.short_author[aid.ids.numpy()[~aid.pad.numpy()]]
                   == np.broadcast_to(rooms.numpy()[:, None], aid.ids.shape)[~aid.pad.numpy()])
@@ -210,7 +214,8 @@ def test_pcoc_per_viewer_averages_to_the_pcoc():
 def test_the_paper_stream_tracks_a_highlight_sooner_than_fast_and_slow():
     """The mechanism of claim C1 on a small world: the 30 s stream's lag is shorter."""
     world = stream_world("smoke", seed=3)
-    lags = {name: recipe.train_variant(world, name, SIZE, seed=0, device="cpu",
+    size = profile_for("moment_cross", "smoke")
+    lags = {name: recipe.train_variant(world, name, size, seed=0, device="cpu",
                                        progress=False)[1].metrics["lag_minutes"]
             for name in ("5-min fast + 1-h slow", recipe.MOMENT)}
     assert lags[recipe.MOMENT] < lags["5-min fast + 1-h slow"] - 1.0

@@ -213,8 +213,14 @@ class MomentCrossSize:
     panel_users: int = 32
     panel_rooms: int = 60
     lag_cap: int = 20  # ticks searched for a crossing after a highlight's onset
+    # the variants the chapter trains itself (``recipes.moment_cross.variants``; all: None)
+    variants: tuple[str, ...] | None = ("5-min fast + 1-h slow", "30 s, first-only (Moment)",
+                                        "naive 30 s", "30 s, no first-only", "Moment&Cross",
+                                        "no short-video units")
     live_claims: bool = True  # False: the claims' seeds are read from the committed runs
+    seeds: int = 3  # seeds of the claims when they run live
     kuailive: bool = False  # replay KuaiLive's logs (gpu)
+    replay_days: float = 2.0  # the first days of KuaiLive replayed
 
 
 @dataclass(frozen=True)
@@ -270,10 +276,10 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
                         grid_epochs=6, live_grid=True, kuairand=True),
     },
     "moment_cross": {
-        "smoke": MomentCrossSize(world="smoke", d=8, length=10),
+        "smoke": MomentCrossSize(world="smoke", d=8, length=10, lr=1e-2, seeds=1),
         "cpu": MomentCrossSize(world="cpu", live_claims=False),
         "gpu": MomentCrossSize(world="gpu", d=32, length=100, levels=2, max_batch=4_096,
-                               kuailive=True),
+                               variants=None, kuailive=True),
     },
     "mmbee": {
         "smoke": MMBeeSize(world="smoke", epochs=2, d_model=16, n_queries=2, heads=1,

@@ -121,11 +121,12 @@ class StreamConfig:
 
 
 STREAM_PRESETS = {
-    "smoke": StreamConfig(n_users=300, n_rooms=8, n_short=400, extra_authors=20,
-                          minutes=90.0, impressions_per_tick=60.0, short_history=300),
+    "smoke": StreamConfig(n_users=300, n_rooms=6, n_short=400, extra_authors=20,
+                          minutes=90.0, impressions_per_tick=60.0, short_history=300,
+                          warmup_minutes=15.0),
     "cpu": StreamConfig(short_history=450),
-    "gpu": StreamConfig(n_users=100_000, n_rooms=2_000, n_short=50_000, extra_authors=4_000,
-                        minutes=3 * 24 * 60.0, impressions_per_tick=1_200.0,
+    "gpu": StreamConfig(n_users=100_000, n_rooms=500, n_short=50_000, extra_authors=2_000,
+                        minutes=24 * 60.0, impressions_per_tick=2_000.0,
                         short_history=1_000, d_search=16, warmup_minutes=120.0),
 }
 
@@ -188,6 +189,18 @@ class EventLog:
     @property
     def impression_tick(self) -> np.ndarray:
         return tick_of(self.time)
+
+    def until(self, seconds: float) -> EventLog:
+        """The log's first ``seconds`` (rounded up to a tick): later impressions and events
+        dropped, views still open then closed there."""
+        horizon = float(np.ceil(seconds / TICK_S) * TICK_S)
+        keep = self.time < horizon
+        events = self.event_time < horizon
+        return EventLog(user=self.user[keep], room=self.room[keep], time=self.time[keep],
+                        clicked=self.clicked[keep], exit=np.minimum(self.exit[keep], horizon),
+                        event_impression=self.event_impression[events],
+                        event_task=self.event_task[events], event_time=self.event_time[events],
+                        n_users=self.n_users, n_rooms=self.n_rooms, horizon=horizon)
 
     def labels(self) -> np.ndarray:
         """[N, T] the final outcome of every impression: did each behaviour ever happen."""
@@ -289,8 +302,9 @@ def _short_domain(cfg: StreamConfig, pref: np.ndarray, author_topic: np.ndarray,
     topic = _unit(author_topic[author] + 0.5 * noise)
     U, H = cfg.n_users, cfg.short_history
     videos = np.empty((U, H), dtype=np.int64)
-    for lo in range(0, U, 2_048):  # chunks keep [users, S] logits small at gpu scale
-        rows = min(U, lo + 2_048) - lo
+    chunk = max(1, 20_000_000 // cfg.n_short)  # keeps [users, S] logits small at gpu scale
+    for lo in range(0, U, chunk):
+        rows = min(U, lo + chunk) - lo
         logits = 2.0 * pref[lo:lo + rows] @ topic.T  # [u, S]
         cdf = np.cumsum(np.exp(logits - logits.max(1, keepdims=True)), 1)
         cdf /= cdf[:, -1:]

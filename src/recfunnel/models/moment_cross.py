@@ -70,6 +70,7 @@ class MomentCrossConfig:
 
     units: tuple[str, ...] = UNITS
     contrastive: bool = True
+    tags: bool = True  # items carry a shared projection of their search embedding
     d: int = 16
     length: int = 30  # L, items per search unit
     cl_weight: float = 0.1  # lambda (proposed)
@@ -138,8 +139,9 @@ class SearchUnits:
         self.live_known = as_tensor(h.live_known, torch.float64)
         self.live_long_known = as_tensor(h.live_long_known, torch.float64)
         self.short_author = as_tensor(world.short_author, torch.long)
-        self.short_search = as_tensor(world.short_search, torch.float32)  # [S, d_s]
-        self.room_search = as_tensor(world.room_search, torch.float32)  # [R, d_s]
+        # the frozen embeddings' dot products, once: video x room [S, R] and room x room
+        self.video_to_room = as_tensor(world.short_search @ world.room_search.T, torch.float32)
+        self.room_to_room = as_tensor(world.room_search @ world.room_search.T, torch.float32)
 
     def __call__(self, users: torch.Tensor, rooms: torch.Tensor, now: torch.Tensor,
                  units: tuple[str, ...]) -> dict[str, SearchList]:
@@ -149,13 +151,12 @@ class SearchUnits:
         short_time = self.short_time[users]
         seen = short_time < now[:, None]
         never = torch.tensor(float("-inf"), dtype=torch.float64, device=short.device)
-        query = self.room_search[rooms]  # [B, d_s]
         no_live = torch.zeros(len(users), L, dtype=torch.bool, device=short.device)
-        if "short" in units:
-            index, pad = _latest_or_best(torch.where(seen, short_time, never), L)
-            out["short"] = SearchList(short.gather(1, index), no_live, pad)
+        if "short" in units:  # the history is sorted by time: the last L seen
+            index = seen.sum(1, keepdim=True) - L + torch.arange(L, device=short.device)
+            out["short"] = SearchList(short.gather(1, index.clamp(min=0)), no_live, index < 0)
         if "long" in units:
-            closeness = torch.einsum("bhd,bd->bh", self.short_search[short], query).double()
+            closeness = self.video_to_room[short, rooms[:, None]].double()  # [B, H]
             index, pad = _latest_or_best(torch.where(seen, closeness, never), L)
             out["long"] = SearchList(short.gather(1, index), no_live, pad)
         if "aidhard" in units:
@@ -165,8 +166,7 @@ class SearchUnits:
         live_room = self.live_room[users]  # [B, V], -1: padding
         if "livelong" in units:
             known = self.live_known[users] <= now[:, None]
-            closeness = torch.einsum("bvd,bd->bv", self.room_search[live_room.clamp(min=0)],
-                                     query).double()
+            closeness = self.room_to_room[live_room.clamp(min=0), rooms[:, None]].double()
             index, pad = _latest_or_best(torch.where(known, closeness, never), L)
             out["livelong"] = SearchList(live_room.gather(1, index).clamp(min=0), ~no_live, pad)
         if "mixed" in units:
@@ -237,17 +237,25 @@ class MomentCross(nn.Module):
         return [self.room_bias.weight]
 
     def tokens(self, seq: SearchList) -> torch.Tensor:
-        """[B, L, d]: each item from its own domain's table plus its projected tags."""
-        rooms = seq.ids.clamp(max=self.room.num_embeddings - 1)
-        videos = seq.ids.clamp(max=self.short.num_embeddings - 1)
-        live = seq.live.unsqueeze(-1)
-        ids = torch.where(live, self.room(rooms), self.short(videos))
-        tags = torch.where(live, self.room_tags[rooms], self.short_tags[videos])
-        return ids + self.tag(tags)
+        """[B, L, d]: each item from its own domain's table plus (``cfg.tags``) its
+        projected tags."""
+        if not seq.live.any():  # short videos only
+            ids, tags = self.short(seq.ids), self.short_tags[seq.ids]
+        elif seq.live.all():  # live rooms only
+            ids, tags = self.room(seq.ids), self.room_tags[seq.ids]
+        else:
+            rooms = seq.ids.clamp(max=self.room.num_embeddings - 1)
+            videos = seq.ids.clamp(max=self.short.num_embeddings - 1)
+            live = seq.live.unsqueeze(-1)
+            ids = torch.where(live, self.room(rooms), self.short(videos))
+            tags = torch.where(live, self.room_tags[rooms], self.short_tags[videos])
+        return ids + self.tag(tags) if self.cfg.tags else ids
 
     def forward(self, x: Inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-> logits [B, T] and the tokens of each list (for the contrastive terms)."""
-        room = torch.cat([self.room(x.rooms), self.tag(self.room_tags[x.rooms])], -1)  # [B, 2d]
+        tags = self.tag(self.room_tags[x.rooms]) if self.cfg.tags else torch.zeros_like(
+            self.room(x.rooms))
+        room = torch.cat([self.room(x.rooms), tags], -1)  # [B, 2d]: the query V_live
         parts, tokens = [self.user(x.users), room], {}
         for unit in self.cfg.units:
             tokens[unit] = self.tokens(x.lists[unit])
