@@ -130,7 +130,10 @@ class SearchUnits:
 
     def __init__(self, world: StreamWorld, length: int, device: torch.device | str = "cpu"):
         h = world.histories
-        as_tensor = lambda x, dtype: torch.as_tensor(np.asarray(x), dtype=dtype, device=device)  # noqa: E731
+
+        def as_tensor(x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+
         self.length = length
         self.short = as_tensor(h.short, torch.long)  # [U, H]
         self.short_time = as_tensor(h.short_time, torch.float64)
