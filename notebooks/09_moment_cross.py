@@ -204,9 +204,10 @@ plt.show()
 # - **naive 30 s**: one sample in the impression's tick, everything not yet seen negative.
 # - **30 s, no first-only**: Moment's stream with every repeat as a positive.
 #
-# Views still open at the horizon are *closed* there: the world ends, the viewer leaves.
-# Since a tick's samples train only later ticks, what the horizon closes never reaches a
-# score.
+# Views still open at the horizon are *closed* there: the world ends, the viewer leaves,
+# and a view's final labels are what happened before the horizon. Their exit samples would
+# be released after the last tick, so no trainer receives them: for training, closing and
+# dropping them are the same.
 
 # %%
 show_source(build_stream)
@@ -676,26 +677,29 @@ for contrastive in (True, False):
 # :::{exercise} Close or drop?
 # :label: ex-09-3
 # Views still open at the horizon are closed there. How many views are open at the horizon
-# in this world, and how many of Moment's exit samples does closing them add? Why can
-# neither choice change a prequential score?
+# in this world, how many behaviours did they show before it, and why can neither closing
+# nor dropping them change a prequential score?
 # :::
 #
 # :::{solution} ex-09-3
 # :class: dropdown
-# The hidden cell counts the views whose exit is the horizon and the exit samples released
-# in the last tick. All of them are released in the last tick, and a tick's samples only
-# train the model for later ticks: there are none, so no score can change. What the choice
-# does change is the final labels of those views (behaviours that would have come later are
-# missing), which matters only for a metric read after the run.
+# The hidden cell counts the views whose exit is the horizon, their behaviours, and the
+# samples of Moment's stream that belong to them. Their exit samples would come after the
+# last tick and never reach the trainer, and any sample of the last tick trains the model
+# for ticks that do not exist: no score can change. What the choice does change is the
+# final labels of those views (behaviours that would have come later are missing), which
+# matters only for metrics of the last minutes, where the labels are read.
 # :::
 
 # %% tags=["hide-cell", "solution"]
-open_at_end = np.flatnonzero(log.clicked & (log.exit >= log.horizon - 1e-9))
+open_at_end = np.flatnonzero(log.clicked & (log.exit >= log.horizon))
 moment_stream = build_stream(log, "moment")
-last = moment_stream.tick == log.ticks - 1
-print(f"{len(open_at_end):,} views open at the horizon; "
-      f"{int(np.isin(moment_stream.impression[last], open_at_end).sum()):,} exit samples in "
-      "the last tick come from them")
+theirs = np.isin(moment_stream.impression, open_at_end)
+exits = theirs & (moment_stream.labels.sum(1) == 0)
+print(f"{len(open_at_end):,} views open at the horizon, with "
+      f"{int(np.isin(log.event_impression, open_at_end).sum()):,} behaviours before it; "
+      f"Moment's stream holds {int(theirs.sum()):,} of their samples, {int(exits.sum())} of "
+      "them exits")
 
 # %% [markdown]
 # ## References

@@ -14,7 +14,8 @@ time depends on *when* each label reaches it. This module makes that a first-cla
   videos and a viewer's favourite authors are both watched there and clicked live.
 * ``EventLog``: what happened, time-ordered: impressions (with their exit) and every
   behaviour event (with repeats). Views still open at the horizon are *closed* there: the
-  world ends, so the viewer leaves, and no behaviour after the horizon exists.
+  world ends, so the viewer leaves, and no behaviour after the horizon exists; their exit
+  samples would be released after the last tick, so no trainer receives them.
 * ``build_stream``: the samples a trainer receives from the log, each with the tick in
   which it is released and the impression (view) it belongs to, so that fast and slow
   samples of one view join. Four streams (``STREAMS``):
@@ -436,7 +437,7 @@ def build_stream_world(cfg: StreamConfig) -> StreamWorld:
     stay = np.minimum(stay, cfg.horizon - entry)  # views open at the horizon close there
     view, task, ev_time = _behaviours(cfg, rng, entry, stay, affinity[clicked], fan[clicked])
     exit_time = time.copy()
-    exit_time[clicked] = entry + stay
+    exit_time[clicked] = np.where(entry + stay >= cfg.horizon - 1e-6, cfg.horizon, entry + stay)
     clicked_rows = np.flatnonzero(clicked)
     ev_imp = clicked_rows[view]
     inside = ev_time < cfg.horizon
