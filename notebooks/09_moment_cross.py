@@ -177,9 +177,9 @@ plt.show()
 # highlights. Viewers have {glue:text}`mc_short_ratio` short-video views per live
 # impression, and {glue:text}`mc_sparse_share` of them click at most three live rooms in
 # the whole run: their live history is almost empty, their short-video history is not.
-# The right panel is the moment problem in one picture: a like or a gift usually comes
-# after the first 30 seconds, often after 5 minutes; a model that waits for them waits too
-# long for the click, and one that does not wait must not treat "not yet" as "no".
+# The right panel is the moment problem in one picture: behaviours keep arriving long after
+# the click, at every delay from seconds to many minutes. A model that waits for them hears
+# of the click too late, and one that does not wait must not treat "not yet" as "no".
 
 # %% [markdown]
 # ## Four data streams from one event log
@@ -264,7 +264,7 @@ assert abs(float(split) - float(once)) < 1e-4
 # feature: the only way it can follow a room's moment is through its parameters. Its
 # room-ID bias table is what moves fast: plain SGD at a step of
 # {glue:text}`mc_room_lr` per sample of evidence, while Adam trains the rest. Both rates
-# were chosen on a world of another seed (100) by the detection lag, never on the worlds
+# were chosen on worlds of another seed (100), never on the worlds
 # judged below.
 #
 # The base ranker is CGC {footcite}`tang2020ple` (one level of PLE from chapter 5: two
@@ -593,7 +593,8 @@ glue("ledger", ledger_record("9. Moment&Cross", SCALE, claims, recipe.PAPER))
 # - **What the search embedding is.** "Multi-modal tags"; here a truncated SVD of
 #   short-video views before the run, frozen.
 # - **Which ESU query.** "All live-side features"; here the room's ID embedding and tags.
-# - **Views never closed.** Closed at the horizon here; they never reach a score.
+# - **Views never closed.** Closed at the horizon here; their exit samples never reach the
+#   trainer.
 #
 # ## Pitfalls when you build it yourself
 #
