@@ -109,6 +109,8 @@ def test_a_composite_claim_is_its_weakest_part():
     failed = Verdict.better("", exact_gap(-1.0, a="x"))
     assert Verdict.all_of("", [held, held]).outcome is Outcome.HELD
     assert Verdict.all_of("", [held, not_worse]).outcome is Outcome.NOT_WORSE
+    assert Verdict.all_of("", [held, not_worse]).text == "not worse (margin 0.01)"
+    assert Verdict.all_of("", [held, held]).margin is None
     assert Verdict.all_of("", [held, not_worse, failed]).outcome is Outcome.NOT_HELD
 
 

@@ -462,11 +462,15 @@ class Verdict:
 
     @classmethod
     def all_of(cls, claim: str, parts: Sequence[Verdict]) -> Verdict:
-        """A claim made of several parts is as strong as its weakest part."""
+        """A claim made of several parts is as strong as its weakest part; when that is
+        "not worse", the composite names the margin its non-inferiority parts declared (when
+        they declared one margin)."""
         if not parts:
             raise ValueError("a composite claim needs at least one part")
         weakest = min((part.outcome for part in parts), key=_STRENGTH.index)
-        return cls(claim, weakest, parts=tuple(parts))
+        margins = {part.margin for part in parts if part.outcome is Outcome.NOT_WORSE}
+        margin = margins.pop() if weakest is Outcome.NOT_WORSE and len(margins) == 1 else None
+        return cls(claim, weakest, parts=tuple(parts), margin=margin)
 
     @classmethod
     def untested(cls, claim: str, reason: str) -> Verdict:
