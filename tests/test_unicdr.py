@@ -104,7 +104,7 @@ def test_the_aggregators_on_hand_built_cases():
     torch.testing.assert_close(mean.pool(e_u, S, valid, torch.zeros(1, 3)),
                                torch.tensor([[2.0, 1.0]]))  # padding not counted
     similarity = Aggregator(UniCDRConfig(dim=2, aggregator="item_similarity"))
-    w = torch.tensor([[0.0, float(np.log(3.0)), 5.0]])  # softmax over the two valid scores: 1/4, 3/4
+    w = torch.tensor([[0.0, float(np.log(3.0)), 5.0]])  # valid ones' softmax: 1/4, 3/4
     torch.testing.assert_close(similarity.pool(e_u, S, valid, w), torch.tensor([[2.5, 1.5]]))
     logits = torch.tensor([[0.0, 0.0, 0.0]])
     clean = masked_softmax(logits, valid)

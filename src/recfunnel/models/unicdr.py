@@ -178,8 +178,9 @@ class UserInputs:
 class UniCDR(nn.Module):
     """UniCDR with the UniCDR+ switches (module docstring). ``n_items`` per domain;
     ``item_features`` per domain the side-feature ids [I_d + 1, F] (extension 1);
-    ``graphs`` one item-item adjacency per domain (extension 2); ``n_shared_items`` > 0 for domains that share items instead of
-    users; ``behaviours`` the number of behaviours of the head (extension 5)."""
+    ``graphs`` one item-item adjacency per domain (extension 2); ``n_shared_items`` > 0
+    for domains that share items instead of users; ``behaviours`` the number of behaviours
+    of the head (extension 5)."""
 
     def __init__(self, cfg: UniCDRConfig, n_users: int, n_items: tuple[int, ...],
                  item_features: tuple[torch.Tensor, ...] | None = None,
