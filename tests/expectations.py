@@ -144,4 +144,13 @@ EXPECTATIONS: dict[str, list[tuple[str, str]]] = {
         ("the real-time stream ranks clicks better than labels five minutes old",
          "mc_auc_moment > mc_auc_fastslow"),
     ],
+    "10_unicdr": [
+        ("the shared branch beats specific-only for target-sparse users",
+         "cdr_sparse_unicdr > cdr_sparse_specific"),
+        ("cold users: UniCDR beats popularity, which beats the specific-only model",
+         "cdr_cold_unicdr > cdr_cold_pop > cdr_cold_specific"),
+        ("a model beats popularity on warm users", "cdr_warm_unicdr > cdr_warm_pop"),
+        ("the sampled protocol scores higher than full ranking",
+         "cdr_sampled_unicdr > cdr_full_unicdr"),
+    ],
 }

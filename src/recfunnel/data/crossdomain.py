@@ -177,7 +177,7 @@ class CrossWorldConfig:
 
 CROSS_WORLD_PRESETS = {
     "smoke": CrossWorldConfig(n_users=1_000, n_items=(600, 500)),
-    "cpu": CrossWorldConfig(n_users=3_000, n_items=(1_000, 1_000)),
+    "cpu": CrossWorldConfig(n_users=3_000, n_items=(2_000, 2_000)),
     "gpu": CrossWorldConfig(n_users=50_000, n_items=(20_000, 20_000), n_topics=60, dim=32),
 }
 SOURCE, TARGET = "short-video", "living-room"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -238,9 +239,12 @@ def _behaviours(data: CrossDomain, d: int, rows: np.ndarray) -> np.ndarray | Non
 
 def train(data: CrossDomain, cfg: UniCDRConfig, size: UniCDRSize, seed: int,
           select: str = "valid", select_domains: tuple[int, ...] | None = None,
-          device: str = "auto", progress: bool = True) -> Trained:
+          device: str = "auto", progress: bool = True,
+          on_eval: Callable[[int, UniCDR, Histories], None] | None = None) -> Trained:
     """Train on every domain at once (module docstring) and keep the state with the best
-    NDCG@10 of ``select_domains`` (default: every domain) on the ``select`` split."""
+    NDCG@10 of ``select_domains`` (default: every domain) on the ``select`` split;
+    ``on_eval(epoch, model, histories)`` is called at every validation (to record both
+    splits at every epoch, as ``benchmarks/peer_unicdr.py`` does)."""
     device = resolve_device(device)
     set_seed(seed)
     rng = np.random.default_rng(seed)
@@ -280,6 +284,8 @@ def train(data: CrossDomain, cfg: UniCDRConfig, size: UniCDRSize, seed: int,
                 full_ranking(model, hist, data, d, select, device)["ndcg@10"].mean()
                 for d in select_domains]))
             curve.append((epoch, score))
+            if on_eval is not None:
+                on_eval(epoch, model, hist)
             if score > best:
                 best, best_epoch = score, epoch
                 best_state = copy.deepcopy(model.state_dict())
@@ -396,6 +402,24 @@ def sampled_scores(model: UniCDR | None, hist: Histories, d: int, users: np.ndar
                         ).cpu().numpy()
 
 
+def vector_metrics(user_vecs: np.ndarray, item_table: np.ndarray, hist: Histories, d: int,
+                   rows: np.ndarray, candidates: np.ndarray) -> dict[str, np.ndarray]:
+    """Both protocols from plain vectors (any implementation's): ``user_vecs`` [B, h] of
+    the users of ``rows`` [B, 2] (user, held-out item), ``item_table`` [I + 1, h], and the
+    sampled ``candidates`` [B, 1 + N] of those rows. Per-row full-ranking Recall@10 and
+    NDCG@10 (the user's training items masked) and sampled HR@10 and NDCG@10."""
+    scores = torch.as_tensor(user_vecs, dtype=torch.float32) @ \
+        torch.as_tensor(item_table, dtype=torch.float32).T
+    scores[_seen_matrix(hist, d, rows[:, 0])] = -math.inf
+    scores[:, 0] = -math.inf
+    full = metrics_from_ranks(tie_broken_ranks(scores.numpy(), rows[:, 1],
+                                               np.random.default_rng(0)), (K,))
+    sampled = sampled_ranking(np.einsum("bh,bnh->bn", user_vecs.astype(np.float32),
+                                        item_table[candidates].astype(np.float32)))
+    return {"recall@10": full["recall@10"], "ndcg@10": full["ndcg@10"],
+            "sampled hr@10": sampled["hr@10"], "sampled ndcg@10": sampled["ndcg@10"]}
+
+
 def popularity(data: CrossDomain, d: int) -> np.ndarray:
     """[I + 1] the popularity baseline's scores: training interactions per item."""
     return data.domains[d].item_popularity().astype(np.float64)
@@ -427,7 +451,7 @@ VARIANTS = {  # name -> changes to the base config (UniCDR, mean aggregator, har
     UNICDR: {},
     SPECIFIC: {"shared": False},
     "no masking": {"mask_rate": 0.0},
-    "no critic": {"critic": "none"},
+    "no critic": {"critic": "none"},  # lambda = 1
     "soft critic": {"critic": "soft"},
     "item graph (2 hops)": {"item_hops": 2},
     "MMoE head": {"head": "mmoe"},
@@ -437,7 +461,8 @@ SOFT_MARGIN = 0.05  # C4: the soft critic may trail the hard one by at most 5 % 
 
 
 def variant_config(name: str, size: UniCDRSize) -> UniCDRConfig:
-    base = UniCDRConfig(dim=size.dim, maxlen=size.maxlen, lambda_a=size.lambda_a)
+    base = UniCDRConfig(dim=size.dim, maxlen=size.maxlen, lambda_a=size.lambda_a,
+                        lambda_loss=size.lambda_loss)
     return replace(base, **VARIANTS[name])
 
 
