@@ -567,6 +567,7 @@ for zero_logit in (True, False):
 # :::
 
 # %% tags=["hide-cell", "solution"]
+quick = replace(size, epochs=max(2, size.epochs // 2))  # half the chapter's epochs
 for bug in (True, False):
     cfg = replace(recipe.variant_config(recipe.UNICDR, size), target_in_context=bug)
     m = recipe.measure(recipe.train(world, cfg, quick, SEED, select_domains=(target,),
@@ -588,6 +589,7 @@ for bug in (True, False):
 # :::
 
 # %% tags=["hide-cell", "solution"]
+quick = replace(size, epochs=max(2, size.epochs // 2))  # half the chapter's epochs
 readings = {}
 
 
