@@ -153,4 +153,12 @@ EXPECTATIONS: dict[str, list[tuple[str, str]]] = {
         ("the sampled protocol scores higher than full ranking",
          "cdr_sampled_unicdr > cdr_full_unicdr"),
     ],
+    "11_capstone": [
+        ("the course's funnel shows more engaging items than a popularity funnel",
+         "cap_engagement > cap_engagement_pop"),
+        ("LCRON's cascade keeps more of the ground truth than BCE's",
+         "cap_lcron_live > cap_bce_live"),
+        ("stage samples help a ranker find the truly best logged candidates",
+         "cap_logged_with > cap_logged_without"),
+    ],
 }

@@ -282,6 +282,38 @@ class MMBeeSize:
     kuailive: bool = False  # also train on KuaiLive's gift logs (downloaded when online)
 
 
+@dataclass(frozen=True)
+class CapstoneSize:
+    """Chapter 11: the capstone world (``recipes.capstone.CAPSTONE_WORLDS``), every stage's
+    model, the funnel's budgets, and the cascade task's losses over ``seeds``."""
+
+    world: str
+    test_requests: int  # requests of the served day passed through the funnel
+    seq_epochs: int  # retrieval channels (at most; early stop on validation NDCG@10)
+    rank_epochs: int  # HoME (at most; early stop on validation mean AUC)
+    cascade_epochs: int  # passes over the cascade task (LCRON's code: one, over 22 days)
+    d_model: int = 32  # the channels' width
+    rank_d: int = 8  # HoME's embedding width
+    per_user: int = 8  # training targets per user and epoch of the channels
+    lr: float = 3e-3
+    cascade_batch: int = 256  # LCRON's code: 1,024 [smaller: our days hold fewer requests]
+    # retrieval: channel -> items it brings (the merged budget is their sum)
+    channel_quotas: tuple[tuple[str, int], ...] = (("KuaiFormer", 80), ("DimeRec", 60),
+                                                   ("ELASTIC", 60), ("popularity", 50))
+    pre_keep: int = 80
+    rank_keep: int = 24
+    shown: int = 6
+    diversity: float = 0.3  # MMR's lambda at re-ranking
+    n_relevant: int = 50  # the truly relevant items recall is counted against
+    stage_samples: float = 0.2  # share of the filtered-out logged items a ranker adds
+    seeds: int = 3  # seeds of the cascade losses (and of the stage-sample claim)
+    losses: tuple[str, ...] = ("bce", "fs_lambdaloss", "arf_v2", "lcron", "lcron_no_e2e")
+
+    @property
+    def quotas(self) -> dict[str, int]:
+        return dict(self.channel_quotas)
+
+
 CHAPTER_SIZES: dict[str, dict[str, object]] = {
     "qarm": {
         "smoke": QARMSize(users=300, items=400, impressions=15_000, history=10, d_align=16,
@@ -392,6 +424,20 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
         ),
     },
     "recflow": {name: RecFlowSize(world=name) for name in PROFILES},
+    "capstone": {
+        "smoke": CapstoneSize(world="smoke", test_requests=150, seq_epochs=2, rank_epochs=2,
+                              cascade_epochs=6, stage_samples=0.5, d_model=16, per_user=4, seeds=1,
+                              losses=("bce", "lcron"),
+                              channel_quotas=(("KuaiFormer", 40), ("DimeRec", 30),
+                                              ("ELASTIC", 30), ("popularity", 20)),
+                              pre_keep=50, rank_keep=20),
+        "cpu": CapstoneSize(world="cpu", test_requests=1_000, seq_epochs=4, rank_epochs=3,
+                            cascade_epochs=4),
+        "gpu": CapstoneSize(world="gpu", test_requests=5_000, seq_epochs=30, rank_epochs=10,
+                            cascade_epochs=10, d_model=64, rank_d=16, cascade_batch=1_024,
+                            seeds=5, losses=("bce", "fs_lambdaloss", "arf_v2", "lcron",
+                                             "lcron_no_e2e", "lcron_no_single")),
+    },
     "getting_started": {
         "smoke": GettingStartedSize(
             n_users=300, n_items=200, true_rank=4, positives_per_user=20,

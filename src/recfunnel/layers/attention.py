@@ -223,8 +223,9 @@ class LlamaBlock(nn.Module):
 
 class TargetAttentionPool(nn.Module):
     """DIN-style target attention (Zhou et al. 2018): a sequence g [B, L, D_k] pooled by
-    softmax_j(q^T W g_j) with the candidate q [B, D_q]; padding (``is_pad`` [B, L] True) gets
-    no weight, and a row with no real entry pools to zeros."""
+    softmax_j(q^T W g_j) with the candidate q [B, D_q], or with each of C candidates
+    q [B, C, D_q] (-> [B, C, D_k], the sequence read once for all of them); padding
+    (``is_pad`` [B, L] True) gets no weight, and a row with no real entry pools to zeros."""
 
     def __init__(self, d_query: int, d_key: int):
         super().__init__()
@@ -232,7 +233,10 @@ class TargetAttentionPool(nn.Module):
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, is_pad: torch.Tensor
                 ) -> torch.Tensor:
-        scores = (self.bilinear(keys) @ query.unsqueeze(-1)).squeeze(-1)  # [B, L]
-        scores = scores.masked_fill(is_pad, float("-inf"))
+        single = query.dim() == 2
+        queries = query.unsqueeze(1) if single else query  # [B, C, D_q]
+        scores = queries @ self.bilinear(keys).transpose(1, 2)  # [B, C, L]
+        scores = scores.masked_fill(is_pad.unsqueeze(1), float("-inf"))
         weights = torch.nan_to_num(scores.softmax(-1), nan=0.0)  # all-pad rows: 0
-        return (weights.unsqueeze(-1) * keys).sum(1)  # [B, D_k]
+        pooled = weights @ keys  # [B, C, D_k]
+        return pooled.squeeze(1) if single else pooled
