@@ -40,7 +40,8 @@ def requests_of_day(log: WorldLog, day: str, limit: int | None = None, seed: int
     day_index = list(log.rows).index(day)
     minute = (rows["request_timestamp"].to_numpy() - day_start_ms(day)) // 60_000
     fields = rows[["user_id", "age", "gender", "province"]].to_numpy(np.int64) + 1
-    return Requests(ids, rows["user_id"].to_numpy(), day_index, minute, fields, history)
+    return Requests(ids.copy(), rows["user_id"].to_numpy().copy(), day_index, minute, fields,
+                    history)
 
 
 def truly_relevant(world: World, requests: Requests, n_relevant: int, chunk: int = 256

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -218,10 +217,9 @@ def item_fields(world: World, items: np.ndarray) -> np.ndarray:
     return np.stack([items + 1, world.item_creator[items] + 1, world.item_topic[items] + 1], -1)
 
 
-def two_tower_scorer(model: Cascade, world: World):
-    """Pre-ranking: the cascade's two-tower scores the candidates of each request."""
-    tower = model.retrieval
-
+def stage_scorer(stage: nn.Module, world: World):
+    """A cascade stage (``Cascade.retrieval``, the two-tower, or ``Cascade.ranking``, DIN)
+    as a funnel scorer: the request's user fields and history against its candidates."""
     @torch.no_grad()
     def score(requests: Requests, candidates: np.ndarray) -> np.ndarray:
         zeros = torch.zeros(candidates.shape)
@@ -229,8 +227,18 @@ def two_tower_scorer(model: Cascade, world: World):
                              torch.as_tensor(requests.history),
                              torch.as_tensor(item_fields(world, candidates)), zeros, zeros,
                              zeros.bool())
-        return tower(batch).numpy()
+        return stage(batch).numpy()
     return score
+
+
+def two_tower_scorer(model: Cascade, world: World):
+    """Pre-ranking: the cascade's two-tower."""
+    return stage_scorer(model.retrieval, world)
+
+
+def din_scorer(model: Cascade, world: World):
+    """Ranking: the cascade's DIN, each candidate against the request's history."""
+    return stage_scorer(model.ranking, world)
 
 
 def table_vectors(model: nn.Module, n_items: int) -> Callable[[np.ndarray], torch.Tensor]:
@@ -327,19 +335,6 @@ def fused_scorer(model: MultiTaskRanker, world: World, fusion: Mapping[str, floa
 
 
 # --------------------------------------------------------------------------- the funnel
-
-
-def din_scorer(model: Cascade, world: World):
-    """Ranking: the cascade's DIN scores each candidate against the request's history."""
-    @torch.no_grad()
-    def score(requests: Requests, candidates: np.ndarray) -> np.ndarray:
-        zeros = torch.zeros(candidates.shape)
-        batch = CascadeBatch(torch.as_tensor(requests.user_fields),
-                             torch.as_tensor(requests.history),
-                             torch.as_tensor(item_fields(world, candidates)), zeros, zeros,
-                             zeros.bool())
-        return model.ranking(batch).numpy()
-    return score
 
 
 def catalogue_agreement(scorers: Mapping[str, Any], world: World, requests: Requests,
@@ -490,11 +485,6 @@ def stage_sample_verdict(with_samples: Sequence[np.ndarray], exposures_only: Seq
                           per_request_gap(with_samples, exposures_only,
                                           ("exposures + stage samples", "exposures only"),
                                           "recall@10 over logged candidates"))
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
-    return fn(), time.perf_counter() - start
 
 
 # --------------------------------------------------------------------------- claims
