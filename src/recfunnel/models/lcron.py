@@ -20,8 +20,10 @@ number of ground-truth items), although the cascade keeps 30 and 20 [the paper's
 it to the code], and tau = 50. One difference, measured rather than assumed: the released
 code divides each item's top-rows mass by its column sum treated as a constant; here the
 division stays in the graph (``layers.sorting.top_m_probability``), because with the
-constant the gradient is not the loss's gradient and training on free scores drifts away
-from the optimum (``tests/test_capstone.py``). ``lcron_detached`` keeps the released form.
+constant the gradient is not the loss's gradient: training on free scores drifts away from
+the optimum (``tests/test_capstone.py``), and the course's two-tower and DIN collapse with it
+on chapter 11's world, although the authors' own models train well with it there
+(``benchmarks/results/peer_lcron.json``). ``lcron_detached`` keeps the released form.
 
 The comparisons: ``bce`` (each stage its own binary cross-entropy: retrieval ground truth
 against all 39 others, ranking against ``rank_neg`` only), ``fs_lambdaloss`` (each stage a
