@@ -426,7 +426,7 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
     "recflow": {name: RecFlowSize(world=name) for name in PROFILES},
     "capstone": {
         "smoke": CapstoneSize(world="smoke", test_requests=150, seq_epochs=2, rank_epochs=2,
-                              cascade_epochs=6, stage_samples=0.5, d_model=16, per_user=4, seeds=1,
+                              cascade_epochs=4, stage_samples=0.5, d_model=16, per_user=4, seeds=1,
                               losses=("bce", "lcron"),
                               channel_quotas=(("KuaiFormer", 40), ("DimeRec", 30),
                                               ("ELASTIC", 30), ("popularity", 20)),
