@@ -76,6 +76,23 @@ def test_sasrec_loss_counts_every_target_once():
     assert silent == []
 
 
+def test_a_separate_output_table_scores_the_items_and_learns():
+    frame = pd.DataFrame({"user_id": [1] * 12 + [2] * 5, "item_id": list(range(1, 13)) +
+                          [3, 4, 5, 6, 7], "timestamp": range(17)})
+    split = SequentialSplit(frame, max_len=4)
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=13, max_len=4, d_model=8, n_heads=1, d_ffn=16,
+                                separate_output=True)).eval()
+    assert model.item_vectors() is model.out_emb.weight
+    batch = split.eval_batch("test")
+    hidden = model.encode(batch.user_seq, batch.is_pad)[:, -1]
+    expected = hidden @ model.out_emb.weight.T
+    torch.testing.assert_close(model.score_all(batch)[:, 1:], expected[:, 1:])
+    model(split.train_windows(stride=1)).backward()
+    for table in (model.item_emb, model.out_emb):  # the input table reads, the output scores
+        assert table.weight.grad[1:].abs().sum() > 0
+
+
 def test_eager_and_fused_attention_agree():
     torch.manual_seed(0)
     fused = SASRec(SASRecConfig(n_items=30, max_len=10, d_model=16, n_heads=2, d_ffn=32,

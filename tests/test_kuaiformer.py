@@ -168,3 +168,40 @@ def test_auxiliary_loss_scores_each_raw_position_against_its_next_item():
         extra = model(batch) - paper(batch)
     torch.testing.assert_close(aux, by_hand)
     torch.testing.assert_close(extra, 0.5 * aux)  # aux_weight times it, nothing else
+
+
+def test_the_full_softmax_scores_each_target_against_the_whole_catalogue():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY, loss="full", smoothing=0.0, aux_weight=0.5)
+    model = KuaiFormer(cfg).eval()
+    model.set_item_frequencies(torch.arange(30.0))  # ignored: nothing is sampled
+    batch = tiny_batch()
+    batch.user_seq[1, :-2] = 0  # a history of two items: padded raw positions too
+    batch = SeqBatch(batch.user_ids, batch.user_seq, batch.user_seq == 0, batch.target_ids,
+                     batch.seq_feats * (batch.user_seq > 0)[..., None])
+    with torch.no_grad():
+        hidden = model.encode(batch.user_seq, batch.is_pad, batch.seq_feats)
+        scores = model.score_all(batch)  # [B, V], the serving scores (Eq. 9)
+        main = F.cross_entropy(scores[:, 1:], batch.target_ids - 1)  # padding is no class
+        raw = hidden[:, -cfg.n_interests - cfg.n_raw:-cfg.n_interests]
+        items = torch.cat([batch.user_seq[:, -cfg.n_raw:], batch.target_ids[:, None]], 1)
+        table = model.embedding.item_emb.weight
+        terms = [F.cross_entropy((raw[b, j] @ table[1:].T)[None], items[b, j + 1, None] - 1)
+                 for b in range(len(batch)) for j in range(cfg.n_raw)
+                 if items[b, j] != 0 and items[b, j + 1] != 0]
+        by_hand = main + 0.5 * torch.stack(terms).mean()
+        torch.testing.assert_close(model(batch), by_hand)
+    with pytest.raises(ValueError, match="loss"):
+        dataclasses.replace(TINY, loss="sampled")
+
+
+def test_smoothing_over_the_catalogue_skips_padding_and_rewards_the_target():
+    logits = torch.tensor([[float("-inf"), 1.0, 2.0, 0.5]])
+    target = torch.tensor([2])
+    torch.testing.assert_close(smoothed_in_batch_loss(logits, 0.0, target),
+                               F.cross_entropy(logits[:, 1:], target - 1))
+    sharper = logits.clone()
+    sharper[0, 2] += 2.0
+    assert smoothed_in_batch_loss(sharper, 0.1, target) < smoothed_in_batch_loss(logits, 0.1,
+                                                                                 target)
+    assert torch.isfinite(smoothed_in_batch_loss(logits, 0.1, target))

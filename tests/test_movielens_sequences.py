@@ -214,6 +214,33 @@ def test_the_epoch_samplers_cover_what_they_promise():
     assert sorted(map(tuple, epoch.tolist())) == sorted(map(tuple, windows.target_seq.tolist()))
 
 
+@pytest.mark.parametrize("stride", [1, 2, 4, None])
+def test_overlapping_windows_train_each_target_once_with_its_history(stride):
+    rng = np.random.default_rng(0)  # 5 users x 15 distinct items, windows of 6
+    rows = [(u, item, t) for u in range(1, 6)
+            for t, item in enumerate(rng.permutation(np.arange(1, 41))[:15])]
+    split = SequentialSplit(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]),
+                            max_len=6)
+    samples = split.batch(*split.train_samples())  # each target with its newest 6 items
+    full = sorted((int(t), tuple(h[h > 0].tolist()))
+                  for h, t in zip(samples.user_seq, samples.target_ids, strict=True))
+    windows = split.train_windows(stride)
+    seen = []
+    for inputs, targets in zip(windows.user_seq, windows.target_seq, strict=True):
+        for j in torch.nonzero(targets).flatten().tolist():
+            history = inputs[:j + 1]
+            seen.append((int(targets[j]), tuple(history[history > 0].tolist())))
+    assert len(seen) == len(full)  # every target exactly once
+    owned = 6 if stride is None else stride
+    unmatched = list(full)
+    for target, history in seen:  # the newest items before the target, long enough
+        match = next(i for i, (t, h) in enumerate(unmatched)
+                     if t == target and h[len(h) - len(history):] == history)
+        assert len(history) >= min(len(unmatched.pop(match)[1]), 6 - owned + 1)
+    if stride == 1:
+        assert sorted(seen) == full  # RecBole's prefixes: the whole window of history
+
+
 def test_last_position_windows_train_only_the_newest_position():
     samples = small_split().eval_batch("valid")
     windows = WindowBatch.last_position(samples)

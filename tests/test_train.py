@@ -4,6 +4,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,23 @@ def test_early_stopping_restores_the_best_weights():
     assert history.stopped_early and len(history.epochs) == 5
     assert (history.best_epoch, history.best_value) == (2, 0.5)
     torch.testing.assert_close(model.linear.weight, snapshots[1])
+
+
+def test_a_wall_budget_stops_after_the_epoch_that_spends_it():
+    model = LinearRegression()
+    values = iter([0.1, 0.5, 0.3])
+
+    def slow_evaluate(model):  # each epoch takes at least 0.2 s
+        time.sleep(0.2)
+        return {"ndcg@10": next(values)}
+
+    cfg = dataclasses.replace(QUIET, epochs=50, monitor="ndcg@10", max_seconds=0.5)
+    history = fit(model, make_loader(regression_data(), 64), cfg=cfg, evaluate=slow_evaluate)
+    assert history.stopped_by_budget and not history.stopped_early
+    assert len(history.epochs) == 3 and history.best_epoch == 2  # 0.4 s < 0.5 s <= 0.6 s
+    unbudgeted = fit(LinearRegression(), make_loader(regression_data(), 64),
+                     cfg=dataclasses.replace(QUIET, epochs=3))
+    assert not unbudgeted.stopped_by_budget and len(unbudgeted.epochs) == 3
 
 
 def test_checkpoint_roundtrip_is_weights_only(tmp_path):

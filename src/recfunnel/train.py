@@ -57,6 +57,9 @@ class TrainConfig:
     progress: bool = True
     desc: str = "training"  # label of the progress bar
     seed: int | None = None  # seeds torch (dropout, in-model draws) when fit starts
+    # wall-clock budget: no new epoch starts once the epochs so far (with their
+    # evaluations) took this many seconds; None: no budget
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         checks.positive_int("TrainConfig.epochs", self.epochs)
@@ -75,6 +78,8 @@ class TrainConfig:
                     "TrainConfig.patience: early stopping needs a `monitor` metric name")
         if self.seed is not None:
             checks.positive_int("TrainConfig.seed", self.seed, minimum=0)
+        if self.max_seconds is not None:
+            checks.real("TrainConfig.max_seconds", self.max_seconds, low=0.0, low_open=True)
 
 
 @dataclass
@@ -86,7 +91,8 @@ class History:
     monitor: str | None = None
     best_epoch: int | None = None
     best_value: float | None = None
-    stopped_early: bool = False
+    stopped_early: bool = False  # by ``patience``
+    stopped_by_budget: bool = False  # by ``max_seconds``
 
     def column(self, key: str, level: str = "epochs") -> list[float]:
         """The values of ``key`` over epochs (or steps), for plotting and tests."""
@@ -328,8 +334,13 @@ def fit(
                 model.train()
             row["seconds"] = time.perf_counter() - started
             history.epochs.append(row)
+            out_of_time = (cfg.max_seconds is not None and epoch < cfg.epochs
+                           and history.seconds >= cfg.max_seconds)
 
             if cfg.monitor is None:
+                if out_of_time:
+                    history.stopped_by_budget = True
+                    break
                 continue
             if cfg.monitor not in row:
                 raise KeyError(f"monitor {cfg.monitor!r} is not among the logged {sorted(row)}")
@@ -351,6 +362,9 @@ def fit(
             bar.set_postfix(epoch=epoch, **{cfg.monitor: f"{value:.4f}"})
             if cfg.patience is not None and epochs_since_best >= cfg.patience:
                 history.stopped_early = True
+                break
+            if out_of_time:
+                history.stopped_by_budget = True
                 break
     finally:
         bar.close()

@@ -218,19 +218,30 @@ class SequentialSplit:
         positions = np.array([len(self.sequences[u]) - offset for u in self.user_ids])
         return self.batch(self.user_ids, positions)
 
-    def train_windows(self) -> WindowBatch:
-        """Every training target exactly once, as windows of ``max_len`` positions: each
-        user's training items (all but the last two) are cut, newest first, into windows
-        whose inputs are the items before each target. [proposed] Windows do not overlap,
-        so the oldest positions of a window see a shorter history than ``max_len``."""
+    def train_windows(self, stride: int | None = None) -> WindowBatch:
+        """Every training target exactly once, as windows of ``max_len`` positions whose
+        inputs are the items before each target, cut from each user's training items (all
+        but the last two), newest first, ``stride`` targets apart.
+
+        ``stride=None`` (= ``max_len``): windows do not overlap, so the oldest positions of
+        a window see a shorter history than ``max_len`` (a target early in a window sees
+        only the items of that window). A smaller ``stride`` makes windows overlap: each
+        window keeps only its newest ``stride`` targets (the others are 0, no target), so
+        every target is still trained once but sees at least ``max_len - stride + 1`` items
+        of history (all of it when the user has fewer). ``stride=1`` is RecBole's "every
+        prefix is a sample"; it costs ``max_len`` forward positions per target, where
+        ``stride=s`` costs ``max_len / s``."""
+        stride = self.max_len if stride is None else checks.positive_int("stride", stride)
         inputs, targets = [], []
         for user in self.user_ids:
             train = self.sequences[user][:-2]  # targets are train[1:], inputs train[:-1]
-            for end in range(len(train), 1, -self.max_len):
+            for end in range(len(train), 1, -stride):
                 start = max(0, end - self.max_len - 1)
                 window = train[start:end]
                 inputs.append(window[:-1])
-                targets.append(window[1:])
+                owned = window[1:].copy()
+                owned[:-stride] = 0  # a newer window trains these with a longer history
+                targets.append(owned)
         user_seq, target_seq = left_pad(inputs, self.max_len), left_pad(targets, self.max_len)
         return WindowBatch(user_seq, user_seq == 0, target_seq)
 
@@ -292,14 +303,13 @@ def every_target(split: SequentialSplit, batch_size: int, seed: int = 0
     return shuffled(split.batch(*split.train_samples()), batch_size, seed)
 
 
-def every_window(split: SequentialSplit, batch_size: int, seed: int = 0
-                 ) -> Callable[[int], list[WindowBatch]]:
+def every_window(split: SequentialSplit, batch_size: int, seed: int = 0,
+                 stride: int | None = None) -> Callable[[int], list[WindowBatch]]:
     """``epoch -> batches`` of the split's training windows (SASRec's all-position
-    targets, ``SequentialSplit.train_windows``) in a fresh order each epoch."""
-    return shuffled(split.train_windows(), batch_size, seed)
+    targets, ``SequentialSplit.train_windows(stride)``) in a fresh order each epoch."""
+    return shuffled(split.train_windows(stride), batch_size, seed)
 
 
-@torch.no_grad()
 def next_item_metrics(model: torch.nn.Module, batch: SeqBatch, ks=(10,), chunk: int = 512,
                       reduce: bool = True) -> dict[str, float] | dict[str, torch.Tensor]:
     """Full-ranking metrics of ``model.score_all`` on ``batch``'s targets, scored and

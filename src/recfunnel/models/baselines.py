@@ -92,6 +92,9 @@ class SASRecConfig:
     p_dropout: float = 0.5
     attn_dropout: float | None = None  # on the attention probabilities; None: p_dropout
     attention: str = "sdpa"  # "sdpa" (fused kernels) or "eager" (the [L, L] map in memory)
+    # a second item table for the output (scoring) side instead of the shared input one;
+    # the paper shares them (Section III-E), RecBole too
+    separate_output: bool = False
 
 
 class SASRec(nn.Module):
@@ -116,8 +119,11 @@ class SASRec(nn.Module):
                          cfg.attn_dropout)
             for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
-        nn.init.normal_(self.item_emb.weight, std=0.02)
-        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        self.out_emb = (nn.Embedding(cfg.n_items, cfg.d_model, padding_idx=0)
+                        if cfg.separate_output else None)
+        for table in (self.item_emb, self.pos_emb, self.out_emb):
+            if table is not None:
+                nn.init.normal_(table.weight, std=0.02)
 
     def encode(self, user_seq: torch.Tensor, is_pad: torch.Tensor) -> torch.Tensor:
         """user_seq [B, L] (left-padded) -> hidden states [B, L, D]."""
@@ -132,12 +138,13 @@ class SASRec(nn.Module):
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[..., D] -> [..., V] scores of every item; the padding id can never win."""
-        logits = hidden @ self.item_emb.weight.T
+        logits = hidden @ self.item_vectors().T
         return logits.index_fill(-1, torch.tensor([0], device=logits.device), float("-inf"))
 
     def item_vectors(self) -> torch.Tensor:
-        """[V, D] the item table an index holds (row 0 is padding)."""
-        return self.item_emb.weight
+        """[V, D] the item table an index holds (row 0 is padding): the output table when
+        ``separate_output``, else the shared one."""
+        return (self.item_emb if self.out_emb is None else self.out_emb).weight
 
     def query_vectors(self, batch: SeqBatch) -> torch.Tensor:
         """[B, D] the last position's state after each user's newest max_len items."""

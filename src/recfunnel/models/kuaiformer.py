@@ -43,6 +43,14 @@ class KuaiFormerConfig:
     # position (SASRec-style), scored against the same in-batch negatives; 0 switches it off
     aux_weight: float = 0.0
     log_q: bool = True  # subtract log Q(i) from in-batch logits (Eq. 10); False: the ablation
+    # "in_batch": the paper's softmax over the batch's targets (Eqs. 10-11); "full"
+    # [proposed, not in the paper]: a softmax over the whole catalogue, affordable when it
+    # holds thousands of items, not billions (no sampling, so no logQ)
+    loss: str = "in_batch"
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("in_batch", "full"):
+            raise ValueError(f"loss must be 'in_batch' or 'full', got {self.loss!r}")
 
     @property
     def max_len(self) -> int:
@@ -151,18 +159,22 @@ def in_batch_logits(interests: torch.Tensor, target_emb: torch.Tensor,
     return scores.masked_fill(accidental, float("-inf"))
 
 
-def smoothed_in_batch_loss(logits: torch.Tensor, smoothing: float) -> torch.Tensor:
+def smoothed_in_batch_loss(logits: torch.Tensor, smoothing: float,
+                           positive: torch.Tensor | None = None) -> torch.Tensor:
     """The paper's label-smoothed loss, read as the sum of its two lines:
-    -(1 - a) log p(x+) + sum over in-batch negatives of -(a / |B|) log(1 - p(x~)).
+    -(1 - a) log p(x+) + sum over the negatives of -(a / |N|) log(1 - p(x~)).
     [unclear] the paper writes log(1 - p) for the negatives, not label smoothing's usual
-    log p; it is implemented as written. logits [B, B], positives on the diagonal."""
-    log_p = logits.log_softmax(dim=1)  # [B, B]
-    positive = log_p.diagonal()
+    log p; it is implemented as written. logits [B, C]; ``positive`` [B] the column of each
+    row's positive (None: the diagonal, in-batch); -inf columns are not negatives."""
+    rows = torch.arange(len(logits), device=logits.device)
+    positive = rows if positive is None else positive
+    log_p = logits.log_softmax(dim=1)  # [B, C]
     p = log_p.exp()
-    negatives = ~torch.eye(len(p), dtype=torch.bool, device=p.device) & torch.isfinite(logits)
+    negatives = torch.isfinite(logits)
+    negatives[rows, positive] = False
     log_not_p = torch.log1p(-p.clamp(max=1 - 1e-6))
     negative_term = (log_not_p * negatives).sum(dim=1) / negatives.sum(dim=1).clamp(min=1)
-    return (-(1 - smoothing) * positive - smoothing * negative_term).mean()
+    return (-(1 - smoothing) * log_p[rows, positive] - smoothing * negative_term).mean()
 
 
 class KuaiFormer(nn.Module):
@@ -220,21 +232,29 @@ class KuaiFormer(nn.Module):
         """[B, K, D] the K interests, one index query each (Eq. 9 takes the best)."""
         return self.interests(batch.user_seq, batch.is_pad, batch.seq_feats)
 
+    def catalogue_logits(self, queries: torch.Tensor) -> torch.Tensor:
+        """queries [..., D] -> [..., V] dot products with every item; padding is -inf."""
+        logits = queries @ self.item_vectors().T
+        return logits.index_fill(-1, torch.tensor([0], device=logits.device), float("-inf"))
+
     def score_all(self, batch: SeqBatch) -> torch.Tensor:
         """[B, V] best-interest score of every item (Eq. 9); padding can never win."""
-        interests = self.query_vectors(batch)
-        scores = torch.einsum("bkd,vd->bkv", interests, self.item_vectors()).amax(dim=1)
-        return scores.index_fill(1, torch.tensor([0], device=scores.device), float("-inf"))
+        return self.catalogue_logits(self.query_vectors(batch)).amax(dim=1)  # [B, K, V] -> [B, V]
 
     def forward(self, batch: SeqBatch) -> torch.Tensor:
-        """In-batch softmax with logQ correction and label smoothing (Eqs. 10-11), plus
-        ``aux_weight`` times the auxiliary next-item loss of the raw positions."""
+        """The label-smoothed softmax (Eq. 11) over the batch's targets with logQ correction
+        (Eq. 10), or over the whole catalogue (``loss="full"``), plus ``aux_weight`` times
+        the auxiliary next-item loss of the raw positions."""
         K = self.cfg.n_interests
         hidden = self.encode(batch.user_seq, batch.is_pad, batch.seq_feats)
-        target_emb = self.embedding.item_emb(batch.target_ids)  # [B, D]
-        log_q = self.log_q[batch.target_ids] if self.cfg.log_q else None
-        logits = in_batch_logits(hidden[:, -K:], target_emb, batch.target_ids, log_q)
-        loss = smoothed_in_batch_loss(logits, self.cfg.smoothing)
+        if self.cfg.loss == "full":
+            logits = self.catalogue_logits(hidden[:, -K:]).amax(dim=1)  # [B, V], Eq. 9
+            loss = smoothed_in_batch_loss(logits, self.cfg.smoothing, batch.target_ids)
+        else:
+            target_emb = self.embedding.item_emb(batch.target_ids)  # [B, D]
+            log_q = self.log_q[batch.target_ids] if self.cfg.log_q else None
+            logits = in_batch_logits(hidden[:, -K:], target_emb, batch.target_ids, log_q)
+            loss = smoothed_in_batch_loss(logits, self.cfg.smoothing)
         if self.cfg.aux_weight > 0:
             raw = hidden[:, -K - self.cfg.n_raw:-K]  # [B, n_raw, D] outputs of raw items
             loss = loss + self.cfg.aux_weight * self.next_item_loss(raw, batch)
@@ -242,12 +262,17 @@ class KuaiFormer(nn.Module):
 
     def next_item_loss(self, raw: torch.Tensor, batch: SeqBatch) -> torch.Tensor:
         """[proposed] Each raw position predicts the item after it (the last one the
-        target), against the batch's targets as negatives, logQ-corrected, with accidental
-        hits masked. raw [B, n_raw, D] -> scalar."""
+        target): against the batch's targets as negatives, logQ-corrected, with accidental
+        hits masked, or (``loss="full"``) against the whole catalogue, as SASRec's
+        all-position loss. raw [B, n_raw, D] -> scalar."""
         n_raw = raw.shape[1]
         items = torch.cat([batch.user_seq[:, -n_raw:], batch.target_ids[:, None]], dim=1)
         current, following = items[:, :-1], items[:, 1:]  # [B, n_raw] each
         valid = (current != 0) & (following != 0)
+        if self.cfg.loss == "full":
+            log_p = self.catalogue_logits(raw).log_softmax(dim=-1)  # [B, n_raw, V]
+            log_p = log_p.gather(-1, following[..., None])[..., 0]  # -inf where padding
+            return -log_p.where(valid, 0.0).sum() / valid.sum().clamp(min=1)
         candidates = batch.target_ids  # [C = B]
         positive = (raw * self.embedding.item_emb(following)).sum(-1, keepdim=True)
         negative = raw @ self.embedding.item_emb(candidates).T  # [B, n_raw, C]
