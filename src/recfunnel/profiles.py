@@ -66,6 +66,10 @@ class KuaiFormerSize:
     lr: float = 2e-3
     seeds: int = 1  # seeds of the MovieLens-100K comparison
     ml_per_user: int = 8  # cut points per user and epoch on MovieLens-100K
+    # the in-batch against the full softmax over planted worlds of growing catalogues
+    # (benchmarks/kuaiformer_catalogue.py at cpu; live at gpu)
+    catalogue_users: int = 2_000
+    catalogue_sizes: tuple[int, ...] = (400, 1_600, 6_400, 25_600)
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,8 @@ class QARMSize:
     batch_size: int = 1_024
     lr: float = 3e-3
     seeds: int = 3
-    text_encoder: str = "tfidf"  # MovieLens-100K: "tfidf" or "minilm"
+    # MovieLens-100K: "tfidf" or "minilm" (then TF-IDF too, for the comparison)
+    text_encoder: str = "tfidf"
     text_dim: int = 64  # width of the TF-IDF + SVD vectors
     text_align_epochs: int = 5  # alignment epochs on MovieLens-100K's co-rating pairs
 
@@ -322,7 +327,7 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
                           text_dim=32, text_align_epochs=2),
         "cpu": QARMSize(users=3_000, items=2_000, impressions=150_000, history=20, d_align=32,
                         align_epochs=3, window=50, vq_k=5, rq_levels=3, rq_size=32, d_emb=16,
-                        epochs=6),
+                        epochs=6, text_encoder="minilm"),
         "gpu": QARMSize(users=20_000, items=20_000, impressions=3_000_000, history=50,
                         d_align=64, align_epochs=5, window=50, vq_k=25, rq_levels=4,
                         rq_size=256, d_emb=32, epochs=10, hidden=(256, 128), align_batch=1_024,
@@ -411,6 +416,7 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
             sasrec_epochs=1, kuaiformer_epochs=3, d_model=32, planted_users=120,
             planted_items=600, planted_topics=16, planted_epochs=3, long_len=96,
             long_compression=((1, 32), (2, 16)), short_lens=(16,), per_user=4,
+            catalogue_users=300, catalogue_sizes=(400, 1_600),
         ),
         "cpu": KuaiFormerSize(
             sasrec_epochs=8, kuaiformer_epochs=8, d_model=32, planted_users=500,
@@ -421,6 +427,7 @@ CHAPTER_SIZES: dict[str, dict[str, object]] = {
             sasrec_epochs=200, kuaiformer_epochs=200, d_model=64, planted_users=4_000,
             planted_items=10_000, planted_topics=64, planted_epochs=40, long_len=256,
             long_compression=((2, 64), (5, 16)), short_lens=(8, 16, 32, 128), seeds=3,
+            catalogue_users=8_000, catalogue_sizes=(400, 1_600, 6_400, 25_600, 102_400),
         ),
     },
     "recflow": {name: RecFlowSize(world=name) for name in PROFILES},

@@ -14,13 +14,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from recfunnel.data.planted import PlantedHistories
+from recfunnel.data.planted import PlantedHistories, plant_interests, planted_world
 from recfunnel.data.sequences import (
     SeqBatch,
     SequentialSplit,
     cut_points,
     next_item_metrics,
 )
+from recfunnel.data.world import World
 from recfunnel.metrics import ranking_metrics
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig
 from recfunnel.notebook import plural
@@ -205,6 +206,68 @@ def step_seconds(run: PlantedRun, batch_size: int, device: str = "auto",
     if on.type == "cuda":
         torch.cuda.synchronize()  # GPU work is asynchronous: wait before reading the clock
     return (time.perf_counter() - started) / repeats
+
+
+# --------------------------------------------------------------------------- catalogue size
+
+CATALOGUE_WINDOW = 64  # items of history in the sweep
+CATALOGUE_MARGIN = 0.05  # in-batch "not worse" than full: within 5 % of its NDCG@10
+
+
+def catalogue_sweep(size: KuaiFormerSize, seed: int, device: str = "auto",
+                    item_counts: Sequence[int] | None = None
+                    ) -> dict[int, dict[str, PlantedRun]]:
+    """KuaiFormer (k = 4, 64 items, no auxiliary loss: the two losses of the interest
+    tokens alone) trained with the paper's in-batch softmax with logQ and with a softmax
+    over the whole catalogue, on planted worlds of ``size.catalogue_users`` users and each
+    of ``item_counts`` items (default: the profile's), one world per count from ``seed``."""
+    sweep: dict[int, dict[str, PlantedRun]] = {}
+    for n_items in item_counts or size.catalogue_sizes:
+        world = World.build(planted_world(size.catalogue_users, n_items, size.planted_topics,
+                                          seed=seed))
+        planted = plant_interests(world, length=CATALOGUE_WINDOW + 2, stickiness=0.3,
+                                  seed=seed)
+        base = dataclasses.replace(planted_config(planted, size, CATALOGUE_WINDOW),
+                                   aux_weight=0.0)
+        sweep[n_items] = {loss: planted_run(f"{n_items:,} items, {loss}", planted,
+                                            dataclasses.replace(base, loss=loss), size, seed,
+                                            device)
+                          for loss in ("in_batch", "full")}
+    return sweep
+
+
+def catalogue_record(sweep: Mapping[int, Mapping[str, PlantedRun]]) -> dict[str, Any]:
+    """The sweep as plain data (what ``benchmarks/kuaiformer_catalogue.py`` stores and the
+    chapter reads): per catalogue size and loss, every test user's NDCG@10 and the seconds
+    of training."""
+    return {str(n): {loss: {"ndcg@10": run.per_user["ndcg@10"].tolist(),
+                            "seconds": run.history.seconds}
+                     for loss, run in runs.items()} for n, runs in sweep.items()}
+
+
+def catalogue_verdicts(record: Mapping[str, Any], margin: float = CATALOGUE_MARGIN
+                       ) -> tuple[pd.DataFrame, dict[int, Verdict], dict[int, Verdict]]:
+    """Per catalogue size: the table (NDCG@10 of each loss, the gap full - in-batch and its
+    standard error, seconds), whether the full softmax wins, and whether the in-batch
+    softmax is not worse (within ``margin`` x the full softmax's NDCG@10), paired per
+    user."""
+    rows, wins, level = {}, {}, {}
+    for n, runs in sorted(record.items(), key=lambda kv: int(kv[0])):
+        gap = paired_gap(runs["full"]["ndcg@10"], runs["in_batch"]["ndcg@10"],
+                         a="full softmax", b="in-batch", metric="ndcg@10")
+        n = int(n)
+        wins[n] = Verdict.better(f"the full softmax wins with {n:,} items", gap)
+        level[n] = Verdict.not_worse(
+            f"the in-batch softmax is not worse with {n:,} items",
+            paired_gap(runs["in_batch"]["ndcg@10"], runs["full"]["ndcg@10"], a="in-batch",
+                       b="full softmax", metric="ndcg@10"), margin * gap.mean_a)
+        rows[n] = {"in-batch": gap.mean_b, "full": gap.mean_a, "full - in-batch": gap.mean,
+                   "± se": gap.se, "in-batch s": runs["in_batch"]["seconds"],
+                   "full s": runs["full"]["seconds"], "full wins": wins[n].text,
+                   "in-batch not worse": level[n].text}
+    table = pd.DataFrame(rows).T
+    table.index.name = "items"
+    return table, wins, level
 
 
 # --------------------------------------------------------------------------- the peer

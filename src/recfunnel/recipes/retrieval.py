@@ -14,7 +14,7 @@ Settings, and why:
   (RecBole's maintainers), and overlapping windows (``stride`` 10: each target trained once,
   seeing at least 41 items of history) instead of disjoint 50-item windows, whose early
   positions see almost nothing. ``stride=1`` would be RecBole's every-prefix sampling at
-  five times the cost per epoch.
+  ten times the cost per epoch (50 positions run per target instead of 5).
 * KuaiFormer: chapter 2's compression scheme ((1 x 32), (2 x 8), 16 raw: 64 items) at
   d = 64, 8 random cut points per user and epoch, the all-position auxiliary loss; the
   paper's in-batch softmax with logQ, or (``full``) a softmax over the whole catalogue.
@@ -25,8 +25,9 @@ Settings, and why:
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from recfunnel import plots
 from recfunnel.data.movielens import load_ml1m, load_ml100k, side_features
 from recfunnel.data.sequences import SeqBatch, SequentialSplit, cut_points, every_window
 from recfunnel.metrics import metrics_from_ranks
@@ -44,7 +46,7 @@ from recfunnel.models.elastic import Elastic, ElasticConfig
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig
 from recfunnel.recipes import NEXT_ITEM, fit_next_item
 from recfunnel.runtime import set_seed
-from recfunnel.study import Verdict, paired_gap
+from recfunnel.study import Verdict, paired_gap, results_dir
 from recfunnel.train import History
 
 DATASETS = ("ml-1m", "ml-100k")
@@ -254,3 +256,109 @@ def goal_verdicts(report: Mapping[str, Any], dataset: str = "ml-1m") -> dict[str
             f"{model} reaches {GOAL:g} x {peer}'s NDCG@10", gap,
             threshold=(GOAL - 1) * gap.mean_b)
     return verdicts
+
+
+# --------------------------------------------------------------------------- the chapters
+
+REPORT = "retrieval_ml1m.json"
+GPU_BUDGET = 120.0  # seconds per model when a chapter reruns its models live (gpu profile)
+
+
+def committed_report() -> dict | None:
+    """The committed ``benchmarks/results/retrieval_ml1m.json`` (None when not here)."""
+    path = results_dir() / REPORT
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def with_live_runs(report: Mapping[str, Any], models: Sequence[str], seed: int,
+                   budget: float = GPU_BUDGET, device: str = "auto",
+                   dataset: str = "ml-1m") -> dict:
+    """``report`` with ``models`` (of ``OURS``) retrained here on ``dataset`` under
+    ``budget`` seconds each, replacing the committed runs of the same model and seed; the
+    peers stay as committed. A chapter calls it at the ``gpu`` profile."""
+    splits = load_splits(dataset)
+    live = []
+    for model in models:
+        trained = train(model, splits, seed, budget, device=device)
+        live.append({"model": model, "dataset": dataset, "seed": seed, "live": True,
+                     "epochs": len(trained.history.epochs), "budget_seconds": budget,
+                     "wall_seconds": trained.seconds, "test_ranks": trained.ranks.tolist(),
+                     "best_valid_ndcg@10": trained.history.best_value})
+    replaced = {(r["model"], r["dataset"], r["seed"]) for r in live}
+    kept = [r for r in report["runs"]
+            if (r["model"], r["dataset"], r["seed"]) not in replaced]
+    return {**report, "runs": kept + live}
+
+
+def plot(report: Mapping[str, Any], dataset: str, highlight: Sequence[str] = (),
+         title: str = ""):
+    """Test NDCG@10 per model with two standard errors over users, peers in grey, the
+    issue's goal (``GOAL`` x the best peer) as a dashed line; ``highlight``: the chapter's
+    own models in colour, the rest of ours pale."""
+    frame = table(report, dataset)
+    fig, ax = plots._subplots(figsize=(7.5, 0.45 * len(frame) + 1.2))
+    colors = [plots.BASELINE_COLOR if row.peer else
+              (plots.PALETTE[0] if name in highlight or not highlight else "#c6d4e1")
+              for name, row in frame.iterrows()]
+    y = np.arange(len(frame))
+    ax.barh(y, frame["ndcg@10"], xerr=2 * frame["± se"].astype(float), color=colors,
+            capsize=3)
+    ax.set_yticks(y, frame.index)
+    ax.invert_yaxis()
+    peer = best_peer(report, dataset)
+    if peer is not None:
+        goal = GOAL * frame.loc[peer, "ndcg@10"]
+        ax.axvline(goal, color="black", linestyle="--", linewidth=1)
+        ax.annotate(f"{GOAL:g} x {peer}", (goal, len(frame) - 0.5), fontsize=8,
+                    xytext=(4, 0), textcoords="offset points", va="bottom")
+    ax.set_xlabel("test NDCG@10 (two standard errors over users)")
+    ax.set_title(title or f"{dataset}: full ranking, leave-one-out")
+    fig.tight_layout()
+    return fig
+
+
+def summary(report: Mapping[str, Any], dataset: str = "ml-1m") -> dict[str, Any]:
+    """The values a chapter quotes: users, the best peer and its NDCG@10, each model's
+    NDCG@10 relative to it, and the commit(s) the runs were made at."""
+    frame = table(report, dataset)
+    peer = best_peer(report, dataset)
+    runs = [r for r in report["runs"] if r["dataset"] == dataset]
+    values: dict[str, Any] = {
+        "users": f"{len(runs[0]['test_ranks']):,}" if runs else "n/a",
+        "best_peer": peer or "n/a",
+        "best_peer_ndcg": float(frame.loc[peer, "ndcg@10"]) if peer else float("nan"),
+        "commits": ", ".join(sorted({r.get("commit", "?") for r in runs if not r.get("live")}))
+        or "n/a"}
+    for model in frame.index:
+        values[f"ratio {model}"] = (float(frame.loc[model, "ndcg@10"] / values["best_peer_ndcg"])
+                                    if peer else float("nan"))
+    return values
+
+
+def has_runs(report: Mapping[str, Any] | None, dataset: str = "ml-1m") -> bool:
+    return report is not None and any(r["dataset"] == dataset for r in report["runs"])
+
+
+def chapter_values(report: Mapping[str, Any] | None, model: str,
+                   dataset: str = "ml-1m") -> dict[str, str]:
+    """What a chapter quotes about its ``model`` in the report, as text ("n/a" where the
+    report or the run is missing): users, the best peer and its NDCG@10, the model's
+    NDCG@10, its ratio to the peer, its epochs within the budget, the goal's verdict and
+    the commits of the committed runs."""
+    values = dict.fromkeys(("users", "peer", "peer_ndcg", "ndcg", "ratio", "epochs",
+                            "budget", "goal", "commits"), "n/a")
+    if not has_runs(report, dataset):
+        return values
+    frame, facts = table(report, dataset), summary(report, dataset)
+    values.update(users=facts["users"], peer=facts["best_peer"], commits=facts["commits"])
+    if facts["best_peer"] != "n/a":
+        values["peer_ndcg"] = f"{facts['best_peer_ndcg']:.4f}"
+    if model in frame.index:
+        values.update(ndcg=f"{frame.loc[model, 'ndcg@10']:.4f}",
+                      epochs=f"{frame.loc[model, 'epochs']:.0f}",
+                      budget=f"{frame.loc[model, 'budget s']:.0f}")
+        if facts["best_peer"] != "n/a":
+            values["ratio"] = f"{facts[f'ratio {model}']:.3f}"
+            values["goal"] = goal_verdicts(report, dataset)[model].text \
+                if model in GOAL_MODELS else "n/a"
+    return values
