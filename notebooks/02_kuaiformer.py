@@ -888,6 +888,10 @@ glue("ledger", ledger_record("2. KuaiFormer", SCALE, claims, PAPER))
 #   with padding: separate encoders, padding left out of the mean, empty groups masked.
 # - **Training signal.** One target per sequence is enough on a stream of billions of
 #   events; on small data we add random cut points and an auxiliary next-item loss.
+# - **The softmax on a small catalogue.** The in-batch loss is the paper's answer to a
+#   catalogue of billions. For thousands of items we add a full softmax
+#   (`KuaiFormerConfig(loss="full")`, for the main and the auxiliary losses, no logQ since
+#   nothing is sampled); the catalogue sweep above shows where each is the right choice.
 #
 # ## Pitfalls when you build it yourself
 #

@@ -77,6 +77,20 @@ def test_peer_summary_quotes_what_the_report_holds():
     assert len(table) == 7
 
 
+def test_peer_summary_counts_only_the_sweep_setting_that_validation_chose():
+    report = peer_report()
+    sweep = [{**report["runs"][1], "dropout": p, "separate_output": False, "chosen": False,
+              "test_ndcg@10": 0.100} for p in (0.1, 0.5)]  # not chosen: never counted
+    for run in report["runs"][1:]:
+        if run["model"] == "recfunnel SASRec":
+            run.update(dropout=0.2, separate_output=False, chosen=True)
+    report["runs"][2:2] = sweep
+    table, values = peer_summary(report)
+    assert values["parity_pct"] == "+5.0" and "after 12 s" in values["reached"]
+    assert values["kf_vs_sasrec"] == f"{100 * (0.030 / 0.042 - 1):+.1f}"
+    assert len(table) == 9 and "dropout 0.2 (chosen)" in table.index.get_level_values("setting")
+
+
 def test_seed_verdicts_judge_what_ran_and_say_what_did_not():
     runs = [Run(model="m", variant=variant, seed=seed, profile="cpu", config={},
                 metrics={"recall@20": base + 0.01 * seed}, per_user={"recall@20": [base] * 50},

@@ -282,15 +282,24 @@ def peer_summary(report: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any
     chapter quotes (``PEER_KEYS``): our SASRec against RecBole's at the same seed, the
     time our SASRec took to reach RecBole's best validation score, the better KuaiFormer
     against our SASRec over seeds, and the commit the runs were made at."""
+    def setting(run: Mapping[str, Any]) -> str:  # our SASRec's sweep (newer reports)
+        if "dropout" not in run:
+            return ""
+        return f"dropout {run['dropout']:g}" + (", separate output" if run["separate_output"]
+                                                 else "") + (" (chosen)" if run["chosen"]
+                                                             else "")
+
     table = pd.DataFrame([{
-        "model": run["model"], "seed": run.get("seed", 0), "epochs": run["epochs"],
-        "wall s": round(run["wall_seconds"]),
+        "model": run["model"], "seed": run.get("seed", 0), "setting": setting(run),
+        "epochs": run["epochs"], "wall s": round(run["wall_seconds"]),
         "best valid NDCG@10": run["best_valid_ndcg@10"], "test NDCG@10": run["test_ndcg@10"],
         "test Recall@10": run["test_recall@10"],
         "s to RecBole's best valid": run.get("seconds_to_recbole_best_valid"),
-    } for run in report["runs"]]).set_index(["model", "seed"])
-    recbole, ours = report["runs"][0], report["runs"][1]
-    means = table.groupby(level="model")["test NDCG@10"].mean()
+    } for run in report["runs"]]).set_index(["model", "seed", "setting"])
+    # the runs that count: all but the sweep's settings that validation did not choose
+    kept = [run for run in report["runs"] if run.get("chosen", True)]
+    recbole, ours = kept[0], kept[1]
+    means = pd.DataFrame(kept).groupby("model")["test_ndcg@10"].mean()
     reached = ours.get("seconds_to_recbole_best_valid")
     best_kf = max(means["recfunnel KuaiFormer k=1"], means["recfunnel KuaiFormer k=4"])
     values = {
