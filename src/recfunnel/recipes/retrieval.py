@@ -308,13 +308,18 @@ def plot(report: Mapping[str, Any], dataset: str, highlight: Sequence[str] = (),
     peer = best_peer(report, dataset)
     if peer is not None:
         goal = GOAL * frame.loc[peer, "ndcg@10"]
-        ax.axvline(goal, color="black", linestyle="--", linewidth=1)
-        ax.annotate(f"{GOAL:g} x {peer}", (goal, len(frame) - 0.5), fontsize=8,
-                    xytext=(4, 0), textcoords="offset points", va="bottom")
+        ax.axvline(goal, color="black", linestyle="--", linewidth=1,
+                   label=f"the goal: {GOAL:g} x {peer}")
+        ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("test NDCG@10 (two standard errors over users)")
     ax.set_title(title or f"{dataset}: full ranking, leave-one-out")
     fig.tight_layout()
     return fig
+
+
+def short_commit(commit: str) -> str:
+    """'60104253...' -> '6010425', keeping a '+dirty' mark."""
+    return commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
 def summary(report: Mapping[str, Any], dataset: str = "ml-1m") -> dict[str, Any]:
@@ -327,8 +332,8 @@ def summary(report: Mapping[str, Any], dataset: str = "ml-1m") -> dict[str, Any]
         "users": f"{len(runs[0]['test_ranks']):,}" if runs else "n/a",
         "best_peer": peer or "n/a",
         "best_peer_ndcg": float(frame.loc[peer, "ndcg@10"]) if peer else float("nan"),
-        "commits": ", ".join(sorted({r.get("commit", "?") for r in runs if not r.get("live")}))
-        or "n/a"}
+        "commits": ", ".join(sorted({short_commit(r.get("commit", "?")) for r in runs
+                                     if not r.get("live")})) or "n/a"}
     for model in frame.index:
         values[f"ratio {model}"] = (float(frame.loc[model, "ndcg@10"] / values["best_peer_ndcg"])
                                     if peer else float("nan"))
