@@ -214,6 +214,8 @@ def main() -> None:
     parser.add_argument("--seeds-100k", type=int, nargs="+", default=SEEDS["ml-100k"])
     parser.add_argument("--out", type=Path, default=RESULTS / "retrieval_ml1m.json")
     parser.add_argument("--fresh", action="store_true", help="ignore runs already in --out")
+    parser.add_argument("--redo", action="store_true",
+                        help="rerun --models (with a new --budget, say) and replace their runs")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     report = (json.loads(args.out.read_text()) if args.out.exists() and not args.fresh
@@ -231,7 +233,8 @@ def main() -> None:
                 continue
             for seed in seeds[dataset]:
                 key = (dataset, model, seed)
-                if any((r["dataset"], r["model"], r["seed"]) == key for r in report["runs"]):
+                done = [r for r in report["runs"] if (r["dataset"], r["model"], r["seed"]) == key]
+                if done and not args.redo:
                     continue
                 splits = splits or load_splits(dataset)
                 report.setdefault("split_checksums", {})[dataset] = splits.plain.checksum()
@@ -244,7 +247,7 @@ def main() -> None:
                     run = ours_run(model, splits, seed, budget)
                 run.update({"dataset": dataset, "seed": seed, "budget_seconds": budget,
                             **origin})
-                report["runs"].append(run)
+                report["runs"] = [r for r in report["runs"] if r not in done] + [run]
                 write_report(args.out, report)
                 ndcg = np.mean([1 / np.log2(r + 1) if 1 <= r <= 10 else 0.0
                                 for r in run["test_ranks"]])
