@@ -544,7 +544,8 @@ for key, value in retrieval.chapter_values(ml1m_report, "ELASTIC").items():
 # {glue:text}`el_ml1m_peer_ndcg`), ELASTIC reaches {glue:text}`el_ml1m_ndcg` after
 # {glue:text}`el_ml1m_epochs` epochs in its {glue:text}`el_ml1m_budget` s: a ratio of
 # {glue:text}`el_ml1m_ratio`. The course's goal, 1.05 times the best peer with a significant
-# paired gap: {glue:text}`el_ml1m_goal`. Fifty items of MovieLens history are what SASRec
+# paired gap: {glue:text}`el_ml1m_goal`. Read it with how the peer trained:
+# {glue:text}`el_ml1m_peer_training`. Fifty items of MovieLens history are what SASRec
 # reads too, so this is ELASTIC away from the long histories it is built for; the next
 # section gives it one.
 

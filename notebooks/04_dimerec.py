@@ -645,7 +645,8 @@ for key, value in retrieval.chapter_values(ml1m_report, "DimeRec").items():
 # {glue:text}`dr_ml1m_peer_ndcg`), DimeRec reaches {glue:text}`dr_ml1m_ndcg` after
 # {glue:text}`dr_ml1m_epochs` epochs in its {glue:text}`dr_ml1m_budget` s: a ratio of
 # {glue:text}`dr_ml1m_ratio`. The course's goal, 1.05 times the best peer with a significant
-# paired gap: {glue:text}`dr_ml1m_goal`. DimeRec's paper compares it with SASRec trained on
+# paired gap: {glue:text}`dr_ml1m_goal`. Read it with how the peer trained:
+# {glue:text}`dr_ml1m_peer_training`. DimeRec's paper compares it with SASRec trained on
 # sampled negatives; here every contender is trained with a softmax over the whole
 # catalogue, the strongest version of each.
 

@@ -44,6 +44,7 @@ from recfunnel.models.baselines import SASRec, SASRecConfig
 from recfunnel.models.dimerec import DimeRec, DimeRecConfig, choose_sample_steps
 from recfunnel.models.elastic import Elastic, ElasticConfig
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig
+from recfunnel.notebook import plural
 from recfunnel.recipes import NEXT_ITEM, fit_next_item
 from recfunnel.runtime import set_seed
 from recfunnel.study import Verdict, paired_gap, results_dir
@@ -210,6 +211,11 @@ def runs_of(report: Mapping[str, Any], dataset: str) -> dict[str, list[Mapping[s
     return out
 
 
+def stopped_by(run: Mapping[str, Any]) -> str:
+    """What ended a run: "budget" (more epochs would have run) or "early stop"."""
+    return "budget" if run.get("stopped_by_budget", True) else "early stop"
+
+
 def table(report: Mapping[str, Any], dataset: str) -> pd.DataFrame:
     """Test Recall and NDCG at 10 and 20 (mean over seeds), NDCG@10's standard error over
     users, epochs, wall budget and seconds per model, peers first."""
@@ -225,6 +231,7 @@ def table(report: Mapping[str, Any], dataset: str) -> pd.DataFrame:
             "epochs": float(np.mean([r["epochs"] for r in runs])),
             "budget s": runs[0]["budget_seconds"],
             "wall s": float(np.mean([r["wall_seconds"] for r in runs])),
+            "stopped by": ", ".join(sorted({stopped_by(r) for r in runs})),
         }
     frame = pd.DataFrame(rows).T
     order = [m for m in (*PEERS, *OURS) if m in frame.index]
@@ -340,6 +347,21 @@ def summary(report: Mapping[str, Any], dataset: str = "ml-1m") -> dict[str, Any]
     return values
 
 
+def peer_training(report: Mapping[str, Any], dataset: str = "ml-1m") -> str:
+    """A sentence on how the best peer's training ended: by the budget (then the comparison
+    is of quality per wall-second on the benchmark's machine) or by early stopping."""
+    peer = best_peer(report, dataset)
+    if peer is None:
+        return "no peer ran"
+    runs = runs_of(report, dataset)[peer]
+    epochs = plural(round(float(np.mean([r["epochs"] for r in runs]))), "epoch")
+    if all(stopped_by(r) == "early stop" for r in runs):
+        return f"{peer} stopped early after {epochs}, its validation score no longer rising"
+    return (f"{peer} was stopped by the budget after {epochs}, not by early stopping: at "
+            f"this budget the comparison is of what each implementation reaches in the same "
+            f"wall-clock time on the benchmark's machine, not of converged models")
+
+
 def has_runs(report: Mapping[str, Any] | None, dataset: str = "ml-1m") -> bool:
     return report is not None and any(r["dataset"] == dataset for r in report["runs"])
 
@@ -350,14 +372,15 @@ def chapter_values(report: Mapping[str, Any] | None, model: str,
     report or the run is missing): users, the best peer and its NDCG@10, the model's
     NDCG@10, its ratio to the peer, its epochs within the budget, the goal's verdict and
     the commits of the committed runs."""
-    values = dict.fromkeys(("users", "peer", "peer_ndcg", "ndcg", "ratio", "epochs",
-                            "budget", "goal", "commits"), "n/a")
+    values = dict.fromkeys(("users", "peer", "peer_ndcg", "peer_training", "ndcg", "ratio",
+                            "epochs", "budget", "goal", "commits"), "n/a")
     if not has_runs(report, dataset):
         return values
     frame, facts = table(report, dataset), summary(report, dataset)
     values.update(users=facts["users"], peer=facts["best_peer"], commits=facts["commits"])
     if facts["best_peer"] != "n/a":
         values["peer_ndcg"] = f"{facts['best_peer_ndcg']:.4f}"
+        values["peer_training"] = peer_training(report, dataset)
     if model in frame.index:
         values.update(ndcg=f"{frame.loc[model, 'ndcg@10']:.4f}",
                       epochs=f"{frame.loc[model, 'epochs']:.0f}",
