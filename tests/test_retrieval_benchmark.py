@@ -100,3 +100,17 @@ def test_the_catalogue_verdicts_say_where_each_softmax_stands():
     assert wins[25600].outcome is not Outcome.HELD
     assert level[25600].outcome is Outcome.NOT_WORSE
     assert table.loc[400, "full - in-batch"] == pytest.approx(0.3 * base.mean())
+
+
+def test_the_chapters_say_how_the_best_peer_stopped_and_n_a_without_a_report():
+    rng = np.random.default_rng(2)
+    report = report_of({"RecBole GRU4Rec": rng.integers(1, 40, 500),
+                        "ELASTIC": rng.integers(1, 40, 500)})
+    report["runs"][0]["stopped_by_budget"] = True
+    assert "stopped by the budget after 3 epochs" in retrieval.peer_training(report)
+    report["runs"][0]["stopped_by_budget"] = False
+    assert "stopped early after 3 epochs" in retrieval.peer_training(report)
+    values = retrieval.chapter_values(report, "ELASTIC")
+    assert values["peer"] == "RecBole GRU4Rec" and values["goal"] in ("did not hold",
+                                                                       "not resolved")
+    assert set(retrieval.chapter_values(None, "ELASTIC").values()) == {"n/a"}
