@@ -114,3 +114,12 @@ def test_the_chapters_say_how_the_best_peer_stopped_and_n_a_without_a_report():
     assert values["peer"] == "RecBole GRU4Rec" and values["goal"] in ("did not hold",
                                                                        "not resolved")
     assert set(retrieval.chapter_values(None, "ELASTIC").values()) == {"n/a"}
+
+
+def test_still_rising_names_the_models_the_budget_stopped_at_their_best():
+    report = report_of({"SASRec": np.arange(1, 50), "ELASTIC": np.arange(1, 50)})
+    report["runs"][0].update(stopped_by_budget=True, valid_curve=[(1, 0.1), (2, 0.2)])
+    report["runs"][1].update(stopped_by_budget=True, valid_curve=[(1, 0.3), (2, 0.2)])
+    assert retrieval.still_rising(report) == ["SASRec"]
+    report["runs"][0]["stopped_by_budget"] = False  # early stopping: not cut short
+    assert retrieval.still_rising(report) == []

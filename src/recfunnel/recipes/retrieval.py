@@ -366,6 +366,16 @@ def peer_training(report: Mapping[str, Any], dataset: str = "ml-1m") -> str:
             f"the benchmark's machine, not converged models")
 
 
+def still_rising(report: Mapping[str, Any], dataset: str = "ml-1m") -> list[str]:
+    """Those of ``OURS`` stopped by the budget at their best validation epoch so far: more
+    time would probably have helped them."""
+    return [model for model, runs in runs_of(report, dataset).items()
+            if model in OURS and all(
+                stopped_by(r) == "budget" and r["valid_curve"]
+                and r["valid_curve"][-1][1] >= max(v for _, v in r["valid_curve"])
+                for r in runs)]
+
+
 def has_runs(report: Mapping[str, Any] | None, dataset: str = "ml-1m") -> bool:
     return report is not None and any(r["dataset"] == dataset for r in report["runs"])
 
