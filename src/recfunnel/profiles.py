@@ -69,7 +69,7 @@ class KuaiFormerSize:
     # the in-batch against the full softmax over planted worlds of growing catalogues
     # (benchmarks/kuaiformer_catalogue.py at cpu; live at gpu)
     catalogue_users: int = 2_000
-    catalogue_sizes: tuple[int, ...] = (400, 1_600, 6_400, 25_600)
+    catalogue_sizes: tuple[int, ...] = (400, 1_600, 6_400)
 
 
 @dataclass(frozen=True)

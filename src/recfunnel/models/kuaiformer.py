@@ -201,8 +201,15 @@ class KuaiFormer(nn.Module):
 
     def set_item_frequencies(self, counts: torch.Tensor) -> None:
         """log Q(x) = log of x's share of training targets [proposed] (the paper does not
-        say how Q is estimated); items never seen count once."""
-        counts = torch.as_tensor(counts, dtype=torch.float32).clamp(min=1.0)
+        say how Q is estimated); items never seen count once, also those beyond the end of
+        ``counts`` (a split whose highest item ids were never watched)."""
+        counts = torch.as_tensor(counts, dtype=torch.float32)
+        V = self.cfg.n_items
+        if counts.ndim != 1 or len(counts) > V:
+            raise ValueError(f"counts must be a vector of at most {V} items, got "
+                             f"{tuple(counts.shape)}")
+        # items past the end of ``counts`` (never a training target) count once too
+        counts = torch.nn.functional.pad(counts, (0, V - len(counts))).clamp(min=1.0)
         self.log_q.copy_((counts / counts[1:].sum()).log())
 
     def encode(self, user_seq: torch.Tensor, is_pad: torch.Tensor,
