@@ -465,7 +465,7 @@ else:
 # catalogue of a few thousand items the full softmax costs little, and every item is a
 # negative at every step. Where does one regime end and the other begin? The sweep below
 # plants the same kind of interests into worlds whose catalogues grow from a few hundred to
-# tens of thousands of videos, and trains the same KuaiFormer (four interests, 64 items,
+# thousands of videos (a hundred thousand at `gpu`), and trains the same KuaiFormer (four interests, 64 items,
 # no auxiliary loss, so only the two losses differ) with each loss. At `smoke` and `cpu`
 # the chapter reads the committed sweep (`benchmarks/kuaiformer_catalogue.py`); at `gpu` it
 # runs it, with eight thousand users and a catalogue of up to 102,400 videos.

@@ -205,3 +205,12 @@ def test_smoothing_over_the_catalogue_skips_padding_and_rewards_the_target():
     assert smoothed_in_batch_loss(sharper, 0.1, target) < smoothed_in_batch_loss(logits, 0.1,
                                                                                  target)
     assert torch.isfinite(smoothed_in_batch_loss(logits, 0.1, target))
+
+
+def test_item_frequencies_shorter_than_the_vocabulary_count_the_rest_once():
+    model = KuaiFormer(TINY)
+    model.set_item_frequencies(torch.tensor([0.0, 5.0, 3.0]))  # items 3..29 never watched
+    expected = torch.tensor([1.0, 5.0, 3.0] + [1.0] * 27)
+    torch.testing.assert_close(model.log_q, (expected / expected[1:].sum()).log())
+    with pytest.raises(ValueError, match="at most 30"):
+        model.set_item_frequencies(torch.ones(31))
