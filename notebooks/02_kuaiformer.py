@@ -446,7 +446,9 @@ else:
 # ({glue:text}`kf_ml1m_best_kf`) {glue:text}`kf_ml1m_kf_ratio` times; the course set itself
 # the goal of 1.05 times the best peer with a significant paired gap, and for that
 # KuaiFormer the verdict is: {glue:text}`kf_ml1m_goal`. The full softmax minus the in-batch
-# loss, averaged over k = 1 and 4: {glue:text}`kf_ml1m_full_gain`. Every model had the same
+# loss, averaged over k = 1 and 4: {glue:text}`kf_ml1m_full_gain`, which measures whether the
+# published ordering of the two losses (above) holds here at this budget, where the
+# in-batch loss also runs more epochs in the same time. Every model had the same
 # wall budget (the table's "budget s"), so a model that is slower per epoch saw fewer
 # epochs: the table says how many and what ended each run. The peers train on every prefix
 # of every history, ten times our Transformer's work per target, and
@@ -457,7 +459,7 @@ else:
 # must run longer (`--redo` with a larger `--budget`) or on a GPU. The runs were made at
 # commit(s) {glue:text}`kf_ml1m_commits`.
 #
-# ## Which softmax? The catalogue decides
+# ## Which softmax? A sweep over catalogue sizes
 #
 # KuaiFormer's in-batch softmax exists because Kuaishou's catalogue has billions of videos:
 # a softmax over all of them at every step is out of the question, and the other targets of
