@@ -99,7 +99,7 @@ from recfunnel.recipes import kuaiformer as recipe
 from recfunnel.recipes import retrieval
 from recfunnel.retrieval import build_index
 from recfunnel.runtime import set_seed
-from recfunnel.study import Verdict, claims_table, ledger_record, results_dir
+from recfunnel.study import Outcome, Verdict, claims_table, ledger_record, results_dir
 from recfunnel.train import TrainConfig
 
 device, size = setup("kuaiformer", PROFILE, SEED, DEVICE)
@@ -496,8 +496,8 @@ if catalogue is not None:
     ax.legend()
     fig.tight_layout()
     sizes = catalogue_table.index.astype(int).tolist()
-    level_at = [n for n in sizes if inbatch_level[n].outcome.value == "not worse"]
-    wins_at = [n for n in sizes if full_wins[n].outcome.value == "held"]
+    level_at = [n for n in sizes if inbatch_level[n].outcome is Outcome.NOT_WORSE]
+    wins_at = [n for n in sizes if full_wins[n].outcome is Outcome.HELD]
     glue("kf_cat_sizes", ", ".join(f"{n:,}" for n in sizes))
     glue("kf_cat_full_wins", ", ".join(f"{n:,}" for n in wins_at) or "none")
     glue("kf_cat_level", ", ".join(f"{n:,}" for n in level_at) or "none")
