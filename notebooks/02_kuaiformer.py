@@ -403,7 +403,7 @@ ml1m_section = ml1m_report is not None and any(r["dataset"] == "ml-1m"
                                                for r in ml1m_report["runs"])
 if ml1m_section:
     ml1m_table = retrieval.table(ml1m_report, "ml-1m")
-    display(plots.table(ml1m_table))
+    display(plots.table(retrieval.shown(ml1m_report, "ml-1m")))
     retrieval.plot(ml1m_report, "ml-1m", highlight=CHAPTER_MODELS,
                    title="MovieLens-1M: test NDCG@10, one seed, 6,040 users")
     ml1m_values = retrieval.summary(ml1m_report)
@@ -429,7 +429,7 @@ if ml1m_section:
                        and f"KuaiFormer k={k}, full softmax" in ml1m_table.index]
     glue("kf_ml1m_full_gain", f"{np.mean(inbatch_vs_full):+.4f}" if inbatch_vs_full else "n/a")
     if any(r["dataset"] == "ml-100k" for r in ml1m_report["runs"]):
-        display(plots.table(retrieval.table(ml1m_report, "ml-100k")))
+        display(plots.table(retrieval.shown(ml1m_report, "ml-100k")))
 else:
     print("benchmarks/results/retrieval_ml1m.json is not here (a Colab session?): see the "
           "repository for the MovieLens-1M benchmark")

@@ -530,7 +530,7 @@ ml1m_report = retrieval.committed_report()
 if ml1m_report is not None and PROFILE == "gpu":  # this chapter's model again, live
     ml1m_report = retrieval.with_live_runs(ml1m_report, ["ELASTIC"], SEED, device=DEVICE)
 if retrieval.has_runs(ml1m_report, "ml-1m"):
-    display(plots.table(retrieval.table(ml1m_report, "ml-1m")))
+    display(plots.table(retrieval.shown(ml1m_report, "ml-1m")))
     retrieval.plot(ml1m_report, "ml-1m", highlight=["ELASTIC"],
                    title="MovieLens-1M: test NDCG@10, one seed, 6,040 users")
 else:

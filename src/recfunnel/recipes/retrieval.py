@@ -238,6 +238,14 @@ def table(report: Mapping[str, Any], dataset: str) -> pd.DataFrame:
     return frame.loc[order]
 
 
+SHOWN = ["ndcg@10", "± se", "recall@10", "epochs", "wall s", "stopped by"]
+
+
+def shown(report: Mapping[str, Any], dataset: str) -> pd.DataFrame:
+    """The columns of ``table`` a chapter page shows (it must fit the page's width)."""
+    return table(report, dataset)[SHOWN]
+
+
 def best_peer(report: Mapping[str, Any], dataset: str) -> str | None:
     """The peer with the highest mean test NDCG@10 on ``dataset`` (None: no peer ran)."""
     runs = runs_of(report, dataset)
