@@ -181,15 +181,32 @@ def main() -> None:
     origin = provenance()
     data = load_ml100k()
     split = SequentialSplit(data.interactions, max_len=50)
-    runs = []
+    runs: list[dict] = []
+
+    def save(done: list[dict]) -> None:
+        """Rewrite the report with the runs so far (a long run keeps what it finished)."""
+        if not args.skip_recbole:
+            target = done[0]["best_valid_ndcg@10"]
+            for run in done:
+                run["seconds_to_recbole_best_valid"] = first_reaching(run["valid_curve"], target)
+        write_report(args.out, {
+            "benchmark": "peer_recbole", **origin, "seeds": args.seeds,
+            "machine": platform.machine(), "threads": torch.get_num_threads(),
+            "environment": environment_report("cpu"), "split_checksum": split.checksum(),
+            "runs": done,
+        })
+
     if not args.skip_recbole:
         runs.append(run_recbole(args.recbole_epochs, args.seeds[0], args.batch_size))
         print(json.dumps({k: v for k, v in runs[-1].items() if k != "valid_curve"}), flush=True)
+        save(runs)
     # the sweep, on the first seed: dropout, then the separate output table at the default;
     # the setting with the best validation NDCG@10 is the one the other seeds train
-    sweep = [sasrec_run(split, args.seeds[0], args.our_epochs, p) for p in args.dropouts]
-    sweep.append(sasrec_run(split, args.seeds[0], args.our_epochs, SETTINGS.sasrec_dropout,
-                            separate_output=True))
+    settings = [(p, False) for p in args.dropouts] + [(SETTINGS.sasrec_dropout, True)]
+    sweep: list[dict] = []
+    for dropout, separate_output in settings:
+        sweep.append(sasrec_run(split, args.seeds[0], args.our_epochs, dropout, separate_output))
+        save(runs + sweep)
     chosen = max(sweep, key=lambda run: run["best_valid_ndcg@10"])
     for run in sweep:
         run["chosen"] = run is chosen
@@ -206,15 +223,7 @@ def main() -> None:
             runs.append(kuaiformer_run(data, seed, args.our_epochs, n_interests))
             print(json.dumps({key: value for key, value in runs[-1].items()
                               if key not in ("valid_curve", "config")}), flush=True)
-    if not args.skip_recbole:
-        target = runs[0]["best_valid_ndcg@10"]
-        for run in runs:
-            run["seconds_to_recbole_best_valid"] = first_reaching(run["valid_curve"], target)
-    write_report(args.out, {
-        "benchmark": "peer_recbole", **origin, "seeds": args.seeds, "machine": platform.machine(),
-        "threads": torch.get_num_threads(), "environment": environment_report("cpu"),
-        "split_checksum": split.checksum(), "runs": runs,
-    })
+            save(runs)
     print(f"written {args.out}")
 
 
