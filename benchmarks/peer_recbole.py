@@ -34,9 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # RecBole's checkpoint reload
+
+from retrieval_ml1m import recbole_test_ranks  # noqa: E402
 
 from recfunnel.data.movielens import load_ml100k, side_features  # noqa: E402
 from recfunnel.data.sequences import (  # noqa: E402
@@ -47,7 +50,7 @@ from recfunnel.data.sequences import (  # noqa: E402
 )
 from recfunnel.models.baselines import SASRec, SASRecConfig  # noqa: E402
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig  # noqa: E402
-from recfunnel.recipes.retrieval import SETTINGS  # noqa: E402
+from recfunnel.recipes.retrieval import SETTINGS, target_ranks  # noqa: E402
 from recfunnel.runtime import environment_report, set_seed  # noqa: E402
 from recfunnel.study import provenance, write_report  # noqa: E402
 from recfunnel.train import TrainConfig, fit  # noqa: E402
@@ -55,8 +58,9 @@ from recfunnel.train import TrainConfig, fit  # noqa: E402
 KS = (10, 20)
 
 
-def run_recbole(epochs: int, seed: int, batch_size: int) -> dict:
-    """RecBole 1.2.1's SASRec with its defaults, on its bundled ml-100k."""
+def run_recbole(epochs: int, seed: int, batch_size: int, users: np.ndarray) -> dict:
+    """RecBole 1.2.1's SASRec with its defaults, on its bundled ml-100k; ``users``: the order
+    of the per-user test ranks (our split's)."""
     import importlib.util
 
     from recbole.config import Config
@@ -99,6 +103,7 @@ def run_recbole(epochs: int, seed: int, batch_size: int) -> dict:
         "model": "RecBole 1.2.1 SASRec", "seed": seed, "epochs": len(curve), "epoch_cap": epochs,
         "wall_seconds": wall, "best_valid_ndcg@10": float(best_valid), "valid_curve": curve,
         **{f"test_{name}": float(value) for name, value in test.items()},
+        "test_ranks": recbole_test_ranks(trainer, test_data, dataset, users),
     }
 
 
@@ -117,12 +122,14 @@ def run_ours(name: str, model: torch.nn.Module, batches, valid, test, epochs: in
     wall = time.perf_counter() - started
     model.eval()
     result = next_item_metrics(model, test, ks=KS)
+    ranks = target_ranks(model, test).tolist()
     return {
         "model": name, "seed": seed, "epochs": len(history.epochs), "epoch_cap": epochs,
         "wall_seconds": wall, "best_valid_ndcg@10": history.best_value,
         "valid_curve": curve,
         **{f"test_{metric}": value for metric, value in result.items()
            if metric.startswith(("recall", "ndcg"))},
+        "test_ranks": ranks,
     }
 
 
@@ -164,6 +171,12 @@ def first_reaching(curve: list[tuple[float, float]], target: float) -> float | N
     return next((seconds for seconds, score in curve if score >= target), None)
 
 
+def show(run: dict) -> None:
+    """Print a finished run without its curve, ranks and config."""
+    hidden = ("valid_curve", "test_ranks", "config")
+    print(json.dumps({k: v for k, v in run.items() if k not in hidden}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recbole-epochs", type=int, default=6)
@@ -197,8 +210,9 @@ def main() -> None:
         })
 
     if not args.skip_recbole:
-        runs.append(run_recbole(args.recbole_epochs, args.seeds[0], args.batch_size))
-        print(json.dumps({k: v for k, v in runs[-1].items() if k != "valid_curve"}), flush=True)
+        runs.append(run_recbole(args.recbole_epochs, args.seeds[0], args.batch_size,
+                                split.user_ids))
+        show(runs[-1])
         save(runs)
     # the sweep, on the first seed: dropout, then the separate output table at the default;
     # the setting with the best validation NDCG@10 is the one the other seeds train
@@ -210,19 +224,17 @@ def main() -> None:
     chosen = max(sweep, key=lambda run: run["best_valid_ndcg@10"])
     for run in sweep:
         run["chosen"] = run is chosen
-        print(json.dumps({k: v for k, v in run.items() if k != "valid_curve"}), flush=True)
+        show(run)
     for seed in args.seeds:
         if seed == args.seeds[0]:
             runs.extend(sweep)
         else:
             runs.append({**sasrec_run(split, seed, args.our_epochs, chosen["dropout"],
                                       chosen["separate_output"]), "chosen": True})
-            print(json.dumps({k: v for k, v in runs[-1].items() if k != "valid_curve"}),
-                  flush=True)
+            show(runs[-1])
         for n_interests in (1, 4):
             runs.append(kuaiformer_run(data, seed, args.our_epochs, n_interests))
-            print(json.dumps({key: value for key, value in runs[-1].items()
-                              if key not in ("valid_curve", "config")}), flush=True)
+            show(runs[-1])
             save(runs)
     print(f"written {args.out}")
 

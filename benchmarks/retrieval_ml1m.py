@@ -118,24 +118,31 @@ def recbole_run(model_name: str, splits: Splits, seed: int, budget: float) -> di
         stopped_by_budget = True
     wall = time.perf_counter() - started
     own = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    return {"model": f"RecBole {model_name}", "epochs": len(curve), "valid_curve": curve,
+            "best_valid_ndcg@10": float(trainer.best_valid_score), "wall_seconds": wall,
+            "stopped_by_budget": stopped_by_budget,
+            "recbole_test": {k: float(v) for k, v in own.items()},  # its own evaluator
+            "config": {"train_batch_size": 256, "stopping_step": 10, **extra},
+            "test_ranks": recbole_test_ranks(trainer, test_data, dataset,
+                                             splits.plain.user_ids)}
+
+
+def recbole_test_ranks(trainer, test_data, dataset, users: np.ndarray) -> list[int]:
+    """Each of ``users``' 1-based test target rank under a fitted RecBole trainer's model
+    (ties count against the target, as in ``recipes.retrieval.target_ranks``); RecBole's
+    own user tokens are matched to ours, and a user missing on either side is an error."""
     ranks: dict[int, int] = {}
     trainer.model.eval()
     with torch.no_grad():
         for batched in test_data:
             interaction, scores, _, positive_i = trainer._full_sort_batch_eval(batched)
             target = scores[torch.arange(len(scores)), positive_i][:, None]
-            users = dataset.id2token("user_id", interaction["user_id"].cpu().numpy())
-            for user, rank in zip(users, (scores >= target).sum(1).tolist(), strict=True):
+            tokens = dataset.id2token("user_id", interaction["user_id"].cpu().numpy())
+            for user, rank in zip(tokens, (scores >= target).sum(1).tolist(), strict=True):
                 ranks[int(user)] = int(rank)
-    users = splits.plain.user_ids
-    if sorted(ranks) != sorted(users.tolist()):
+    if sorted(ranks) != sorted(int(u) for u in users):
         raise AssertionError("RecBole's test users differ from the split's")
-    return {"model": f"RecBole {model_name}", "epochs": len(curve), "valid_curve": curve,
-            "best_valid_ndcg@10": float(trainer.best_valid_score), "wall_seconds": wall,
-            "stopped_by_budget": stopped_by_budget,
-            "recbole_test": {k: float(v) for k, v in own.items()},  # its own evaluator
-            "config": {"train_batch_size": 256, "stopping_step": 10, **extra},
-            "test_ranks": [ranks[int(u)] for u in users]}
+    return [ranks[int(u)] for u in users]
 
 
 def rectools_run(splits: Splits, seed: int, budget: float) -> dict:
