@@ -348,20 +348,67 @@ if movielens is not None:
 # %%
 peer_path = results_dir() / "peer_recbole.json"
 if peer_path.exists():
-    peer_table, peer_values = recipe.peer_summary(json.loads(peer_path.read_text()))
+    peer_report = json.loads(peer_path.read_text())
+    peer_table, peer_values = recipe.peer_summary(peer_report)
     display(plots.table(peer_table))
+    peer_judged = recipe.peer_verdicts(peer_report)
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for run in peer_report["runs"]:
+        if run["model"].startswith("RecBole") or (run["model"] == "recfunnel SASRec"
+                                                  and run.get("chosen", True)):
+            seconds, scores = zip(*run["valid_curve"], strict=True)
+            recbole = run["model"].startswith("RecBole")
+            ax.plot(seconds, scores, marker="o" if recbole else None, lw=2 if recbole else 1,
+                    color=plots.PALETTE[1 if recbole else 0],
+                    label=f"{run['model']}, seed {run['seed']}")
+    recbole_run = peer_report["runs"][0]
+    ax.axhline(recbole_run["best_valid_ndcg@10"], color="grey", ls=":")
+    ax.axvline(recbole_run["wall_seconds"] / recipe.SPEEDUP, color="grey", ls="--",
+               label=f"1/{recipe.SPEEDUP:g} of RecBole's wall time")
+    ax.set(xlabel="seconds of training (validation after every epoch)",
+           ylabel="validation NDCG@10", title="Our SASRec and RecBole's, one run")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
 else:
     print("benchmarks/results/peer_recbole.json is not here (a Colab session?): "
           "see the repository for the peer comparison")
     peer_values = dict.fromkeys(recipe.PEER_KEYS, "n/a")
+    peer_judged = {}
 for key, value in peer_values.items():
     glue(f"kf_peer_{key}", value)
+stride = retrieval.SETTINGS.sasrec_stride
+glue("kf_peer_stride", stride)
+glue("kf_peer_min_history", 50 - stride + 1)
+glue("kf_peer_margin", f"{recipe.PARITY_MARGIN:.0%}")
+glue("kf_peer_speedup", f"{recipe.SPEEDUP:g}")
+for key in ("parity", "speed"):
+    judged = peer_judged.get(key)
+    glue(f"kf_peer_{key}_verdict", judged.text if judged else "not judged (no per-user ranks)")
+    glue(f"kf_peer_{key}_gap", judged.gap.summary if judged else "n/a")
 
 # %% [markdown]
-# With the same seed, our SASRec's test NDCG@10 differs from RecBole's by
-# {glue:text}`kf_peer_parity_pct` %: the protocol is the same. RecBole was capped at
-# {glue:text}`kf_peer_recbole_epochs` epochs for time; in the same run our SASRec
-# {glue:text}`kf_peer_reached`. Trained to convergence and averaged over
+# In this benchmark our SASRec trains the way RecBole's does in substance: every target
+# sees its full history (up to 50 items). RecBole makes every prefix of a history its own
+# sample; we cut overlapping 50-item windows {glue:text}`kf_peer_stride` items apart and
+# let each window train only its newest {glue:text}`kf_peer_stride` targets
+# (`SequentialSplit.train_windows(stride)`), so every target is trained once per epoch with
+# at least {glue:text}`kf_peer_min_history` items of history, for a fraction of the
+# Transformer work of all prefixes. On the first seed a dropout sweep and a separate output
+# item table were tried (the "setting" column); the setting with the best *validation*
+# NDCG@10 is marked "chosen" and is the only one trained on the other seeds and counted
+# below. The chapter's own live SASRec above keeps the cheaper disjoint windows.
+#
+# With the same seed, the chosen SASRec's test NDCG@10 differs from RecBole's by
+# {glue:text}`kf_peer_parity_pct` %. That it reaches RecBole's, within
+# {glue:text}`kf_peer_margin` of RecBole's NDCG@10 paired over the test users and our seeds
+# (gap {glue:text}`kf_peer_parity_gap`): {glue:text}`kf_peer_parity_verdict`. RecBole was
+# capped at {glue:text}`kf_peer_recbole_epochs` epochs for time; in the same run our SASRec
+# {glue:text}`kf_peer_reached`. That it reaches RecBole's best validation NDCG@10 in under
+# 1/{glue:text}`kf_peer_speedup` of RecBole's wall time, over our seeds (RecBole's wall time
+# over ours to that score, minus {glue:text}`kf_peer_speedup`: {glue:text}`kf_peer_speed_gap`):
+# {glue:text}`kf_peer_speed_verdict`. The figure shows both: the dotted line is RecBole's
+# best validation score, the dashed one the wall-time bound. Trained to convergence and
+# averaged over
 # {glue:text}`kf_peer_seeds`, the better KuaiFormer's test NDCG@10 differs from
 # our SASRec's by {glue:text}`kf_peer_kf_vs_sasrec` %. The committed run's commit:
 # {glue:text}`kf_peer_commit`. A run without one predates the package's single epoch

@@ -3,6 +3,7 @@ committed benchmark reports."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ from recfunnel.cost import attention_map_gib, count_flops, scaling_exponent
 from recfunnel.data.sequences import SeqBatch
 from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig
 from recfunnel.recipes.dimerec import seed_verdicts
-from recfunnel.recipes.kuaiformer import PEER_KEYS, peer_summary
+from recfunnel.recipes.kuaiformer import PEER_KEYS, peer_summary, peer_verdicts
 from recfunnel.study import Outcome, Run
 
 
@@ -89,6 +90,41 @@ def test_peer_summary_counts_only_the_sweep_setting_that_validation_chose():
     assert values["parity_pct"] == "+5.0" and "after 12 s" in values["reached"]
     assert values["kf_vs_sasrec"] == f"{100 * (0.030 / 0.042 - 1):+.1f}"
     assert len(table) == 9 and "dropout 0.2 (chosen)" in table.index.get_level_values("setting")
+
+
+def ranked_peer_report(our_ranks, reached):
+    """RecBole (wall 900 s) and our SASRec on three seeds with per-user test ranks."""
+    rng = np.random.default_rng(0)
+    theirs = rng.integers(1, 30, 2_000)
+    runs = [{"model": "RecBole 1.2.1 SASRec", "seed": 0, "wall_seconds": 900.0,
+             "test_ranks": theirs.tolist()}]
+    runs += [{"model": "recfunnel SASRec", "seed": seed, "chosen": True,
+              "test_ranks": our_ranks(theirs, rng).tolist(),
+              "seconds_to_recbole_best_valid": seconds} for seed, seconds in enumerate(reached)]
+    return {"runs": runs}
+
+
+def test_peer_verdicts_pair_users_and_time_our_sasrec_against_recbole():
+    def same(theirs, rng):  # the same ranks but for a few users moved by one place
+        return np.where(rng.random(len(theirs)) < 0.05, theirs + 1, theirs)
+
+    verdicts = peer_verdicts(ranked_peer_report(same, reached=(300.0, 320.0, 280.0)))
+    assert verdicts["parity"].outcome is Outcome.NOT_WORSE
+    assert verdicts["parity"].gap.n_users == 2_000 and verdicts["parity"].gap.n_seeds == 3
+    assert verdicts["speed"].outcome is Outcome.HELD  # 900 / ~300 = 3 > 2 on every seed
+
+    def worse(theirs, rng):  # every target pushed 20 places down
+        return theirs + 20
+
+    slow = peer_verdicts(ranked_peer_report(worse, reached=(600.0, None, 700.0)))
+    assert slow["parity"].outcome is Outcome.NOT_HELD
+    assert slow["speed"].outcome is not Outcome.HELD  # a seed that never reached counts 0
+
+
+def test_peer_verdicts_need_recbole_and_per_user_ranks():
+    assert peer_verdicts(peer_report()) == {}  # an older report: aggregate metrics only
+    report = ranked_peer_report(lambda theirs, rng: theirs, reached=(1.0, 1.0, 1.0))
+    assert peer_verdicts({"runs": report["runs"][1:]}) == {}  # RecBole skipped
 
 
 def test_seed_verdicts_judge_what_ran_and_say_what_did_not():

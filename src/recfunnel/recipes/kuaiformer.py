@@ -27,9 +27,10 @@ from recfunnel.models.kuaiformer import KuaiFormer, KuaiFormerConfig
 from recfunnel.notebook import plural
 from recfunnel.profiles import KuaiFormerSize
 from recfunnel.recipes import NEXT_ITEM, fit_next_item, fit_recbole_sasrec
+from recfunnel.recipes.retrieval import per_user
 from recfunnel.runcache import cached_training
 from recfunnel.runtime import resolve_device, set_seed
-from recfunnel.study import Gap, Verdict, exact_gap, paired_gap, report_commit
+from recfunnel.study import Gap, Verdict, exact_gap, paired_gap, report_commit, seed_gap
 from recfunnel.train import History, TrainConfig
 
 TEST_KS = (10, 20, 50)
@@ -313,6 +314,39 @@ def peer_summary(report: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any
         "seeds": plural(len(report.get("seeds", [0])), "seed"),
         "commit": report_commit(report)}
     return table, values
+
+
+PARITY_MARGIN = 0.05  # our SASRec "reaches" RecBole's: not worse by 5 % of its NDCG@10
+SPEEDUP = 2.0  # ... and reaches RecBole's best validation score in half RecBole's wall time
+
+
+def peer_verdicts(report: Mapping[str, Any]) -> dict[str, Verdict]:
+    """The reference SASRec against RecBole's, in one ``benchmarks/peer_recbole.py`` run:
+    "parity": its test NDCG@10 not worse than RecBole's by ``PARITY_MARGIN`` of RecBole's,
+    paired per test user (our chosen setting's seeds each against RecBole's one run);
+    "speed": RecBole's wall time over the time ours took to reach RecBole's best validation
+    NDCG@10 exceeds ``SPEEDUP``, over our seeds (a seed that never reached it counts 0).
+    Empty for a report without RecBole or per-user ranks (older reports)."""
+    runs = [run for run in report["runs"] if run.get("chosen", True)]
+    recbole = next((run for run in runs if run["model"].startswith("RecBole")), None)
+    ours = [run for run in runs if run["model"] == "recfunnel SASRec"]
+    if recbole is None or not ours or not all("test_ranks" in run for run in [recbole, *ours]):
+        return {}
+    theirs = per_user(recbole)
+    parity = paired_gap(np.stack([per_user(run) for run in ours]),
+                        np.stack([theirs] * len(ours)), a="our SASRec", b="RecBole's SASRec",
+                        metric="ndcg@10")
+    ratios = [recbole["wall_seconds"] / run["seconds_to_recbole_best_valid"]
+              if run.get("seconds_to_recbole_best_valid") else 0.0 for run in ours]
+    speed = seed_gap(ratios, [SPEEDUP] * len(ours), a="RecBole's wall time / ours to its best "
+                     "validation", b=f"{SPEEDUP:g}", metric="time ratio")
+    return {
+        "parity": Verdict.not_worse(
+            f"our SASRec reaches RecBole's test NDCG@10 (within {PARITY_MARGIN:.0%} of it)",
+            parity, margin=PARITY_MARGIN * parity.mean_b),
+        "speed": Verdict.better(
+            f"our SASRec reaches RecBole's best validation NDCG@10 in under 1/{SPEEDUP:g} of "
+            "RecBole's wall time", speed)}
 
 
 def compression_verdict(runs: dict[str, PlantedRun], pairs_ratio: float,
