@@ -113,6 +113,8 @@ def test_the_chapters_say_how_the_best_peer_stopped_and_n_a_without_a_report():
     values = retrieval.chapter_values(report, "ELASTIC")
     assert values["peer"] == "RecBole GRU4Rec" and values["goal"] in ("did not hold",
                                                                        "not resolved")
+    assert values["seeds"] == "1 seed" and values["users"] == "500"
+    assert set(retrieval.chapter_values(report, "ELASTIC", "ml-100k").values()) == {"n/a"}
     assert set(retrieval.chapter_values(None, "ELASTIC").values()) == {"n/a"}
 
 

@@ -392,10 +392,10 @@ def chapter_values(report: Mapping[str, Any] | None, model: str,
                    dataset: str = "ml-1m") -> dict[str, str]:
     """What a chapter quotes about its ``model`` in the report, as text ("n/a" where the
     report or the run is missing): users, the best peer and its NDCG@10, the model's
-    NDCG@10, its ratio to the peer, its epochs within the budget, the goal's verdict and
-    the commits of the committed runs."""
+    NDCG@10, its ratio to the peer, its seeds and epochs within the budget, the goal's
+    verdict and the commits of the committed runs."""
     values = dict.fromkeys(("users", "peer", "peer_ndcg", "peer_training", "ndcg", "ratio",
-                            "epochs", "budget", "goal", "commits"), "n/a")
+                            "seeds", "epochs", "budget", "goal", "commits"), "n/a")
     if not has_runs(report, dataset):
         return values
     frame, facts = table(report, dataset), summary(report, dataset)
@@ -405,6 +405,7 @@ def chapter_values(report: Mapping[str, Any] | None, model: str,
         values["peer_training"] = peer_training(report, dataset)
     if model in frame.index:
         values.update(ndcg=f"{frame.loc[model, 'ndcg@10']:.4f}",
+                      seeds=plural(int(frame.loc[model, "seeds"]), "seed"),
                       epochs=f"{frame.loc[model, 'epochs']:.0f}",
                       budget=f"{frame.loc[model, 'budget s']:.0f}")
         if facts["best_peer"] != "n/a":
