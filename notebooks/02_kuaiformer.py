@@ -353,14 +353,15 @@ if peer_path.exists():
     display(plots.table(peer_table))
     peer_judged = recipe.peer_verdicts(peer_report)
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    for run in peer_report["runs"]:
-        if run["model"].startswith("RecBole") or (run["model"] == "recfunnel SASRec"
-                                                  and run.get("chosen", True)):
-            seconds, scores = zip(*run["valid_curve"], strict=True)
-            recbole = run["model"].startswith("RecBole")
-            ax.plot(seconds, scores, marker="o" if recbole else None, lw=2 if recbole else 1,
-                    color=plots.PALETTE[1 if recbole else 0],
-                    label=f"{run['model']}, seed {run['seed']}")
+    our_sasrec = [run for run in peer_report["runs"]
+                  if run["model"] == "recfunnel SASRec" and run.get("chosen", True)]
+    for i, run in enumerate(our_sasrec):
+        seconds, scores = zip(*run["valid_curve"], strict=True)
+        ax.plot(seconds, scores, lw=1, color=plots.PALETTE[0],
+                label=f"our SASRec ({plural(len(our_sasrec), 'seed')})" if i == 0 else None)
+    seconds, scores = zip(*peer_report["runs"][0]["valid_curve"], strict=True)
+    ax.plot(seconds, scores, marker="o", lw=2, color=plots.PALETTE[1],
+            label=peer_report["runs"][0]["model"])
     recbole_run = peer_report["runs"][0]
     ax.axhline(recbole_run["best_valid_ndcg@10"], color="grey", ls=":")
     ax.axvline(recbole_run["wall_seconds"] / recipe.SPEEDUP, color="grey", ls="--",
