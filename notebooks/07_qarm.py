@@ -693,17 +693,17 @@ for encoder in encoders if movie_section else ():
     except TextEncoderUnavailableError as error:
         print(f"{error}; keeping TF-IDF + SVD alone")
         continue
-    content = torch.from_numpy(items.content)
+    text = torch.from_numpy(items.content)
     train_rows, held_rows = items.train, ~items.train
-    pairs = qarm_pretrain.mine_pairs(items.users[train_rows], items.items[train_rows], 1)
+    train_pairs = qarm_pretrain.mine_pairs(items.users[train_rows], items.items[train_rows], 1)
     held = qarm_pretrain.mine_pairs(items.users[held_rows], items.items[held_rows], 1)
-    aligner = qarm.ItemAligner(content.shape[1], size.d_align)
-    recipe.align(aligner, content, pairs, size.align_batch,
+    aligner = qarm.ItemAligner(text.shape[1], size.d_align)
+    recipe.align(aligner, text, train_pairs, size.align_batch,
                  TrainConfig(epochs=size.text_align_epochs, seed=SEED, device=DEVICE))
-    aligned = qarm.encode_items(aligner, content)
-    movie_runs[encoder] = (items, content, aligned, pairs, {
-        "width": content.shape[1], "text vector": qarm.pair_recall(content, held),
-        "aligned vector": qarm.pair_recall(aligned, held)})
+    movie_vectors = qarm.encode_items(aligner, text)
+    movie_runs[encoder] = (items, text, movie_vectors, train_pairs, {
+        "width": text.shape[1], "text vector": qarm.pair_recall(text, held),
+        "aligned vector": qarm.pair_recall(movie_vectors, held)})
 if movie_runs:
     encoder_used = next(iter(movie_runs))  # the profile's encoder when it loaded
     movies, movie_content, movie_aligned, movie_pairs, movie_recall = movie_runs[encoder_used]
